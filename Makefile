@@ -1,0 +1,29 @@
+# templar-rs entry points. Every target sources scripts/setup.sh, which installs what is
+# missing (torch virtualenv, later Garage and Python test tools) into ~/.cache/templar-rs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+SETUP := source scripts/setup.sh
+STEPS ?= 60
+MODEL ?= small
+MODE ?= sparseloco
+
+.PHONY: demo test lint unit bench-codec setup
+
+setup:
+	$(SETUP)
+
+## The main job on the embedded default corpus.
+demo:
+	$(SETUP) && cargo run -q -p templar-node -- train --model $(MODEL) --mode $(MODE) --steps $(STEPS)
+
+## Everything CI checks: formatting, clippy, all tests.
+test: lint unit
+
+lint:
+	$(SETUP) && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(SETUP) && scripts/run-tests.sh
+
+bench-codec:
+	$(SETUP) && cargo run -q -p templar-node -- bench codec --model 150M --json

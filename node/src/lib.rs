@@ -1,0 +1,14 @@
+//! templar-node: the miner / validator node of templar-rs.
+//!
+//! torch lives only in this crate. Modules: [`hparams`] (settings), [`model`] (LLaMA-style
+//! decoder), [`data`] (tokenizer, corpora, deterministic page sampler), [`codec`] (DCT, top-k,
+//! packing, quantisation, payloads), [`optim`] (DeMo and SparseLoCo update rules), [`train`]
+//! (one node's window loop) and [`bench`].
+
+pub mod bench;
+pub mod codec;
+pub mod data;
+pub mod hparams;
+pub mod model;
+pub mod optim;
+pub mod train;

@@ -1,0 +1,247 @@
+//! `templar-node`: train, benchmark, and build the tokenizer.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::Arc;
+use templar_node::data::{self, Pages};
+use templar_node::hparams::{Hparams, ModelConfig, OuterMode};
+use templar_node::model::default_device;
+use templar_node::{bench, train};
+
+#[derive(Parser)]
+#[command(name = "templar-node", version, about = "templar miner / validator node")]
+struct Cli {
+    /// Log as JSON lines instead of text (filter with RUST_LOG).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one node alone (no peers) on the embedded corpus or your data.
+    Train(TrainArgs),
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+    /// Tokenizer tools.
+    Tokenizer {
+        #[command(subcommand)]
+        which: TokenizerCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Windows (outer steps) to train.
+    #[arg(long, default_value_t = 100)]
+    steps: u64,
+    /// Model size (tiny, small, 150M, 1B); overrides the hyperparameters file.
+    #[arg(long)]
+    model: Option<String>,
+    /// Hyperparameters TOML file (defaults for everything it leaves out).
+    #[arg(long)]
+    hparams: Option<PathBuf>,
+    /// Update rule; overrides the hyperparameters file.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Folder of .txt / .jsonl documents instead of the embedded corpus.
+    #[arg(long, conflicts_with = "npy")]
+    text: Option<PathBuf>,
+    /// Folder of pre-tokenised uint32 .npy shards instead of the embedded corpus.
+    #[arg(long)]
+    npy: Option<PathBuf>,
+    /// tokenizer.json for --text (default: the embedded tokenizer).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// The uid whose pages are trained on.
+    #[arg(long, default_value_t = 0)]
+    uid: u16,
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Demo,
+    Sparseloco,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Encode/decode time per parameter shape, payload size and compression ratio.
+    Codec {
+        #[arg(long, default_value = "150M")]
+        model: String,
+        /// Peers merged in the multi-peer decode.
+        #[arg(long, default_value_t = 20)]
+        peers: usize,
+        /// Timing repetitions (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Hyperparameters TOML whose [codec] section is used.
+        #[arg(long)]
+        hparams: Option<PathBuf>,
+        /// Turn the chunked DCT on (DeMo) regardless of the file.
+        #[arg(long)]
+        dct: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer on the embedded corpus (or a text folder).
+    Train {
+        #[arg(long, default_value_t = 4096)]
+        vocab: usize,
+        #[arg(long)]
+        text: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_hparams(path: Option<&PathBuf>) -> Result<Hparams> {
+    Ok(match path {
+        Some(p) => Hparams::load(p)?,
+        None => Hparams::default(),
+    })
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let mut hp = load_hparams(args.hparams.as_ref())?;
+    if let Some(model) = &args.model {
+        ModelConfig::preset(model)?;
+        hp.model.size = model.clone();
+        hp.model.config = None;
+    }
+    if let Some(mode) = args.mode {
+        hp.outer.mode = match mode {
+            Mode::Demo => OuterMode::Demo,
+            Mode::Sparseloco => OuterMode::Sparseloco,
+        };
+    }
+    hp.validate()?;
+    let tokens = if let Some(dir) = &args.npy {
+        Arc::new(data::npy_dir_tokens(dir)?)
+    } else if let Some(dir) = &args.text {
+        let tok = data::load_tokenizer(args.tokenizer.as_deref())?;
+        Arc::new(data::tokenize_documents(&tok, &data::text_dir_documents(dir)?)?)
+    } else {
+        data::embedded_tokens()?
+    };
+    let pages = Pages::new(tokens, hp.data.seq_len)?;
+    let device = default_device();
+    tracing::info!(
+        model = %hp.model.size,
+        mode = ?hp.outer.mode,
+        pages = pages.num_pages(),
+        ?device,
+        "training alone"
+    );
+    let bar = ProgressBar::new(args.steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} window {pos}/{len} {msg} [{elapsed}<{eta}]")
+            .context("progress template")?,
+    );
+    let report = train::train_alone(&hp, &pages, args.steps, args.uid, device, |p| {
+        bar.set_position(p.window + 1);
+        bar.set_message(format!(
+            "loss {:.4}  {:.0} tok/s  payload {} B",
+            p.loss, p.tokens_per_sec, p.payload_bytes
+        ));
+    })?;
+    bar.finish();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} parameters, {} windows: held-out loss {:.4} -> {:.4}, {:.0} tokens/s, payload {} bytes",
+            report.parameters,
+            report.windows,
+            report.initial_eval_loss,
+            report.final_eval_loss,
+            report.tokens_per_sec,
+            report.payload_bytes
+        );
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Bench {
+            which:
+                BenchCommand::Codec {
+                    model,
+                    peers,
+                    reps,
+                    hparams,
+                    dct,
+                    json,
+                },
+        } => {
+            let hp = load_hparams(hparams.as_ref())?;
+            let cfg = ModelConfig::preset(&model)?;
+            let mut codec = hp.codec.clone();
+            codec.use_dct |= dct;
+            if reps == 0 {
+                bail!("--reps must be at least 1");
+            }
+            let r = bench::codec_bench(&model, &cfg, &codec, peers, reps, default_device());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{model}: {} params, encode {:.1} ms, decode 1 peer {:.1} ms, {} peers {:.1} ms ({:.2}x), payload {} B, {:.1}x smaller than fp32",
+                    r.parameters,
+                    r.total_encode_ms,
+                    r.total_decode_1_ms,
+                    r.peers,
+                    r.total_decode_n_ms,
+                    r.decode_n_over_1,
+                    r.payload_bytes,
+                    r.compression_ratio
+                );
+            }
+            Ok(())
+        }
+        Command::Tokenizer {
+            which: TokenizerCommand::Train { vocab, text, out },
+        } => {
+            let docs = match &text {
+                Some(dir) => data::text_dir_documents(dir)?,
+                None => data::embedded_documents()?,
+            };
+            let tok = data::train_tokenizer(&docs, vocab)?;
+            tok.save(&out, false)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+            println!("wrote {} (vocabulary {})", out.display(), tok.get_vocab_size(true));
+            Ok(())
+        }
+    }
+}

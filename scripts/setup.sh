@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Idempotent set-up for templar-rs. Sourced by every entry point (Makefile, .ci/run):
+#   source scripts/setup.sh [--garage] [--pytools]
+# Installs only what is missing, into a cache outside the clone so that a fresh clone
+# on the same machine (CI) reuses it. Nothing is installed system-wide.
+#   TEMPLAR_CACHE    where tools live (default: ~/.cache/templar-rs)
+#   TEMPLAR_VENV     the virtualenv with torch (default: $TEMPLAR_CACHE/venv-torch-2.11.0)
+#   CARGO_TARGET_DIR shared cargo target dir (default: $TEMPLAR_CACHE/target)
+set -euo pipefail
+
+TORCH_VERSION=2.11.0
+GARAGE_VERSION=2.5.0
+: "${TEMPLAR_CACHE:=$HOME/.cache/templar-rs}"
+: "${TEMPLAR_VENV:=$TEMPLAR_CACHE/venv-torch-$TORCH_VERSION}"
+: "${CARGO_TARGET_DIR:=$TEMPLAR_CACHE/target}"
+mkdir -p "$TEMPLAR_CACHE"
+
+want_garage=0
+want_pytools=0
+for arg in "$@"; do
+  case "$arg" in
+    --garage) want_garage=1 ;;
+    --pytools) want_pytools=1 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; return 2 2>/dev/null || exit 2 ;;
+  esac
+done
+
+log() { echo "[setup] $*" >&2; }
+
+# 1. Virtualenv with torch (libtorch for tch, which expects exactly this version).
+# importlib.metadata answers without importing torch (which takes seconds).
+if ! "$TEMPLAR_VENV/bin/python" -c "import importlib.metadata as m,sys; sys.exit(m.version('torch').split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  log "creating $TEMPLAR_VENV with torch==$TORCH_VERSION (about 3 GB, once)"
+  python3 -m venv "$TEMPLAR_VENV"
+  "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+
+# 2. Python test tools (Helm rendering and manifest validation; used by later suites).
+if [ "$want_pytools" = 1 ]; then
+  if ! "$TEMPLAR_VENV/bin/python" -c "import kubernetes_validate" 2>/dev/null; then
+    log "installing Python test tools"
+    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate pyyaml
+  fi
+fi
+
+# 3. Garage, the real S3 server used by the storage tests.
+GARAGE_ROOT="$TEMPLAR_CACHE/garage-$GARAGE_VERSION"
+if [ "$want_garage" = 1 ] && [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
+  log "building garage $GARAGE_VERSION (about 11 minutes, once)"
+  CARGO_TARGET_DIR="$TEMPLAR_CACHE/garage-build" \
+    cargo install garage --locked --version "$GARAGE_VERSION" --root "$GARAGE_ROOT"
+  rm -rf "$TEMPLAR_CACHE/garage-build"
+fi
+if [ -x "$GARAGE_ROOT/bin/garage" ]; then
+  export TEMPLAR_GARAGE_BIN="$GARAGE_ROOT/bin/garage"
+fi
+
+# 4. Environment for building (tch via torch-sys) and running (libtorch shared libs).
+TORCH_LIB=$("$TEMPLAR_VENV/bin/python" -c "import importlib.util as u,os; print(os.path.join(os.path.dirname(u.find_spec('torch').origin),'lib'))")
+export LIBTORCH_USE_PYTORCH=1
+export PATH="$TEMPLAR_VENV/bin:$PATH"
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export CARGO_TARGET_DIR TEMPLAR_CACHE TEMPLAR_VENV
+log "ready: torch $TORCH_VERSION, target dir $CARGO_TARGET_DIR"
