@@ -35,10 +35,10 @@ fn check_learns(hp: &Hparams, windows: u64) {
 
 #[test]
 fn tiny_model_learns_with_sparseloco() {
-    check_learns(&hparams("tiny-sparseloco.toml"), 12);
+    check_learns(&hparams("tiny-sparseloco.toml"), 30);
 }
 
 #[test]
 fn tiny_model_learns_with_demo() {
-    check_learns(&hparams("tiny-demo.toml"), 150);
+    check_learns(&hparams("tiny-demo.toml"), 250);
 }

@@ -260,10 +260,15 @@ fn clip_to_median_norm<'a>(peers: impl Iterator<Item = &'a Selected>) -> Vec<Sel
         .iter()
         .zip(norms)
         .map(|(p, n)| {
-            let scale = if n.is_finite() { (median / (n + 1e-8)).min(1.0) } else { 0.0 };
+            // A non-finite peer contributes nothing (0 * NaN would still be NaN).
+            let values = if n.is_finite() {
+                &p.values * (median / (n + 1e-8)).min(1.0)
+            } else {
+                p.values.zeros_like()
+            };
             Selected {
                 indices: p.indices.shallow_clone(),
-                values: &p.values * scale,
+                values,
             }
         })
         .collect()
