@@ -103,12 +103,20 @@ pub fn codec_bench(
             bytes = encode(0, &inputs[0]);
             sync(device);
         });
-        let payloads: Vec<Vec<u8>> =
-            inputs.iter().enumerate().map(|(i, x)| encode(i as u16, x)).collect();
+        let payloads: Vec<Vec<u8>> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| encode(i as u16, x))
+            .collect();
         let decode = |n: usize| {
             let sel: Vec<_> = payloads[..n]
                 .iter()
-                .map(|b| validator.validate(b).expect("own payload is valid").selected(&codec, device))
+                .map(|b| {
+                    validator
+                        .validate(b)
+                        .expect("own payload is valid")
+                        .selected(&codec, device)
+                })
                 .collect();
             let refs: Vec<_> = sel.iter().map(|s| &s[0]).collect();
             let out = codec.batch_decode(layout, &refs);
@@ -132,7 +140,9 @@ pub fn codec_bench(
             payload_bytes: bytes.len(),
         });
     }
-    let sum = |f: &dyn Fn(&ShapeFigures) -> f64| shapes.iter().map(|s| f(s) * s.count as f64).sum::<f64>();
+    let sum = |f: &dyn Fn(&ShapeFigures) -> f64| {
+        shapes.iter().map(|s| f(s) * s.count as f64).sum::<f64>()
+    };
     let total_encode_ms = sum(&|s| s.encode_ms);
     let total_decode_1_ms = sum(&|s| s.decode_1_ms);
     let total_decode_n_ms = sum(&|s| s.decode_n_ms);
@@ -150,7 +160,9 @@ pub fn codec_bench(
         hotkey: String::new(),
         hparams_digest: String::new(),
     };
-    let payload_bytes = Payload::from_selected(meta, &full, &selected).to_bytes(&full).len();
+    let payload_bytes = Payload::from_selected(meta, &full, &selected)
+        .to_bytes(&full)
+        .len();
     let parameters: i64 = parameter_shapes(cfg)
         .iter()
         .map(|(_, s)| s.iter().product::<i64>())

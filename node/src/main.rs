@@ -11,7 +11,11 @@ use templar_node::model::default_device;
 use templar_node::{bench, train};
 
 #[derive(Parser)]
-#[command(name = "templar-node", version, about = "templar miner / validator node")]
+#[command(
+    name = "templar-node",
+    version,
+    about = "templar miner / validator node"
+)]
 struct Cli {
     /// Log as JSON lines instead of text (filter with RUST_LOG).
     #[arg(long, global = true)]
@@ -147,7 +151,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
         Arc::new(data::npy_dir_tokens(dir)?)
     } else if let Some(dir) = &args.text {
         let tok = data::load_tokenizer(args.tokenizer.as_deref())?;
-        Arc::new(data::tokenize_documents(&tok, &data::text_dir_documents(dir)?)?)
+        Arc::new(data::tokenize_documents(
+            &tok,
+            &data::text_dir_documents(dir)?,
+        )?)
     } else {
         data::embedded_tokens()?
     };
@@ -240,7 +247,11 @@ fn main() -> Result<()> {
             let tok = data::train_tokenizer(&docs, vocab)?;
             tok.save(&out, false)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-            println!("wrote {} (vocabulary {})", out.display(), tok.get_vocab_size(true));
+            println!(
+                "wrote {} (vocabulary {})",
+                out.display(),
+                tok.get_vocab_size(true)
+            );
             Ok(())
         }
     }

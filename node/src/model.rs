@@ -205,8 +205,8 @@ impl Llama {
             })
             .collect();
         let norm = RmsNorm::new(&root / "norm", cfg.hidden_size, cfg.norm_eps);
-        let lm_head =
-            (!cfg.tie_embeddings).then(|| linear(&root / "lm_head", cfg.hidden_size, cfg.vocab_size));
+        let lm_head = (!cfg.tie_embeddings)
+            .then(|| linear(&root / "lm_head", cfg.hidden_size, cfg.vocab_size));
         Self {
             rope: Rope::new(cfg, device),
             vs,
@@ -255,7 +255,10 @@ impl Llama {
     }
 
     pub fn num_parameters(&self) -> i64 {
-        self.named_parameters().iter().map(|(_, t)| t.numel() as i64).sum()
+        self.named_parameters()
+            .iter()
+            .map(|(_, t)| t.numel() as i64)
+            .sum()
     }
 }
 
@@ -307,7 +310,10 @@ mod tests {
         // A fresh model predicts close to uniform: loss near ln(vocab).
         let loss = model.loss(&pages).double_value(&[]);
         let uniform = (cfg.vocab_size as f64).ln();
-        assert!((loss - uniform).abs() < 0.5, "loss {loss} vs ln(V) {uniform}");
+        assert!(
+            (loss - uniform).abs() < 0.5,
+            "loss {loss} vs ln(V) {uniform}"
+        );
     }
 
     #[test]

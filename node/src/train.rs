@@ -53,7 +53,11 @@ pub fn eval_pages(hp: &Hparams, pages: &Pages) -> Vec<u64> {
 }
 
 pub fn eval_loss(model: &Llama, pages: &Pages, which: &[u64]) -> f64 {
-    tch::no_grad(|| model.loss(&pages.batch(which, model.device())).double_value(&[]))
+    tch::no_grad(|| {
+        model
+            .loss(&pages.batch(which, model.device()))
+            .double_value(&[])
+    })
 }
 
 /// Train `windows` windows as uid `uid`, calling `on_window` after each.
@@ -73,8 +77,11 @@ pub fn train_alone(
         });
     }
     let model = Llama::new(&cfg, device, hp.data.seed as i64);
-    let shapes: Vec<(String, Vec<i64>)> =
-        model.named_parameters().iter().map(|(n, t)| (n.clone(), t.size())).collect();
+    let shapes: Vec<(String, Vec<i64>)> = model
+        .named_parameters()
+        .iter()
+        .map(|(n, t)| (n.clone(), t.size()))
+        .collect();
     let codec = Codec::new(&hp.codec, &shapes);
     let digest = hp.digest();
     let validator = PayloadValidator::new(&codec).with_hparams_digest(digest.clone());

@@ -12,7 +12,7 @@ use templar_node::codec::payload::{
 };
 use templar_node::hparams::CodecParams;
 
-type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+type Tensors = templar_node::codec::payload::RawTensors;
 
 fn shapes() -> Vec<(String, Vec<i64>)> {
     // A 2-D weight with 2048-element blocks (so out-of-range indices exist below 4096),
@@ -85,7 +85,10 @@ fn wrong_format_or_version_is_rejected() {
     let b = mutate(&bytes, |m, _| {
         m.insert("version".into(), "2".into());
     });
-    assert_eq!(reject(&c, &b), PayloadError::WrongVersion { found: "2".into() });
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::WrongVersion { found: "2".into() }
+    );
     let b = mutate(&bytes, |m, _| {
         m.insert("format".into(), "gradient".into());
     });
@@ -97,7 +100,10 @@ fn wrong_format_or_version_is_rejected() {
     let b = mutate(&bytes, |m, _| {
         m.insert("window".into(), "-1".into());
     });
-    assert!(matches!(reject(&c, &b), PayloadError::BadMetadata { key: "window", .. }));
+    assert!(matches!(
+        reject(&c, &b),
+        PayloadError::BadMetadata { key: "window", .. }
+    ));
 }
 
 #[test]
@@ -105,10 +111,16 @@ fn other_settings_are_rejected() {
     let c = codec(2);
     let (_, bytes) = valid_payload(&c);
     // Same shapes, other codec: the metadata says so.
-    assert!(matches!(reject(&codec(8), &bytes), PayloadError::CodecMismatch { .. }));
+    assert!(matches!(
+        reject(&codec(8), &bytes),
+        PayloadError::CodecMismatch { .. }
+    ));
     // Another model.
     let other = Codec::new(&c.params, &[("a.weight".into(), vec![64, 32])]);
-    assert!(matches!(reject(&other, &bytes), PayloadError::ParamsMismatch(_)));
+    assert!(matches!(
+        reject(&other, &bytes),
+        PayloadError::ParamsMismatch(_)
+    ));
     // Another hyperparameter digest.
     let err = PayloadValidator::new(&c)
         .with_hparams_digest("xyz")
@@ -124,7 +136,10 @@ fn missing_and_extra_tensors_are_rejected() {
     let b = mutate(&bytes, |_, t| {
         t.remove("b.norm.qp");
     });
-    assert_eq!(reject(&c, &b), PayloadError::MissingTensor("b.norm.qp".into()));
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::MissingTensor("b.norm.qp".into())
+    );
     let b = mutate(&bytes, |_, t| {
         t.insert("z.extra".into(), (Dtype::U8, vec![1], vec![0]));
     });
@@ -192,7 +207,10 @@ fn out_of_range_and_duplicate_indices_are_rejected() {
         }
     );
     let b = rewrite_indices(&bytes, "a.weight", |idx| idx[5] = idx[2]);
-    assert!(matches!(reject(&c, &b), PayloadError::DuplicateIndex { block: 0, .. }));
+    assert!(matches!(
+        reject(&c, &b),
+        PayloadError::DuplicateIndex { block: 0, .. }
+    ));
     // c.weight (13 x 8): blocks of 1 x 8, k = 8; the same index in two blocks is fine,
     // so permuting within a block keeps the payload valid.
     let b = rewrite_indices(&bytes, "c.weight", |idx| idx.swap(0, 1));
@@ -212,14 +230,29 @@ fn non_finite_values_and_quant_params_are_rejected() {
     let (_, bytes) = valid_payload(&c32);
     for v in [f32::NAN, f32::INFINITY] {
         let b = rewrite_f32(&bytes, "b.norm.val", 2, v);
-        assert_eq!(reject(&c32, &b), PayloadError::NonFiniteValues { param: "b.norm".into() });
+        assert_eq!(
+            reject(&c32, &b),
+            PayloadError::NonFiniteValues {
+                param: "b.norm".into()
+            }
+        );
     }
     let c = codec(2);
     let (_, bytes) = valid_payload(&c);
     let b = rewrite_f32(&bytes, "a.weight.qp", 0, f32::NAN); // shift
-    assert_eq!(reject(&c, &b), PayloadError::NonFiniteQuantParams { param: "a.weight".into() });
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::NonFiniteQuantParams {
+            param: "a.weight".into()
+        }
+    );
     let b = rewrite_f32(&bytes, "a.weight.qp", 4, f32::NEG_INFINITY); // a lookup entry
-    assert_eq!(reject(&c, &b), PayloadError::NonFiniteQuantParams { param: "a.weight".into() });
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::NonFiniteQuantParams {
+            param: "a.weight".into()
+        }
+    );
 }
 
 #[test]
@@ -248,7 +281,12 @@ fn altered_bytes_or_metadata_fail_the_digest() {
     let sha = meta["sha256"].clone();
     let views: Vec<_> = tensors
         .iter()
-        .map(|(n, (d, s, b))| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, (d, s, b))| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let mut m: std::collections::HashMap<String, String> = meta.clone().into_iter().collect();
     m.insert("sha256".into(), sha.clone());
@@ -258,7 +296,12 @@ fn altered_bytes_or_metadata_fail_the_digest() {
     let (_, tensors) = deserialize_raw(&bytes).unwrap();
     let views: Vec<_> = tensors
         .iter()
-        .map(|(n, (d, s, b))| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, (d, s, b))| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let mut m: std::collections::HashMap<String, String> = meta.into_iter().collect();
     m.insert("uid".into(), "4".into()); // claim another sender
@@ -280,9 +323,15 @@ fn oversized_truncated_and_arbitrary_bytes_are_rejected() {
         Err(PayloadError::TooLarge { max: 100, .. })
     ));
     for cut in [0, 4, 8, 20, bytes.len() / 2, bytes.len() - 1] {
-        assert!(matches!(reject(&c, &bytes[..cut]), PayloadError::Malformed(_)), "cut {cut}");
+        assert!(
+            matches!(reject(&c, &bytes[..cut]), PayloadError::Malformed(_)),
+            "cut {cut}"
+        );
     }
-    assert!(matches!(reject(&c, b"not a payload at all"), PayloadError::Malformed(_)));
+    assert!(matches!(
+        reject(&c, b"not a payload at all"),
+        PayloadError::Malformed(_)
+    ));
 }
 
 proptest! {

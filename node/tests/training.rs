@@ -1,10 +1,10 @@
 //! The tiny model learns the embedded corpus under both update rules, through the whole
 //! window pipeline (pages, local work, compression, payload bytes, validation, merge, step).
 
+use tch::Device;
 use templar_node::data::{Pages, embedded_tokens};
 use templar_node::hparams::Hparams;
 use templar_node::train::train_alone;
-use tch::Device;
 
 fn hparams(file: &str) -> Hparams {
     let path = format!("{}/../hparams/{file}", env!("CARGO_MANIFEST_DIR"));

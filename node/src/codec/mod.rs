@@ -152,17 +152,30 @@ mod tests {
             // Every chosen |x| is >= the 8th largest, and there are exactly 8 distinct ones.
             assert!(chosen.min().double_value(&[]) >= kth);
             let distinct: std::collections::HashSet<i64> =
-                Vec::<i64>::try_from(&sel.indices.get(b)).unwrap().into_iter().collect();
+                Vec::<i64>::try_from(&sel.indices.get(b))
+                    .unwrap()
+                    .into_iter()
+                    .collect();
             assert_eq!(distinct.len(), 8);
             let vals = sel.values.get(b);
-            assert!(vals.equal(&l.to_blocks(&x).reshape([2, 4096]).get(b).index_select(0, &sel.indices.get(b))));
+            assert!(
+                vals.equal(
+                    &l.to_blocks(&x)
+                        .reshape([2, 4096])
+                        .get(b)
+                        .index_select(0, &sel.indices.get(b))
+                )
+            );
         }
     }
 
     #[test]
     fn full_topk_with_dct_is_lossless() {
         tch::manual_seed(2);
-        let shapes = vec![("w".to_string(), vec![64i64, 128]), ("n".to_string(), vec![97])];
+        let shapes = vec![
+            ("w".to_string(), vec![64i64, 128]),
+            ("n".to_string(), vec![97]),
+        ];
         let c = codec(true, 4096, &shapes);
         for l in &c.layouts {
             let x = Tensor::randn(l.shape.as_slice(), (Kind::Float, Device::Cpu));
@@ -198,7 +211,10 @@ mod tests {
                 );
             }
             let expected = c.inverse_transform(l, &(sum / count.clamp_min(1.0)));
-            assert!(merged.allclose(&expected, 1e-5, 1e-5, false), "dct={use_dct}");
+            assert!(
+                merged.allclose(&expected, 1e-5, 1e-5, false),
+                "dct={use_dct}"
+            );
         }
     }
 
@@ -213,7 +229,11 @@ mod tests {
         buffer -= c.decode_tensor(l, &sent);
         // At the sent coordinates the buffer's coefficients are now zero; elsewhere unchanged.
         let coeffs = c.transform(l, &buffer);
-        let at_sent = coeffs.gather(1, &sent.indices, false).abs().max().double_value(&[]);
+        let at_sent = coeffs
+            .gather(1, &sent.indices, false)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(at_sent < 1e-5, "residual at sent coordinates {at_sent}");
         let norm_left = coeffs.norm().double_value(&[]);
         assert!(norm_left > 1.0, "the unsent mass stays in the buffer");

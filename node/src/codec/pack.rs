@@ -59,7 +59,11 @@ pub fn unpack_2bit(bytes: &[u8], n: usize) -> Option<Vec<u8>> {
     if bytes.len() < packed_2bit_len(n) {
         return None;
     }
-    Some((0..n).map(|i| (bytes[i / 4] >> (2 * (i % 4))) & 3).collect())
+    Some(
+        (0..n)
+            .map(|i| (bytes[i / 4] >> (2 * (i % 4))) & 3)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -89,7 +93,10 @@ mod tests {
     fn two_bit_packing_edge_cases() {
         assert!(pack_2bit(&[]).is_empty());
         assert_eq!(pack_2bit(&[1, 2, 3, 0, 3]), vec![0b00_11_10_01, 0b11]);
-        assert_eq!(unpack_2bit(&[0b00_11_10_01, 0b11], 5), Some(vec![1, 2, 3, 0, 3]));
+        assert_eq!(
+            unpack_2bit(&[0b00_11_10_01, 0b11], 5),
+            Some(vec![1, 2, 3, 0, 3])
+        );
         assert_eq!(unpack_2bit(&[0xFF], 5), None);
     }
 

@@ -28,6 +28,10 @@ use std::collections::{BTreeMap, HashMap};
 use tch::{Device, Kind, Tensor};
 
 pub const FORMAT_NAME: &str = "templar-update";
+/// Raw tensors by name: dtype, shape, little-endian bytes.
+pub type RawTensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+/// Raw metadata entries by key.
+pub type RawMetadata = BTreeMap<String, String>;
 pub const FORMAT_VERSION: &str = "1";
 /// Room for the safetensors header on top of the tensor bytes in the derived size bound.
 const HEADER_ALLOWANCE: u64 = 1 << 20;
@@ -164,8 +168,13 @@ fn params_header(codec: &Codec) -> Vec<(String, Vec<i64>)> {
         .collect()
 }
 
-fn digest(metadata: &BTreeMap<String, String>, tensors: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>) -> String {
-    digest_views(metadata, tensors.iter().map(|(n, (_, _, d))| (n.as_str(), d.as_slice())))
+fn digest(metadata: &BTreeMap<String, String>, tensors: &RawTensors) -> String {
+    digest_views(
+        metadata,
+        tensors
+            .iter()
+            .map(|(n, (_, _, d))| (n.as_str(), d.as_slice())),
+    )
 }
 
 fn digest_views<'a>(
@@ -207,7 +216,11 @@ impl Payload {
                     .map(|i| i as u16)
                     .collect();
                 let values = if bits == 32 {
-                    let v = s.values.flatten(0, -1).to_kind(Kind::Float).to_device(Device::Cpu);
+                    let v = s
+                        .values
+                        .flatten(0, -1)
+                        .to_kind(Kind::Float)
+                        .to_device(Device::Cpu);
                     Values::F32(Vec::<f32>::try_from(&v).expect("values are f32"))
                 } else {
                     Values::Quantized(Quantized::quantize(&s.values, bits))
@@ -230,7 +243,9 @@ impl Payload {
                     Values::Quantized(q) => q.dequantize(device),
                 };
                 Selected {
-                    indices: Tensor::from_slice(&idx).view([l.num_blocks(), l.k]).to_device(device),
+                    indices: Tensor::from_slice(&idx)
+                        .view([l.num_blocks(), l.k])
+                        .to_device(device),
                     values: values.view([l.num_blocks(), l.k]),
                 }
             })
@@ -239,20 +254,30 @@ impl Payload {
 
     /// Serialise to safetensors bytes, with the digest in the metadata.
     pub fn to_bytes(&self, codec: &Codec) -> Vec<u8> {
-        let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+        let mut tensors = RawTensors::new();
         for (name, p) in codec.names.iter().zip(&self.params) {
             let idx = pack_indices_12bit(&p.indices);
             tensors.insert(format!("{name}.idx"), (Dtype::U8, vec![idx.len()], idx));
             match &p.values {
                 Values::F32(v) => {
-                    tensors.insert(format!("{name}.val"), (Dtype::F32, vec![v.len()], f32_bytes(v)));
+                    tensors.insert(
+                        format!("{name}.val"),
+                        (Dtype::F32, vec![v.len()], f32_bytes(v)),
+                    );
                 }
                 Values::Quantized(q) => {
-                    let codes = if q.bits == 2 { pack_2bit(&q.codes) } else { q.codes.clone() };
+                    let codes = if q.bits == 2 {
+                        pack_2bit(&q.codes)
+                    } else {
+                        q.codes.clone()
+                    };
                     tensors.insert(format!("{name}.val"), (Dtype::U8, vec![codes.len()], codes));
                     let mut qp = vec![q.shift, q.scale];
                     qp.extend_from_slice(&q.lookup);
-                    tensors.insert(format!("{name}.qp"), (Dtype::F32, vec![qp.len()], f32_bytes(&qp)));
+                    tensors.insert(
+                        format!("{name}.qp"),
+                        (Dtype::F32, vec![qp.len()], f32_bytes(&qp)),
+                    );
                 }
             }
         }
@@ -273,38 +298,43 @@ impl Payload {
                 "codec".into(),
                 serde_json::to_string(&CodecHeader::from(&codec.params)).expect("JSON"),
             ),
-            ("params".into(), serde_json::to_string(&params_header(codec)).expect("JSON")),
+            (
+                "params".into(),
+                serde_json::to_string(&params_header(codec)).expect("JSON"),
+            ),
         ])
     }
 }
 
 /// Writes tensors and metadata (digest added) as safetensors. Public for tests that build
 /// deliberately malformed payloads.
-pub fn serialize(
-    mut metadata: BTreeMap<String, String>,
-    tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
-) -> Vec<u8> {
+pub fn serialize(mut metadata: BTreeMap<String, String>, tensors: RawTensors) -> Vec<u8> {
     metadata.remove("sha256");
     let sha = digest(&metadata, &tensors);
     metadata.insert("sha256".into(), sha);
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, (dt, shape, data))| {
-            (n.clone(), TensorView::new(*dt, shape.clone(), data).expect("consistent tensor"))
+            (
+                n.clone(),
+                TensorView::new(*dt, shape.clone(), data).expect("consistent tensor"),
+            )
         })
         .collect();
     safetensors::serialize(views, Some(metadata.into_iter().collect())).expect("serialisable")
 }
 
 /// Reads a payload's metadata and tensors without validating them (tests use it to mutate).
-pub fn deserialize_raw(
-    bytes: &[u8],
-) -> Result<(BTreeMap<String, String>, BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>), PayloadError> {
+pub fn deserialize_raw(bytes: &[u8]) -> Result<(RawMetadata, RawTensors), PayloadError> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| PayloadError::Malformed(e.to_string()))?;
     let (_, header) =
         SafeTensors::read_metadata(bytes).map_err(|e| PayloadError::Malformed(e.to_string()))?;
-    let metadata: BTreeMap<String, String> =
-        header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let tensors = st
         .tensors()
         .into_iter()
@@ -351,11 +381,16 @@ impl<'a> PayloadValidator<'a> {
                 max: self.max_bytes,
             });
         }
-        let st = SafeTensors::deserialize(bytes).map_err(|e| PayloadError::Malformed(e.to_string()))?;
-        let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| PayloadError::Malformed(e.to_string()))?;
-        let mut metadata: BTreeMap<String, String> =
-            header.metadata().clone().unwrap_or_default().into_iter().collect();
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| PayloadError::Malformed(e.to_string()))?;
+        let mut metadata: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let meta = self.check_metadata(&metadata)?;
 
         // Exactly the expected tensors, with the expected dtypes and shapes.
@@ -381,14 +416,14 @@ impl<'a> PayloadValidator<'a> {
                 });
             }
             if v.shape() != shape.as_slice() {
-                if let Some(param) = name.strip_suffix(".idx") {
-                    if v.shape().len() == 1 {
-                        return Err(PayloadError::IndexCount {
-                            param: param.to_string(),
-                            expected: shape[0] / 3 * 2,
-                            found: v.shape()[0] / 3 * 2,
-                        });
-                    }
+                if let Some(param) = name.strip_suffix(".idx")
+                    && v.shape().len() == 1
+                {
+                    return Err(PayloadError::IndexCount {
+                        param: param.to_string(),
+                        expected: shape[0] / 3 * 2,
+                        found: v.shape()[0] / 3 * 2,
+                    });
                 }
                 return Err(PayloadError::WrongShape {
                     tensor: (*name).clone(),
@@ -398,8 +433,13 @@ impl<'a> PayloadValidator<'a> {
             }
         }
 
-        let claimed = metadata.remove("sha256").ok_or(PayloadError::MissingMetadata("sha256"))?;
-        let actual = digest_views(&metadata, names.iter().map(|n| (n.as_str(), views[*n].data())));
+        let claimed = metadata
+            .remove("sha256")
+            .ok_or(PayloadError::MissingMetadata("sha256"))?;
+        let actual = digest_views(
+            &metadata,
+            names.iter().map(|n| (n.as_str(), views[*n].data())),
+        );
         if claimed != actual {
             return Err(PayloadError::DigestMismatch);
         }
@@ -430,7 +470,9 @@ impl<'a> PayloadValidator<'a> {
         let window = get("window")?
             .parse::<u64>()
             .map_err(|e| bad("window", e.to_string()))?;
-        let uid = get("uid")?.parse::<u16>().map_err(|e| bad("uid", e.to_string()))?;
+        let uid = get("uid")?
+            .parse::<u16>()
+            .map_err(|e| bad("uid", e.to_string()))?;
         let hotkey = get("hotkey")?.clone();
         let hparams_digest = get("hparams_digest")?.clone();
         let codec: CodecHeader =
@@ -452,13 +494,13 @@ impl<'a> PayloadValidator<'a> {
             };
             return Err(PayloadError::ParamsMismatch(reason));
         }
-        if let Some(expected) = &self.expected_hparams {
-            if *expected != hparams_digest {
-                return Err(PayloadError::HparamsMismatch {
-                    expected: expected.clone(),
-                    found: hparams_digest,
-                });
-            }
+        if let Some(expected) = &self.expected_hparams
+            && *expected != hparams_digest
+        {
+            return Err(PayloadError::HparamsMismatch {
+                expected: expected.clone(),
+                found: hparams_digest,
+            });
         }
         Ok(PayloadMeta {
             window,
@@ -476,11 +518,12 @@ impl<'a> PayloadValidator<'a> {
     ) -> Result<ParamUpdate, PayloadError> {
         let n = layout.num_selected();
         let idx_bytes = views[&format!("{name}.idx")].data();
-        let indices = unpack_indices_12bit(idx_bytes, n).ok_or_else(|| PayloadError::IndexCount {
-            param: name.into(),
-            expected: n,
-            found: idx_bytes.len() / 3 * 2,
-        })?;
+        let indices =
+            unpack_indices_12bit(idx_bytes, n).ok_or_else(|| PayloadError::IndexCount {
+                param: name.into(),
+                expected: n,
+                found: idx_bytes.len() / 3 * 2,
+            })?;
         let size = layout.block_size();
         let mut seen = vec![u32::MAX; size.max(1) as usize];
         for (i, &index) in indices.iter().enumerate() {
@@ -549,7 +592,10 @@ fn expected_tensors(codec: &Codec) -> HashMap<String, (Dtype, Vec<usize>)> {
     let mut out = HashMap::new();
     for (name, l) in codec.names.iter().zip(&codec.layouts) {
         let n = l.num_selected();
-        out.insert(format!("{name}.idx"), (Dtype::U8, vec![packed_index_len(n)]));
+        out.insert(
+            format!("{name}.idx"),
+            (Dtype::U8, vec![packed_index_len(n)]),
+        );
         match bits {
             32 => {
                 out.insert(format!("{name}.val"), (Dtype::F32, vec![n]));
@@ -557,7 +603,10 @@ fn expected_tensors(codec: &Codec) -> HashMap<String, (Dtype, Vec<usize>)> {
             b => {
                 let len = if b == 2 { packed_2bit_len(n) } else { n };
                 out.insert(format!("{name}.val"), (Dtype::U8, vec![len]));
-                out.insert(format!("{name}.qp"), (Dtype::F32, vec![2 + Quantized::bins(b)]));
+                out.insert(
+                    format!("{name}.qp"),
+                    (Dtype::F32, vec![2 + Quantized::bins(b)]),
+                );
             }
         }
     }

@@ -36,7 +36,11 @@ impl Quantized {
         let bins = Self::bins(bits) as i64;
         let v = values.to_kind(Kind::Float).flatten(0, -1);
         let n = v.numel();
-        let shift = if n > 0 { v.mean(Kind::Float).double_value(&[]) } else { 0.0 };
+        let shift = if n > 0 {
+            v.mean(Kind::Float).double_value(&[])
+        } else {
+            0.0
+        };
         let centred = &v - shift;
         let std = if n > 1 {
             centred.norm().double_value(&[]) / ((n - 1) as f64).sqrt()
@@ -44,7 +48,7 @@ impl Quantized {
             0.0
         };
         let mut scale = RANGE_SIGMAS * std / bins as f64;
-        if !(scale > SCALE_MIN) || !scale.is_finite() {
+        if scale.is_nan() || scale <= SCALE_MIN || !scale.is_finite() {
             scale = 1.0;
         }
         let q = (&centred / scale + (bins / 2) as f64)
@@ -85,7 +89,11 @@ mod tests {
             let q = Quantized::quantize(&v, bits);
             assert_eq!(q.codes.len(), 4096);
             assert_eq!(q.lookup.len(), Quantized::bins(bits));
-            assert!(q.codes.iter().all(|&c| (c as usize) < Quantized::bins(bits)));
+            assert!(
+                q.codes
+                    .iter()
+                    .all(|&c| (c as usize) < Quantized::bins(bits))
+            );
             let back = q.dequantize(Device::Cpu);
             // Values inside the covered range [-(bins/2 + 0.5), bins/2 - 0.5] * scale around
             // the shift come back within one bin width.
@@ -95,7 +103,11 @@ mod tests {
             let err = (&back - &v).abs().masked_select(&inside);
             assert!(err.numel() > 3000, "most values are in range");
             let max_err = err.max().double_value(&[]);
-            assert!(max_err <= q.scale as f64 * 1.0001, "bits {bits}: {max_err} > {}", q.scale);
+            assert!(
+                max_err <= q.scale as f64 * 1.0001,
+                "bits {bits}: {max_err} > {}",
+                q.scale
+            );
         }
     }
 
@@ -105,7 +117,10 @@ mod tests {
         let v = Tensor::randn([2048], (Kind::Float, Device::Cpu));
         let e = |bits| {
             let q = Quantized::quantize(&v, bits);
-            (q.dequantize(Device::Cpu) - &v).square().mean(Kind::Float).double_value(&[])
+            (q.dequantize(Device::Cpu) - &v)
+                .square()
+                .mean(Kind::Float)
+                .double_value(&[])
         };
         assert!(e(8) * 100.0 < e(2), "8-bit {} vs 2-bit {}", e(8), e(2));
     }

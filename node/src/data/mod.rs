@@ -92,7 +92,10 @@ fn jsonl_texts(reader: impl BufRead, path: &str) -> Result<Vec<String>, DataErro
 
 /// Documents of the embedded corpus, in order.
 pub fn embedded_documents() -> Result<Vec<String>, DataError> {
-    jsonl_texts(BufReader::new(GzDecoder::new(EMBEDDED_CORPUS_GZ)), "embedded corpus")
+    jsonl_texts(
+        BufReader::new(GzDecoder::new(EMBEDDED_CORPUS_GZ)),
+        "embedded corpus",
+    )
 }
 
 fn sorted_files(dir: &Path, ext: &[&str]) -> Result<Vec<PathBuf>, DataError> {
@@ -118,10 +121,15 @@ pub fn text_dir_documents(dir: &Path) -> Result<Vec<String>, DataError> {
         let file = std::fs::File::open(&path).map_err(io_err(&path))?;
         if path.extension().is_some_and(|e| e == "txt") {
             let mut s = String::new();
-            BufReader::new(file).read_to_string(&mut s).map_err(io_err(&path))?;
+            BufReader::new(file)
+                .read_to_string(&mut s)
+                .map_err(io_err(&path))?;
             docs.push(s);
         } else {
-            docs.extend(jsonl_texts(BufReader::new(file), &path.display().to_string())?);
+            docs.extend(jsonl_texts(
+                BufReader::new(file),
+                &path.display().to_string(),
+            )?);
         }
     }
     if docs.is_empty() {
@@ -181,14 +189,15 @@ pub fn embedded_tokens() -> Result<Arc<Vec<u32>>, DataError> {
         .unwrap_or_else(std::env::temp_dir)
         .join("tokens");
     let path = dir.join(format!("embedded-{key}.u32"));
-    if let Ok(bytes) = std::fs::read(&path) {
-        if bytes.len() % 4 == 0 && !bytes.is_empty() {
-            let tokens = bytes
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            return Ok(Arc::new(tokens));
-        }
+    if let Ok(bytes) = std::fs::read(&path)
+        && bytes.len() % 4 == 0
+        && !bytes.is_empty()
+    {
+        let tokens = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        return Ok(Arc::new(tokens));
     }
     let tokens = tokenize_documents(&load_tokenizer(None)?, &embedded_documents()?)?;
     // Best effort: a cache that cannot be written only costs time. Temp file + rename keeps
@@ -326,10 +335,17 @@ mod tests {
     #[test]
     fn text_and_jsonl_folders_load_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("b.jsonl"), "{\"text\": \"second\"}\n\n{\"text\": \"third\"}\n").unwrap();
+        std::fs::write(
+            dir.path().join("b.jsonl"),
+            "{\"text\": \"second\"}\n\n{\"text\": \"third\"}\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("a.txt"), "first").unwrap();
         std::fs::write(dir.path().join("ignored.bin"), "x").unwrap();
-        assert_eq!(text_dir_documents(dir.path()).unwrap(), ["first", "second", "third"]);
+        assert_eq!(
+            text_dir_documents(dir.path()).unwrap(),
+            ["first", "second", "third"]
+        );
         std::fs::write(dir.path().join("c.jsonl"), "{\"title\": 1}\n").unwrap();
         let err = text_dir_documents(dir.path()).unwrap_err();
         assert!(matches!(err, DataError::Jsonl { line: 1, .. }), "{err}");
@@ -368,14 +384,23 @@ mod tests {
             w.finish().unwrap();
         }
         std::fs::write(dir.path().join("shard_002.npy"), buf).unwrap();
-        assert!(matches!(npy_dir_tokens(dir.path()), Err(DataError::Npy { .. })));
+        assert!(matches!(
+            npy_dir_tokens(dir.path()),
+            Err(DataError::Npy { .. })
+        ));
         std::fs::write(dir.path().join("shard_002.npy"), b"garbage").unwrap();
-        assert!(matches!(npy_dir_tokens(dir.path()), Err(DataError::Npy { .. })));
+        assert!(matches!(
+            npy_dir_tokens(dir.path()),
+            Err(DataError::Npy { .. })
+        ));
     }
 
     #[test]
     fn window_batches_cycle_through_the_pages() {
-        assert_eq!(window_batches(&[1, 2, 3], 2, 2), vec![vec![1, 2], vec![3, 1]]);
+        assert_eq!(
+            window_batches(&[1, 2, 3], 2, 2),
+            vec![vec![1, 2], vec![3, 1]]
+        );
         assert!(window_batches(&[], 2, 2).is_empty());
     }
 }

@@ -64,7 +64,11 @@ fn zeros_like_all(params: &[Tensor]) -> Vec<Tensor> {
 
 impl WindowOptimizer {
     pub fn new(hp: &Hparams, model: &Llama) -> Result<Self, OptimError> {
-        let params: Vec<Tensor> = model.named_parameters().into_iter().map(|(_, t)| t).collect();
+        let params: Vec<Tensor> = model
+            .named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
         let state = match hp.outer.mode {
             OuterMode::Demo => RuleState::Demo {
                 momentum: zeros_like_all(&params),
@@ -100,9 +104,11 @@ impl WindowOptimizer {
             RuleState::Demo { .. } => {
                 schedule::lr_at(self.outer_step, self.hp.demo.lr, &self.hp.schedule)
             }
-            RuleState::SparseLoco { .. } => {
-                schedule::lr_at(self.inner_step, self.hp.sparseloco.inner_lr, &self.hp.schedule)
-            }
+            RuleState::SparseLoco { .. } => schedule::lr_at(
+                self.inner_step,
+                self.hp.sparseloco.inner_lr,
+                &self.hp.schedule,
+            ),
         }
     }
 
@@ -115,11 +121,18 @@ impl WindowOptimizer {
     }
 
     /// Step 1: local training on the window's micro-batches [b, seq_len + 1].
-    pub fn train_window(&mut self, model: &Llama, batches: &[Tensor]) -> Result<WindowStats, OptimError> {
+    pub fn train_window(
+        &mut self,
+        model: &Llama,
+        batches: &[Tensor],
+    ) -> Result<WindowStats, OptimError> {
         if batches.is_empty() {
             return Err(OptimError::NoBatches);
         }
-        let tokens: u64 = batches.iter().map(|b| (b.size()[0] * (b.size()[1] - 1)) as u64).sum();
+        let tokens: u64 = batches
+            .iter()
+            .map(|b| (b.size()[0] * (b.size()[1] - 1)) as u64)
+            .sum();
         let lr = self.current_lr();
         let mut loss_sum = 0.0;
         match &mut self.state {
@@ -144,7 +157,8 @@ impl WindowOptimizer {
                 });
             }
             RuleState::SparseLoco { inner, error } => {
-                let start: Vec<Tensor> = tch::no_grad(|| self.params.iter().map(|p| p.copy()).collect());
+                let start: Vec<Tensor> =
+                    tch::no_grad(|| self.params.iter().map(|p| p.copy()).collect());
                 let s = &self.hp.sparseloco;
                 for b in batches {
                     let lr = schedule::lr_at(self.inner_step, s.inner_lr, &self.hp.schedule);
@@ -182,7 +196,7 @@ impl WindowOptimizer {
             RuleState::Demo { momentum } => momentum,
             RuleState::SparseLoco { error, .. } => error,
         };
-        let payload = tch::no_grad(|| {
+        tch::no_grad(|| {
             let selected = codec.encode(buffer);
             let payload = Payload::from_selected(meta, codec, &selected);
             let device = buffer[0].device();
@@ -194,8 +208,7 @@ impl WindowOptimizer {
                 *b -= codec.decode_tensor(layout, &sent);
             }
             payload
-        });
-        payload
+        })
     }
 
     /// The merged update of all peers for every parameter (before the rule's step).
@@ -207,8 +220,12 @@ impl WindowOptimizer {
                 .enumerate()
                 .map(|(i, layout)| {
                     let per_peer: Vec<Selected> = match self.state {
-                        RuleState::Demo { .. } => peers.iter().map(|p| normalise_blocks(&p[i])).collect(),
-                        RuleState::SparseLoco { .. } => clip_to_median_norm(peers.iter().map(|p| &p[i])),
+                        RuleState::Demo { .. } => {
+                            peers.iter().map(|p| normalise_blocks(&p[i])).collect()
+                        }
+                        RuleState::SparseLoco { .. } => {
+                            clip_to_median_norm(peers.iter().map(|p| &p[i]))
+                        }
                     };
                     let refs: Vec<&Selected> = per_peer.iter().collect();
                     codec.batch_decode(layout, &refs)
@@ -251,11 +268,17 @@ fn normalise_blocks(s: &Selected) -> Selected {
 /// SparseLoCo: each peer's whole-tensor value norm is clipped to the median peer norm.
 fn clip_to_median_norm<'a>(peers: impl Iterator<Item = &'a Selected>) -> Vec<Selected> {
     let peers: Vec<&Selected> = peers.collect();
-    let norms: Vec<f64> = peers.iter().map(|p| p.values.norm().double_value(&[])).collect();
+    let norms: Vec<f64> = peers
+        .iter()
+        .map(|p| p.values.norm().double_value(&[]))
+        .collect();
     let mut sorted: Vec<f64> = norms.iter().copied().filter(|n| n.is_finite()).collect();
     sorted.sort_by(|a, b| a.total_cmp(b));
     // Lower median: with two peers the smaller norm bounds both.
-    let median = sorted.get(sorted.len().saturating_sub(1) / 2).copied().unwrap_or(0.0);
+    let median = sorted
+        .get(sorted.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0.0);
     peers
         .iter()
         .zip(norms)
@@ -281,7 +304,8 @@ mod tests {
 
     fn sel(values: &[f32]) -> Selected {
         Selected {
-            indices: Tensor::from_slice(&(0..values.len() as i64).collect::<Vec<_>>()).view([1, -1]),
+            indices: Tensor::from_slice(&(0..values.len() as i64).collect::<Vec<_>>())
+                .view([1, -1]),
             values: Tensor::from_slice(values).view([1, -1]),
         }
     }
@@ -290,10 +314,16 @@ mod tests {
     fn median_clipping_scales_only_the_large_peers() {
         let peers = [sel(&[3.0, 4.0]), sel(&[0.6, 0.8]), sel(&[30.0, 40.0])];
         let out = clip_to_median_norm(peers.iter());
-        let norms: Vec<f64> = out.iter().map(|s| s.values.norm().double_value(&[])).collect();
+        let norms: Vec<f64> = out
+            .iter()
+            .map(|s| s.values.norm().double_value(&[]))
+            .collect();
         assert!((norms[0] - 5.0).abs() < 1e-4);
         assert!((norms[1] - 1.0).abs() < 1e-5);
-        assert!((norms[2] - 5.0).abs() < 1e-4, "the outlier is clipped to the median");
+        assert!(
+            (norms[2] - 5.0).abs() < 1e-4,
+            "the outlier is clipped to the median"
+        );
         let bad = [sel(&[f32::NAN, 1.0]), sel(&[1.0, 0.0])];
         let out = clip_to_median_norm(bad.iter());
         assert_eq!(out[0].values.abs().sum(Kind::Float).double_value(&[]), 0.0);
@@ -305,7 +335,9 @@ mod tests {
             indices: Tensor::zeros([2, 2], (Kind::Int64, Device::Cpu)),
             values: Tensor::from_slice(&[3.0f32, 4.0, 0.0, 2.0]).view([2, 2]),
         };
-        let n = normalise_blocks(&s).values.norm_scalaropt_dim(2.0, [1i64].as_slice(), false);
+        let n = normalise_blocks(&s)
+            .values
+            .norm_scalaropt_dim(2.0, [1i64].as_slice(), false);
         assert!(n.allclose(&Tensor::from_slice(&[1.0f32, 1.0]), 1e-5, 1e-5, false));
     }
 }
