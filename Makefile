@@ -3,9 +3,8 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 SETUP := source scripts/setup.sh
-STEPS ?= 60
-MODEL ?= small
-MODE ?= sparseloco
+STEPS ?= 30
+HPARAMS ?= hparams/small.toml
 
 .PHONY: demo test lint unit bench-codec setup
 
@@ -14,7 +13,7 @@ setup:
 
 ## The main job on the embedded default corpus.
 demo:
-	$(SETUP) && cargo run -q -p templar-node -- train --model $(MODEL) --mode $(MODE) --steps $(STEPS)
+	$(SETUP) && cargo run -q -p templar-node -- train --hparams $(HPARAMS) --steps $(STEPS)
 
 ## Everything CI checks: formatting, clippy, all tests.
 test: lint unit
