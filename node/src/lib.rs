@@ -3,7 +3,7 @@
 //! torch lives only in this crate. Modules: [`hparams`] (settings), [`model`] (LLaMA-style
 //! decoder), [`data`] (tokenizer, corpora, deterministic page sampler), [`codec`] (DCT, top-k,
 //! packing, quantisation, payloads), [`optim`] (DeMo and SparseLoCo update rules), [`train`]
-//! (one node's window loop) and [`bench`].
+//! (one node's window loop), [`storage`] (object stores) and [`bench`].
 
 pub mod bench;
 pub mod codec;
@@ -11,4 +11,5 @@ pub mod data;
 pub mod hparams;
 pub mod model;
 pub mod optim;
+pub mod storage;
 pub mod train;
