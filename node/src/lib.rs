@@ -6,6 +6,7 @@
 //! (one node's window loop), [`storage`] (object stores) and [`bench`].
 
 pub mod bench;
+pub mod chain;
 pub mod codec;
 pub mod data;
 pub mod hparams;

@@ -1,0 +1,128 @@
+//! The chain as a node sees it: blocks, the metagraph, commitments of bucket read
+//! credentials, and weights. [`devnet::DevnetChain`] keeps its state in the object store (for
+//! one machine and private clusters); the subtensor implementation comes in its own issue.
+
+pub mod devnet;
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// Source of "now" for block arithmetic; tests inject [`ManualClock`].
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that moves only when told to.
+pub struct ManualClock(Mutex<SystemTime>);
+
+impl ManualClock {
+    pub fn new(start: SystemTime) -> Self {
+        Self(Mutex::new(start))
+    }
+    pub fn set(&self, t: SystemTime) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+    pub fn advance(&self, d: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *t += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChainError {
+    #[error("chain storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("chain state object {key:?} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("hotkey {0} is not registered")]
+    NotRegistered(String),
+    #[error("uid {uid} is taken by another hotkey")]
+    UidTaken { uid: u16 },
+    #[error("no free uid (all {0} taken)")]
+    Full(u16),
+    #[error("the devnet has no genesis yet (start it with `templar-node devnet init`)")]
+    NoGenesis,
+    #[error("invalid weights: {0}")]
+    InvalidWeights(String),
+}
+
+/// One registered node.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Neuron {
+    pub uid: u16,
+    pub hotkey: String,
+    pub stake: f64,
+    pub validator_permit: bool,
+    /// Stake-weighted share of the validators' weights, in [0, 1].
+    pub incentive: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Metagraph {
+    pub block: u64,
+    pub neurons: Vec<Neuron>,
+}
+
+impl Metagraph {
+    pub fn by_hotkey(&self, hotkey: &str) -> Option<&Neuron> {
+        self.neurons.iter().find(|n| n.hotkey == hotkey)
+    }
+
+    /// The validator with the most stake (ties: lowest uid).
+    pub fn top_validator(&self) -> Option<&Neuron> {
+        self.neurons
+            .iter()
+            .filter(|n| n.validator_permit)
+            .max_by(|a, b| a.stake.total_cmp(&b.stake).then(b.uid.cmp(&a.uid)))
+    }
+
+    pub fn miners(&self) -> impl Iterator<Item = &Neuron> {
+        self.neurons.iter().filter(|n| !n.validator_permit)
+    }
+}
+
+/// What a node commits on chain: where its bucket is and the key that reads it.
+/// `Debug` hides the secret.
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Commitment {
+    /// `file:///path` for the filesystem store, `http(s)://host:port` for S3.
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for Commitment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commitment")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Chain: Send + Sync {
+    async fn current_block(&self) -> Result<u64, ChainError>;
+    async fn metagraph(&self) -> Result<Metagraph, ChainError>;
+    async fn commit(&self, hotkey: &str, commitment: &Commitment) -> Result<(), ChainError>;
+    async fn commitment(&self, uid: u16) -> Result<Option<Commitment>, ChainError>;
+    /// Weights by uid from `hotkey` (a validator); they are normalised by the chain.
+    async fn set_weights(&self, hotkey: &str, weights: &[(u16, f64)]) -> Result<(), ChainError>;
+}
