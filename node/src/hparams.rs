@@ -252,6 +252,54 @@ impl Default for ModelParams {
     }
 }
 
+/// Protocol settings of the network: windows, scoring, checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkParams {
+    /// Protocol version: the storage key prefix; nodes of other versions never meet.
+    pub version: String,
+    pub blocks_per_window: u64,
+    /// Moving average of scores: s = alpha * s_i + (1 - alpha) * s.
+    pub ema_alpha: f64,
+    /// Score multiplier for a missing, late or invalid submission.
+    pub missing_penalty: f64,
+    /// 0: weights are the non-negative scores normalised; > 0: softmax(score / T).
+    pub softmax_temperature: f64,
+    /// Pages of a miner's own data (and as many random pages) used to score it.
+    pub eval_pages: u64,
+    /// Miners scored per window (a rotating fair sample when there are more).
+    pub eval_miners: usize,
+    /// Set weights every N windows.
+    pub weights_every: u64,
+    /// The top validator publishes a checkpoint every N windows.
+    pub checkpoint_every: u64,
+    /// Uploads later than the next window's start plus this are too late.
+    pub upload_grace_ms: u64,
+    /// Tolerated clock difference between nodes and the store.
+    pub clock_skew_ms: u64,
+    /// Owners delete their gradients older than this many windows.
+    pub retention_windows: u64,
+}
+
+impl Default for NetworkParams {
+    fn default() -> Self {
+        Self {
+            version: "1".into(),
+            blocks_per_window: 5,
+            ema_alpha: 0.3,
+            missing_penalty: 0.75,
+            softmax_temperature: 0.0,
+            eval_pages: 4,
+            eval_miners: 15,
+            weights_every: 1,
+            checkpoint_every: 5,
+            upload_grace_ms: 2000,
+            clock_skew_ms: 2000,
+            retention_windows: 100,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Hparams {
@@ -262,6 +310,7 @@ pub struct Hparams {
     pub outer: OuterParams,
     pub demo: DemoParams,
     pub sparseloco: SparseLocoParams,
+    pub network: NetworkParams,
 }
 
 impl Hparams {
@@ -328,6 +377,23 @@ impl Hparams {
         }
         if !(0.0..=1.0).contains(&s.error_decay) {
             return bad("sparseloco.error_decay must be in [0, 1]".into());
+        }
+        let n = &self.network;
+        if n.blocks_per_window == 0 || n.weights_every == 0 || n.checkpoint_every == 0 {
+            return bad(
+                "network: blocks_per_window, weights_every, checkpoint_every must be >= 1".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&n.ema_alpha) || !(0.0..=1.0).contains(&n.missing_penalty) {
+            return bad("network: ema_alpha and missing_penalty must be in [0, 1]".into());
+        }
+        if n.version.is_empty()
+            || !n
+                .version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.')
+        {
+            return bad("network.version must be non-empty letters, digits and dots".into());
         }
         Ok(())
     }

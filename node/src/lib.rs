@@ -11,6 +11,7 @@ pub mod codec;
 pub mod data;
 pub mod hparams;
 pub mod model;
+pub mod network;
 pub mod optim;
 pub mod storage;
 pub mod train;

@@ -68,7 +68,11 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
     }
 }
 
-async fn write_json<T: Serialize>(store: &dyn ObjectStore, key: &str, v: &T) -> Result<(), ChainError> {
+async fn write_json<T: Serialize>(
+    store: &dyn ObjectStore,
+    key: &str,
+    v: &T,
+) -> Result<(), ChainError> {
     let bytes = serde_json::to_vec_pretty(v).expect("state serialises");
     Ok(store.put(key, bytes).await?)
 }
@@ -83,11 +87,18 @@ impl DevnetChain {
         Ok(genesis)
     }
 
-    pub async fn open(store: Arc<dyn ObjectStore>, clock: Arc<dyn Clock>) -> Result<Self, ChainError> {
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ChainError> {
         let genesis = read_json::<Genesis>(store.as_ref(), GENESIS)
             .await?
             .ok_or(ChainError::NoGenesis)?;
-        Ok(Self { store, clock, genesis })
+        Ok(Self {
+            store,
+            clock,
+            genesis,
+        })
     }
 
     pub fn genesis(&self) -> &Genesis {
@@ -103,14 +114,19 @@ impl DevnetChain {
 
     /// Register `hotkey` with `stake`, at `uid` if given, else at the lowest free uid.
     /// Registering again with the same hotkey returns its uid (and updates its stake).
-    pub async fn register(&self, hotkey: &str, stake: f64, uid: Option<u16>) -> Result<u16, ChainError> {
+    pub async fn register(
+        &self,
+        hotkey: &str,
+        stake: f64,
+        uid: Option<u16>,
+    ) -> Result<u16, ChainError> {
         let existing = self.registrations().await?;
-        if let Some(r) = existing.values().find(|r| r.hotkey == hotkey) {
-            if uid.is_none_or(|u| u == r.uid) {
-                let updated = Registration { stake, ..r.clone() };
-                write_json(self.store.as_ref(), &key("neurons", r.uid), &updated).await?;
-                return Ok(r.uid);
-            }
+        if let Some(r) = existing.values().find(|r| r.hotkey == hotkey)
+            && uid.is_none_or(|u| u == r.uid)
+        {
+            let updated = Registration { stake, ..r.clone() };
+            write_json(self.store.as_ref(), &key("neurons", r.uid), &updated).await?;
+            return Ok(r.uid);
         }
         let uid = match uid {
             Some(u) => {
@@ -170,7 +186,8 @@ impl Chain for DevnetChain {
         let mut incentive: BTreeMap<u16, f64> = BTreeMap::new();
         let mut stake_total = 0.0;
         for r in regs.values().filter(|r| permit(r)) {
-            let Some(w) = read_json::<WeightsRecord>(self.store.as_ref(), &key("weights", r.uid)).await?
+            let Some(w) =
+                read_json::<WeightsRecord>(self.store.as_ref(), &key("weights", r.uid)).await?
             else {
                 continue;
             };
@@ -217,7 +234,9 @@ impl Chain for DevnetChain {
 
     async fn set_weights(&self, hotkey: &str, weights: &[(u16, f64)]) -> Result<(), ChainError> {
         if weights.iter().any(|(_, w)| !w.is_finite() || *w < 0.0) {
-            return Err(ChainError::InvalidWeights("weights must be finite and >= 0".into()));
+            return Err(ChainError::InvalidWeights(
+                "weights must be finite and >= 0".into(),
+            ));
         }
         let uid = self.uid_of(hotkey).await?;
         let record = WeightsRecord {
@@ -244,7 +263,9 @@ mod tests {
             min_validator_stake: 1000.0,
         };
         DevnetChain::init(store.as_ref(), genesis).await.unwrap();
-        let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_millis(1_000_000)));
+        let clock = Arc::new(ManualClock::new(
+            UNIX_EPOCH + Duration::from_millis(1_000_000),
+        ));
         let c = DevnetChain::open(store, clock.clone()).await.unwrap();
         (dir, c, clock)
     }
@@ -255,7 +276,10 @@ mod tests {
         assert_eq!(c.current_block().await.unwrap(), 0);
         clock.advance(Duration::from_millis(250));
         assert_eq!(c.current_block().await.unwrap(), 2);
-        assert_eq!(c.block_time(2), UNIX_EPOCH + Duration::from_millis(1_000_200));
+        assert_eq!(
+            c.block_time(2),
+            UNIX_EPOCH + Duration::from_millis(1_000_200)
+        );
     }
 
     #[tokio::test]
@@ -266,8 +290,15 @@ mod tests {
         let m1 = c.register("miner-a", 0.0, Some(10)).await.unwrap();
         let m2 = c.register("miner-b", 0.0, None).await.unwrap();
         assert_eq!((v1, v2, m1, m2), (0, 1, 10, 2));
-        assert_eq!(c.register("miner-a", 0.0, None).await.unwrap(), 10, "idempotent");
-        assert_eq!(c.register("other", 0.0, Some(10)).await, Err(ChainError::UidTaken { uid: 10 }));
+        assert_eq!(
+            c.register("miner-a", 0.0, None).await.unwrap(),
+            10,
+            "idempotent"
+        );
+        assert_eq!(
+            c.register("other", 0.0, Some(10)).await,
+            Err(ChainError::UidTaken { uid: 10 })
+        );
 
         let commit = Commitment {
             endpoint: "file:///tmp/x".into(),
@@ -278,10 +309,17 @@ mod tests {
         c.commit("miner-a", &commit).await.unwrap();
         assert_eq!(c.commitment(10).await.unwrap(), Some(commit.clone()));
         assert!(!format!("{commit:?}").contains("s3cret"));
-        assert!(matches!(c.commit("nobody", &commit).await, Err(ChainError::NotRegistered(_))));
+        assert!(matches!(
+            c.commit("nobody", &commit).await,
+            Err(ChainError::NotRegistered(_))
+        ));
 
-        c.set_weights("val-a", &[(10, 3.0), (2, 1.0)]).await.unwrap();
-        c.set_weights("val-b", &[(10, 0.0), (2, 1.0)]).await.unwrap();
+        c.set_weights("val-a", &[(10, 3.0), (2, 1.0)])
+            .await
+            .unwrap();
+        c.set_weights("val-b", &[(10, 0.0), (2, 1.0)])
+            .await
+            .unwrap();
         let mg = c.metagraph().await.unwrap();
         let inc = |uid| mg.neurons.iter().find(|n| n.uid == uid).unwrap().incentive;
         // (3000 * 0.75 + 1000 * 0) / 4000 and (3000 * 0.25 + 1000 * 1) / 4000

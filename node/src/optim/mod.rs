@@ -2,13 +2,13 @@
 //!
 //! A window, for either rule, is three calls on [`WindowOptimizer`]:
 //! 1. [`WindowOptimizer::train_window`]: local work on the window's micro-batches.
-//!    - demo: accumulate the mean gradient g; θ ← (1 − lr·wd)·θ; m ← γ·m + lr·g.
+//!    - demo: accumulate the mean gradient g; m ← γ·m + lr·g.
 //!    - sparseloco: θ₀ ← θ; H inner AdamW steps; δ = θ₀ − θ; θ ← θ₀; e ← β·e + outer_lr·δ.
 //! 2. [`WindowOptimizer::compress`]: encode the buffer (m or e), quantise, and remove what
 //!    was sent from the buffer (error feedback, with the dequantised values).
 //! 3. [`WindowOptimizer::apply`]: merge every gathered peer (own payload included) and step.
 //!    - demo: each peer's values L2-normalised per block, scatter-mean, inverse DCT,
-//!      θ ← θ − lr·sign(agg).
+//!      θ ← (1 − lr·wd)·θ − lr·sign(agg).
 //!    - sparseloco: each peer's values scaled to at most the median peer norm (per tensor),
 //!      scatter-mean, decode, θ ← θ − agg (non-finite entries skipped).
 
@@ -149,10 +149,8 @@ impl WindowOptimizer {
                 let d = &self.hp.demo;
                 tch::no_grad(|| {
                     for (p, m) in self.params.iter_mut().zip(momentum.iter_mut()) {
-                        let g = p.grad();
-                        let _ = p.g_mul_scalar_(1.0 - lr * d.weight_decay);
                         let _ = m.g_mul_scalar_(d.momentum_decay);
-                        *m += g * lr;
+                        *m += p.grad() * lr;
                     }
                 });
             }
@@ -234,25 +232,50 @@ impl WindowOptimizer {
         })
     }
 
-    /// Step 3: merge the gathered peers (own payload included) and take the outer step.
-    pub fn apply(&mut self, codec: &Codec, peers: &[Vec<Selected>]) {
-        if peers.is_empty() {
-            self.outer_step += 1;
-            return;
-        }
-        let agg = self.aggregate(codec, peers);
+    /// What the outer step subtracts from the parameters for these peers (weight decay
+    /// aside): demo lr·sign(agg), sparseloco agg with non-finite entries zeroed.
+    pub fn step_delta(&self, codec: &Codec, peers: &[Vec<Selected>]) -> Vec<Tensor> {
         let lr = self.current_lr();
+        let demo = matches!(self.state, RuleState::Demo { .. });
         tch::no_grad(|| {
-            for (p, a) in self.params.iter_mut().zip(agg) {
-                match self.state {
-                    RuleState::Demo { .. } => *p -= a.sign() * lr,
-                    RuleState::SparseLoco { .. } => {
-                        *p -= a.nan_to_num(0.0, 0.0, 0.0);
+            self.aggregate(codec, peers)
+                .into_iter()
+                .map(|a| {
+                    if demo {
+                        a.sign() * lr
+                    } else {
+                        a.nan_to_num(0.0, 0.0, 0.0)
                     }
+                })
+                .collect()
+        })
+    }
+
+    /// Step 3: merge the gathered peers (own payload included) and take the outer step.
+    /// Depends only on the peers' payloads and the step count, so a node that replays the
+    /// same payloads from the same parameters reaches the same parameters.
+    pub fn apply(&mut self, codec: &Codec, peers: &[Vec<Selected>]) {
+        let decay = match self.state {
+            RuleState::Demo { .. } => 1.0 - self.current_lr() * self.hp.demo.weight_decay,
+            RuleState::SparseLoco { .. } => 1.0,
+        };
+        let delta = (!peers.is_empty()).then(|| self.step_delta(codec, peers));
+        tch::no_grad(|| {
+            for (i, p) in self.params.iter_mut().enumerate() {
+                if decay != 1.0 {
+                    let _ = p.g_mul_scalar_(decay);
+                }
+                if let Some(d) = &delta {
+                    *p -= &d[i];
                 }
             }
         });
         self.outer_step += 1;
+    }
+
+    /// Parameters in payload order (shallow handles on the model's tensors).
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
     }
 }
 

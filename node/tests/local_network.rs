@@ -1,0 +1,314 @@
+//! A local network in one process: miners and a validator on the devnet chain and the
+//! filesystem store, driven window by window in lockstep by a manual clock.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tch::Device;
+use templar_crds::{NodeRole, NodeStatus};
+use templar_node::chain::devnet::{DevnetChain, Genesis};
+use templar_node::chain::{Chain, Commitment, ManualClock};
+use templar_node::data::{Pages, embedded_tokens};
+use templar_node::hparams::Hparams;
+use templar_node::network::NodeContext;
+use templar_node::network::miner::Miner;
+use templar_node::network::validator::Validator;
+use templar_node::storage::ObjectStore;
+use templar_node::storage::fs::FsStore;
+
+const BLOCK_MS: u64 = 1000;
+
+struct Net {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    chain: Arc<DevnetChain>,
+    hp: Hparams,
+    pages: Pages,
+    t0: SystemTime,
+}
+
+impl Net {
+    async fn new(tweak: impl FnOnce(&mut Hparams)) -> Net {
+        let path = format!(
+            "{}/../hparams/tiny-sparseloco.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut hp = Hparams::load(std::path::Path::new(&path)).unwrap();
+        hp.sparseloco.inner_steps = 4;
+        hp.network.blocks_per_window = 5;
+        hp.network.upload_grace_ms = 400;
+        hp.network.clock_skew_ms = 400;
+        tweak(&mut hp);
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let chain_store: Arc<dyn ObjectStore> = Arc::new(FsStore::new(dir.path().join("chain")));
+        let genesis = Genesis {
+            genesis_unix_ms: 1_700_000_000_000,
+            block_time_ms: BLOCK_MS,
+            min_validator_stake: 1000.0,
+        };
+        DevnetChain::init(chain_store.as_ref(), genesis)
+            .await
+            .unwrap();
+        let clock = Arc::new(ManualClock::new(t0));
+        let chain = Arc::new(DevnetChain::open(chain_store, clock.clone()).await.unwrap());
+        let pages = Pages::new(embedded_tokens().unwrap(), hp.data.seq_len).unwrap();
+        Net {
+            dir,
+            clock,
+            chain,
+            hp,
+            pages,
+            t0,
+        }
+    }
+
+    /// Register a node with its own bucket (a folder of the shared root) and commit it.
+    async fn context(&self, hotkey: &str, uid: u16, role: NodeRole) -> Arc<NodeContext> {
+        let stake = if role == NodeRole::Validator {
+            5000.0
+        } else {
+            0.0
+        };
+        self.chain.register(hotkey, stake, Some(uid)).await.unwrap();
+        let bucket = format!("bucket-{hotkey}");
+        let commitment = Commitment {
+            endpoint: format!("file://{}", self.dir.path().display()),
+            bucket: bucket.clone(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        };
+        self.chain.commit(hotkey, &commitment).await.unwrap();
+        let own: Arc<dyn ObjectStore> = Arc::new(FsStore::new(self.dir.path().join(&bucket)));
+        let status = NodeStatus {
+            role,
+            uid: Some(uid),
+            hotkey: hotkey.into(),
+            ..Default::default()
+        };
+        Arc::new(NodeContext::new(
+            self.hp.clone(),
+            self.chain.clone(),
+            own,
+            self.pages.clone(),
+            Device::Cpu,
+            hotkey.into(),
+            uid,
+            status,
+        ))
+    }
+
+    fn enter_window(&self, w: u64) {
+        let ms = w * self.hp.network.blocks_per_window * BLOCK_MS;
+        self.clock.set(self.t0 + Duration::from_millis(ms));
+    }
+}
+
+/// One lockstep window: validator publishes peers, miners train and upload, the window
+/// closes, everyone gathers and steps.
+async fn window(net: &Net, w: u64, miners: &mut [&mut Miner], validator: &mut Validator) {
+    net.enter_window(w);
+    validator.begin_window(w).await.unwrap();
+    for m in miners.iter_mut() {
+        m.begin_window(w).await.unwrap();
+    }
+    net.enter_window(w + 1);
+    for m in miners.iter_mut() {
+        m.finish_window(w).await.unwrap();
+    }
+    validator.finish_window(w).await.unwrap();
+}
+
+fn held_out_loss(v: &Validator, net: &Net) -> f64 {
+    let pages = templar_node::train::eval_pages(&net.hp, &net.pages);
+    templar_node::train::eval_loss(&v.engine.model, &net.pages, &pages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_miners_and_a_validator_train_and_earn_weights() {
+    let net = Net::new(|hp| hp.network.checkpoint_every = 3).await;
+    let mut validator = Validator::new(net.context("val", 0, NodeRole::Validator).await)
+        .await
+        .unwrap();
+    let mut m1 = Miner::new(net.context("m1", 1, NodeRole::Miner).await).unwrap();
+    let mut m2 = Miner::new(net.context("m2", 2, NodeRole::Miner).await).unwrap();
+    let mut m3 = Miner::new(net.context("m3", 3, NodeRole::Miner).await).unwrap();
+    let before = held_out_loss(&validator, &net);
+    let windows = 6;
+    for w in 0..windows {
+        window(&net, w, &mut [&mut m1, &mut m2, &mut m3], &mut validator).await;
+        let st = validator.ctx.status.lock().unwrap().clone();
+        assert_eq!(st.window, Some(w), "the validator advanced to window {w}");
+        assert_eq!(st.peers_gathered, 3, "window {w}: {:?}", st.peers_skipped);
+    }
+    let after = held_out_loss(&validator, &net);
+    assert!(
+        after < before * 0.9,
+        "aggregate held-out loss {before} -> {after}"
+    );
+    // Miners and validator stay in step: they applied the same aggregate every window.
+    assert!(m1.engine.max_param_diff(&validator.engine) < 1e-4);
+    assert!(m2.engine.max_param_diff(&m3.engine) < 1e-4);
+    // Every honest miner earns a positive weight; weights sum to one.
+    let mg = net.chain.metagraph().await.unwrap();
+    let incentives: Vec<f64> = mg.miners().map(|n| n.incentive).collect();
+    assert_eq!(incentives.len(), 3);
+    assert!(incentives.iter().all(|&x| x > 0.0), "{incentives:?}");
+    assert!((incentives.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    let st = validator.ctx.status.lock().unwrap().clone();
+    assert_eq!(st.last_weights_window, Some(windows - 1));
+    assert_eq!(st.last_checkpoint_window, Some(5));
+    assert!(
+        st.scores
+            .iter()
+            .all(|s| s.weight > 0.0 && s.last_improvement.is_some())
+    );
+    assert!((st.scores.iter().map(|s| s.weight).sum::<f64>() - 1.0).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_late_and_missing_payloads_are_rejected_and_penalised() {
+    let net = Net::new(|_| {}).await;
+    let mut validator = Validator::new(net.context("val", 0, NodeRole::Validator).await)
+        .await
+        .unwrap();
+    let mut honest = Miner::new(net.context("honest", 1, NodeRole::Miner).await).unwrap();
+    let mut corrupt = Miner::new(net.context("corrupt", 2, NodeRole::Miner).await).unwrap();
+    let mut late = Miner::new(net.context("late", 3, NodeRole::Miner).await).unwrap();
+    // Window 0: everyone honest, so every score starts positive.
+    window(
+        &net,
+        0,
+        &mut [&mut honest, &mut corrupt, &mut late],
+        &mut validator,
+    )
+    .await;
+    let score = |v: &Validator, uid: u16| v.state.scores[&uid].ema;
+    let (c0, l0) = (score(&validator, 2), score(&validator, 3));
+    assert!(c0 > 0.0 && l0 > 0.0);
+
+    // Window 1: a truncated payload, and an upload after the window closed.
+    net.enter_window(1);
+    validator.begin_window(1).await.unwrap();
+    honest.begin_window(1).await.unwrap();
+    corrupt.begin_window(1).await.unwrap();
+    let key = corrupt.ctx.keys.gradient(1, 2);
+    let bytes = corrupt.ctx.own_store.get(&key, u64::MAX).await.unwrap();
+    corrupt
+        .ctx
+        .own_store
+        .put(&key, bytes[..bytes.len() / 2].to_vec())
+        .await
+        .unwrap();
+    net.enter_window(2);
+    validator.ctx.observe_window(2);
+    tokio::time::sleep(Duration::from_millis(net.hp.network.upload_grace_ms + 300)).await;
+    late.begin_window(1).await.unwrap();
+    validator.finish_window(1).await.unwrap();
+
+    let st = validator.ctx.status.lock().unwrap().clone();
+    assert_eq!(st.peers_gathered, 1);
+    let reason = |uid| {
+        st.peers_skipped
+            .iter()
+            .find(|s| s.uid == uid)
+            .map(|s| s.reason.clone())
+    };
+    assert!(
+        reason(2)
+            .unwrap()
+            .starts_with("invalid: not a readable safetensors"),
+        "{:?}",
+        reason(2)
+    );
+    assert_eq!(reason(3).as_deref(), Some("too late"));
+    assert!(
+        (score(&validator, 2) - c0 * 0.75).abs() < 1e-12,
+        "corrupt miner penalised"
+    );
+    assert!(
+        (score(&validator, 3) - l0 * 0.75).abs() < 1e-12,
+        "late miner penalised"
+    );
+
+    // Window 2: the late miner does not upload at all: missing.
+    net.enter_window(2);
+    validator.begin_window(2).await.unwrap();
+    honest.begin_window(2).await.unwrap();
+    net.enter_window(3);
+    validator.finish_window(2).await.unwrap();
+    let st = validator.ctx.status.lock().unwrap().clone();
+    assert!(
+        st.peers_skipped
+            .iter()
+            .any(|s| s.uid == 3 && s.reason == "missing")
+    );
+    assert!(
+        st.peers_skipped
+            .iter()
+            .any(|s| s.uid == 2 && s.reason == "missing")
+    );
+    // The honest miner ends with the largest weight.
+    let top = st
+        .scores
+        .iter()
+        .max_by(|a, b| a.weight.total_cmp(&b.weight))
+        .unwrap();
+    assert_eq!(top.uid, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_miner_catches_up_from_the_checkpoint() {
+    let net = Net::new(|hp| hp.network.checkpoint_every = 3).await;
+    let mut validator = Validator::new(net.context("val", 0, NodeRole::Validator).await)
+        .await
+        .unwrap();
+    let mut a = Miner::new(net.context("a", 1, NodeRole::Miner).await).unwrap();
+    let mut b = Miner::new(net.context("b", 2, NodeRole::Miner).await).unwrap();
+    for w in 0..4 {
+        window(&net, w, &mut [&mut a, &mut b], &mut validator).await;
+    }
+    // Joins at window 4: checkpoint of window 2, then window 3 replayed from storage.
+    net.enter_window(4);
+    let mut late = Miner::new(net.context("late", 3, NodeRole::Miner).await).unwrap();
+    assert_eq!(late.catch_up(4).await.unwrap(), 1);
+    assert!(
+        late.engine.max_param_diff(&a.engine) < 1e-4,
+        "in step after catching up"
+    );
+    for w in 4..6 {
+        window(&net, w, &mut [&mut a, &mut b, &mut late], &mut validator).await;
+    }
+    let diff = late.engine.max_param_diff(&a.engine);
+    assert!(
+        diff < 1e-4,
+        "late miner differs from an always-on miner by {diff}"
+    );
+    assert_eq!(late.engine.global_step(), a.engine.global_step());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_validator_resumes_its_scores() {
+    let net = Net::new(|hp| hp.network.checkpoint_every = 2).await;
+    let ctx = net.context("val", 0, NodeRole::Validator).await;
+    let mut validator = Validator::new(ctx.clone()).await.unwrap();
+    let mut m = Miner::new(net.context("m", 1, NodeRole::Miner).await).unwrap();
+    for w in 0..2 {
+        window(&net, w, &mut [&mut m], &mut validator).await;
+    }
+    let saved = validator.state.clone();
+    assert!(saved.scores[&1].ema != 0.0);
+    drop(validator); // killed
+
+    let mut restarted = Validator::new(ctx).await.unwrap();
+    assert_eq!(
+        restarted.state, saved,
+        "scores come back from persisted state"
+    );
+    restarted.resume_model().await.unwrap();
+    assert!(
+        restarted.engine.max_param_diff(&m.engine) < 1e-4,
+        "model resumes from its checkpoint"
+    );
+    window(&net, 2, &mut [&mut m], &mut restarted).await;
+    assert_eq!(restarted.state.last_window, Some(2));
+}
