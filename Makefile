@@ -3,17 +3,26 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 SETUP := source scripts/setup.sh
+MINERS ?= 3
+WINDOWS ?= 10
+HPARAMS ?= hparams/demo.toml
 STEPS ?= 30
-HPARAMS ?= hparams/small.toml
 
-.PHONY: demo test lint unit bench-codec setup
+.PHONY: demo train test lint unit bench-codec setup
 
 setup:
 	$(SETUP)
 
-## The main job on the embedded default corpus.
+## The main job: a local network (miners + validator) on the embedded corpus.
+## S3=1 runs it against the S3 endpoint in TEMPLAR_S3_* (see README).
 demo:
-	$(SETUP) && cargo run -q -p templar-node -- train --hparams $(HPARAMS) --steps $(STEPS)
+	$(SETUP) && cargo build -q -p templar-node && \
+	  "$$CARGO_TARGET_DIR/debug/templar-node" devnet --miners $(MINERS) --windows $(WINDOWS) \
+	    --hparams $(HPARAMS) $(if $(S3),--s3,)
+
+## One node training alone (no network).
+train:
+	$(SETUP) && cargo run -q -p templar-node -- train --hparams hparams/small.toml --steps $(STEPS)
 
 ## Everything CI checks: formatting, clippy, all tests.
 test: lint unit

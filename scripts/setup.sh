@@ -6,7 +6,11 @@
 #   TEMPLAR_CACHE    where tools live (default: ~/.cache/templar-rs)
 #   TEMPLAR_VENV     the virtualenv with torch (default: $TEMPLAR_CACHE/venv-torch-2.11.0)
 #   CARGO_TARGET_DIR shared cargo target dir (default: $TEMPLAR_CACHE/target)
-set -euo pipefail
+# Sourced into the caller's shell: do not change its options (set -e would outlive this
+# script); each step fails explicitly instead.
+if ! (return 0 2>/dev/null); then
+  set -euo pipefail
+fi
 
 TORCH_VERSION=2.11.0
 GARAGE_VERSION=2.5.0
@@ -31,15 +35,17 @@ log() { echo "[setup] $*" >&2; }
 # importlib.metadata answers without importing torch (which takes seconds).
 if ! "$TEMPLAR_VENV/bin/python" -c "import importlib.metadata as m,sys; sys.exit(m.version('torch').split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
   log "creating $TEMPLAR_VENV with torch==$TORCH_VERSION (about 3 GB, once)"
-  python3 -m venv "$TEMPLAR_VENV"
-  "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+  python3 -m venv "$TEMPLAR_VENV" &&
+    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" ||
+    { echo "[setup] torch install failed" >&2; return 1 2>/dev/null || exit 1; }
 fi
 
 # 2. Python test tools (Helm rendering and manifest validation; used by later suites).
 if [ "$want_pytools" = 1 ]; then
   if ! "$TEMPLAR_VENV/bin/python" -c "import kubernetes_validate" 2>/dev/null; then
     log "installing Python test tools"
-    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate pyyaml
+    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate pyyaml ||
+      { echo "[setup] Python test tools install failed" >&2; return 1 2>/dev/null || exit 1; }
   fi
 fi
 
@@ -48,7 +54,8 @@ GARAGE_ROOT="$TEMPLAR_CACHE/garage-$GARAGE_VERSION"
 if [ "$want_garage" = 1 ] && [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
   log "building garage $GARAGE_VERSION (about 11 minutes, once)"
   CARGO_TARGET_DIR="$TEMPLAR_CACHE/garage-build" \
-    cargo install garage --locked --version "$GARAGE_VERSION" --root "$GARAGE_ROOT"
+    cargo install garage --locked --version "$GARAGE_VERSION" --root "$GARAGE_ROOT" ||
+    { echo "[setup] garage build failed" >&2; return 1 2>/dev/null || exit 1; }
   rm -rf "$TEMPLAR_CACHE/garage-build"
 fi
 if [ -x "$GARAGE_ROOT/bin/garage" ]; then

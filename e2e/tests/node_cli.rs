@@ -63,3 +63,57 @@ fn codec_bench_prints_figures() {
     assert_eq!(r["peers"], 3);
     assert!(!r["shapes"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn devnet_demo_runs_and_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let out_s = out.to_str().unwrap();
+    let run = node(&[
+        "devnet",
+        "--miners",
+        "2",
+        "--windows",
+        "3",
+        "--block-ms",
+        "1000",
+        "--out",
+        out_s,
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "devnet failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let csv = std::fs::read_to_string(out.join("windows.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    for miner in ["miner-1", "miner-2"] {
+        let mine: Vec<_> = rows.iter().filter(|r| r[1] == miner).collect();
+        assert!(mine.len() >= 3, "{miner} rows: {csv}");
+        assert!(
+            mine.iter()
+                .all(|r| r[4].parse::<f64>().unwrap().is_finite()),
+            "losses: {csv}"
+        );
+        // Every miner ends with a positive weight from the validator.
+        let last_weight: f64 = mine.last().unwrap()[6].parse().unwrap();
+        assert!(last_weight > 0.0, "{miner}: {csv}");
+    }
+    let png = std::fs::read(out.join("report.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // No node process outlives the demo.
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    let leftover = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.contains(out_s) && l.contains("templar-node run"))
+        .count();
+    assert_eq!(leftover, 0, "node processes left running");
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use templar_node::data::{self, Pages};
 use templar_node::hparams::{Hparams, ModelConfig, OuterMode};
+use templar_node::launch::{NodeOptions, StoreSpec};
 use templar_node::model::default_device;
 use templar_node::{bench, train};
 
@@ -33,6 +34,10 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+    /// Run one network node (miner or validator) on the devnet chain.
+    Run(RunArgs),
+    /// Start a local network (N miners, 1 validator) with a live table and a report.
+    Devnet(DevnetArgs),
     /// Tokenizer tools.
     Tokenizer {
         #[command(subcommand)]
@@ -69,6 +74,60 @@ struct TrainArgs {
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, value_enum)]
+    role: Role,
+    /// The node's identity on the chain (devnet: any name).
+    #[arg(long)]
+    hotkey: String,
+    /// Ask for this uid (devnet); default: the lowest free one.
+    #[arg(long)]
+    uid: Option<u16>,
+    /// Stake to register with (devnet; validators need the genesis threshold).
+    #[arg(long, default_value_t = 0.0)]
+    stake: f64,
+    #[arg(long)]
+    hparams: Option<PathBuf>,
+    /// The devnet chain's state: file:///path or s3 (TEMPLAR_S3_* environment).
+    #[arg(long)]
+    devnet: StoreSpec,
+    /// This node's bucket: file:///path (folder bucket-HOTKEY inside) or s3.
+    #[arg(long)]
+    store: StoreSpec,
+    /// Address of /healthz, /readyz, /status and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    listen: std::net::SocketAddr,
+    /// Stop after this many windows (default: run until Ctrl-C).
+    #[arg(long)]
+    windows: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct DevnetArgs {
+    #[arg(long, default_value_t = 3)]
+    miners: u16,
+    #[arg(long, default_value_t = 8)]
+    windows: u64,
+    #[arg(long, default_value = "hparams/demo.toml")]
+    hparams: PathBuf,
+    /// Block time of the devnet chain, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    block_ms: u64,
+    /// Report folder (default: reports/devnet-<unix time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Use S3 (TEMPLAR_S3_* environment) instead of the report folder for buckets and chain.
+    #[arg(long)]
+    s3: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Miner,
+    Validator,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -196,11 +255,65 @@ fn run_train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn run_node(args: RunArgs) -> Result<()> {
+    let hparams = load_hparams(args.hparams.as_ref())?;
+    let opts = NodeOptions {
+        role: match args.role {
+            Role::Miner => templar_crds::NodeRole::Miner,
+            Role::Validator => templar_crds::NodeRole::Validator,
+        },
+        hotkey: args.hotkey,
+        uid: args.uid,
+        stake: args.stake,
+        hparams,
+        devnet: args.devnet,
+        store: args.store,
+        listen: args.listen,
+        windows: args.windows,
+    };
+    runtime()?.block_on(templar_node::launch::run_node(opts))?;
+    Ok(())
+}
+
+fn run_devnet(args: DevnetArgs) -> Result<()> {
+    let out = args.out.unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        PathBuf::from(format!("reports/devnet-{secs}"))
+    });
+    let store = if args.s3 {
+        StoreSpec::S3
+    } else {
+        StoreSpec::Fs(out.join("network"))
+    };
+    let opts = templar_node::demo::DemoOptions {
+        miners: args.miners,
+        windows: args.windows,
+        hparams_file: args.hparams,
+        block_ms: args.block_ms,
+        out,
+        store,
+    };
+    runtime()?.block_on(templar_node::demo::run_demo(opts))?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     match cli.command {
         Command::Train(args) => run_train(args),
+        Command::Run(args) => run_node(args),
+        Command::Devnet(args) => run_devnet(args),
         Command::Bench {
             which:
                 BenchCommand::Codec {

@@ -54,7 +54,9 @@ pub enum ChainError {
     UidTaken { uid: u16 },
     #[error("no free uid (all {0} taken)")]
     Full(u16),
-    #[error("the devnet has no genesis yet (start it with `templar-node devnet init`)")]
+    #[error(
+        "the devnet has no genesis object (devnet/genesis.json); `templar-node devnet` writes it"
+    )]
     NoGenesis,
     #[error("invalid weights: {0}")]
     InvalidWeights(String),

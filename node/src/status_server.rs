@@ -1,0 +1,190 @@
+//! The node's HTTP endpoints: `/healthz` (the process serves), `/readyz` (it has joined
+//! a window), `/status` (the [`NodeStatus`] JSON the operator reads) and `/metrics`
+//! (Prometheus text).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use templar_crds::{NodeRole, NodeStatus};
+
+type Shared = Arc<Mutex<NodeStatus>>;
+
+fn snapshot(s: &Shared) -> NodeStatus {
+    s.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+pub fn router(status: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<Shared>| async move {
+                match snapshot(&s).window {
+                    Some(w) => (StatusCode::OK, format!("window {w}")),
+                    None => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not in a window yet".to_string(),
+                    ),
+                }
+            }),
+        )
+        .route(
+            "/status",
+            get(|State(s): State<Shared>| async move { axum::Json(snapshot(&s)) }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<Shared>| async move { metrics(&snapshot(&s)) }),
+        )
+        .with_state(status)
+}
+
+/// Prometheus text exposition of the status.
+pub fn render_metrics(s: &NodeStatus) -> String {
+    let role = match s.role {
+        NodeRole::Miner => "miner",
+        NodeRole::Validator => "validator",
+    };
+    let labels = format!("role=\"{role}\",uid=\"{}\"", s.uid.map_or(-1, |u| u as i64));
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: Option<f64>| {
+        if let Some(v) = value {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {v}"
+            );
+        }
+    };
+    gauge(
+        "templar_window",
+        "Window the node is working on.",
+        s.window.map(|w| w as f64),
+    );
+    gauge(
+        "templar_global_step",
+        "Outer steps applied.",
+        Some(s.global_step as f64),
+    );
+    gauge(
+        "templar_loss",
+        "Mean training loss of the last window.",
+        s.last_loss,
+    );
+    gauge(
+        "templar_tokens_per_second",
+        "Training throughput of the last window.",
+        s.tokens_per_sec,
+    );
+    gauge(
+        "templar_peers_gathered",
+        "Peers merged in the last window.",
+        Some(s.peers_gathered as f64),
+    );
+    gauge(
+        "templar_peers_skipped",
+        "Peers left out of the last window.",
+        Some(s.peers_skipped.len() as f64),
+    );
+    gauge(
+        "templar_incentive",
+        "This node's incentive on chain.",
+        s.incentive,
+    );
+    if !s.scores.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP templar_miner_score Moving-average score of a miner.\n# TYPE templar_miner_score gauge"
+        );
+        for m in &s.scores {
+            let _ = writeln!(
+                out,
+                "templar_miner_score{{miner_uid=\"{}\"}} {}",
+                m.uid, m.score
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP templar_miner_weight Weight given to a miner.\n# TYPE templar_miner_weight gauge"
+        );
+        for m in &s.scores {
+            let _ = writeln!(
+                out,
+                "templar_miner_weight{{miner_uid=\"{}\"}} {}",
+                m.uid, m.weight
+            );
+        }
+    }
+    out
+}
+
+fn metrics(s: &NodeStatus) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render_metrics(s),
+    )
+        .into_response()
+}
+
+/// Serve until the listener fails; bind errors are returned to the caller.
+pub async fn serve(listener: tokio::net::TcpListener, status: Shared) -> std::io::Result<()> {
+    axum::serve(listener, router(status)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use templar_crds::MinerScore;
+
+    #[tokio::test]
+    async fn endpoints_answer() {
+        let status: Shared = Arc::new(Mutex::new(NodeStatus {
+            role: NodeRole::Validator,
+            uid: Some(4),
+            ..Default::default()
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, status.clone()));
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.unwrap();
+            buf
+        };
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
+        {
+            let mut s = status.lock().unwrap();
+            s.window = Some(7);
+            s.scores = vec![MinerScore {
+                uid: 2,
+                score: 0.5,
+                last_improvement: Some(0.1),
+                last_random_improvement: None,
+                weight: 1.0,
+            }];
+        }
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        let body = get("/status").await;
+        let json = body.split("\r\n\r\n").nth(1).unwrap();
+        let parsed: NodeStatus = serde_json::from_str(json).unwrap();
+        assert_eq!(parsed.window, Some(7));
+        assert_eq!(parsed.role, NodeRole::Validator);
+        let m = get("/metrics").await;
+        assert!(
+            m.contains("templar_window{role=\"validator\",uid=\"4\"} 7"),
+            "{m}"
+        );
+        assert!(m.contains("templar_miner_weight{miner_uid=\"2\"} 1"), "{m}");
+    }
+}
