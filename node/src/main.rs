@@ -157,6 +157,19 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Same token budget: AdamW in one process vs N miners through the protocol.
+    Convergence {
+        #[arg(long, default_value_t = 3)]
+        miners: u16,
+        #[arg(long, default_value_t = 10)]
+        windows: u64,
+        #[arg(long, default_value = "hparams/tiny-sparseloco.toml")]
+        sparseloco: PathBuf,
+        #[arg(long, default_value = "hparams/tiny-demo.toml")]
+        demo: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -347,6 +360,41 @@ fn main() -> Result<()> {
                     r.payload_bytes,
                     r.compression_ratio
                 );
+            }
+            Ok(())
+        }
+        Command::Bench {
+            which:
+                BenchCommand::Convergence {
+                    miners,
+                    windows,
+                    sparseloco,
+                    demo,
+                    json,
+                },
+        } => {
+            let sl = Hparams::load(&sparseloco)?;
+            let dm = Hparams::load(&demo)?;
+            let pages = Pages::new(data::embedded_tokens()?, sl.data.seq_len)?;
+            let r =
+                runtime()?.block_on(bench::convergence_bench(&sl, &dm, &pages, miners, windows))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} tokens, held-out loss at start {:.4}",
+                    r.tokens, r.initial_eval_loss
+                );
+                for run in &r.runs {
+                    println!(
+                        "{:<28} loss {:.4}  ratio {:.3}  {:.0} B/miner/window  {:.1}s",
+                        run.setup,
+                        run.final_eval_loss,
+                        run.loss_ratio_vs_adamw,
+                        run.bytes_per_miner_per_window,
+                        run.seconds
+                    );
+                }
             }
             Ok(())
         }

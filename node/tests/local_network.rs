@@ -1,29 +1,24 @@
 //! A local network in one process: miners and a validator on the devnet chain and the
 //! filesystem store, driven window by window in lockstep by a manual clock.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tch::Device;
-use templar_crds::{NodeRole, NodeStatus};
-use templar_node::chain::devnet::{DevnetChain, Genesis};
-use templar_node::chain::{Chain, Commitment, ManualClock};
+use std::time::Duration;
+use templar_node::chain::Chain;
 use templar_node::data::{Pages, embedded_tokens};
 use templar_node::hparams::Hparams;
-use templar_node::network::NodeContext;
+use templar_node::network::local::LocalNetwork;
 use templar_node::network::miner::Miner;
 use templar_node::network::validator::Validator;
-use templar_node::storage::ObjectStore;
-use templar_node::storage::fs::FsStore;
-
-const BLOCK_MS: u64 = 1000;
 
 struct Net {
-    dir: tempfile::TempDir,
-    clock: Arc<ManualClock>,
-    chain: Arc<DevnetChain>,
-    hp: Hparams,
-    pages: Pages,
-    t0: SystemTime,
+    _dir: tempfile::TempDir,
+    inner: LocalNetwork,
+}
+
+impl std::ops::Deref for Net {
+    type Target = LocalNetwork;
+    fn deref(&self) -> &LocalNetwork {
+        &self.inner
+    }
 }
 
 impl Net {
@@ -39,83 +34,14 @@ impl Net {
         hp.network.clock_skew_ms = 400;
         tweak(&mut hp);
         let dir = tempfile::tempdir().unwrap();
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let chain_store: Arc<dyn ObjectStore> = Arc::new(FsStore::new(dir.path().join("chain")));
-        let genesis = Genesis {
-            genesis_unix_ms: 1_700_000_000_000,
-            block_time_ms: BLOCK_MS,
-            min_validator_stake: 1000.0,
-        };
-        DevnetChain::init(chain_store.as_ref(), genesis)
-            .await
-            .unwrap();
-        let clock = Arc::new(ManualClock::new(t0));
-        let chain = Arc::new(DevnetChain::open(chain_store, clock.clone()).await.unwrap());
         let pages = Pages::new(embedded_tokens().unwrap(), hp.data.seq_len).unwrap();
-        Net {
-            dir,
-            clock,
-            chain,
-            hp,
-            pages,
-            t0,
-        }
-    }
-
-    /// Register a node with its own bucket (a folder of the shared root) and commit it.
-    async fn context(&self, hotkey: &str, uid: u16, role: NodeRole) -> Arc<NodeContext> {
-        let stake = if role == NodeRole::Validator {
-            5000.0
-        } else {
-            0.0
-        };
-        self.chain.register(hotkey, stake, Some(uid)).await.unwrap();
-        let bucket = format!("bucket-{hotkey}");
-        let commitment = Commitment {
-            endpoint: format!("file://{}", self.dir.path().display()),
-            bucket: bucket.clone(),
-            access_key_id: String::new(),
-            secret_access_key: String::new(),
-        };
-        self.chain.commit(hotkey, &commitment).await.unwrap();
-        let own: Arc<dyn ObjectStore> = Arc::new(FsStore::new(self.dir.path().join(&bucket)));
-        let status = NodeStatus {
-            role,
-            uid: Some(uid),
-            hotkey: hotkey.into(),
-            ..Default::default()
-        };
-        Arc::new(NodeContext::new(
-            self.hp.clone(),
-            self.chain.clone(),
-            own,
-            self.pages.clone(),
-            Device::Cpu,
-            hotkey.into(),
-            uid,
-            status,
-        ))
-    }
-
-    fn enter_window(&self, w: u64) {
-        let ms = w * self.hp.network.blocks_per_window * BLOCK_MS;
-        self.clock.set(self.t0 + Duration::from_millis(ms));
+        let inner = LocalNetwork::new(dir.path(), hp, pages).await.unwrap();
+        Net { _dir: dir, inner }
     }
 }
 
-/// One lockstep window: validator publishes peers, miners train and upload, the window
-/// closes, everyone gathers and steps.
 async fn window(net: &Net, w: u64, miners: &mut [&mut Miner], validator: &mut Validator) {
-    net.enter_window(w);
-    validator.begin_window(w).await.unwrap();
-    for m in miners.iter_mut() {
-        m.begin_window(w).await.unwrap();
-    }
-    net.enter_window(w + 1);
-    for m in miners.iter_mut() {
-        m.finish_window(w).await.unwrap();
-    }
-    validator.finish_window(w).await.unwrap();
+    net.window(w, miners, validator).await.unwrap();
 }
 
 fn held_out_loss(v: &Validator, net: &Net) -> f64 {
@@ -126,12 +52,10 @@ fn held_out_loss(v: &Validator, net: &Net) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_miners_and_a_validator_train_and_earn_weights() {
     let net = Net::new(|hp| hp.network.checkpoint_every = 3).await;
-    let mut validator = Validator::new(net.context("val", 0, NodeRole::Validator).await)
-        .await
-        .unwrap();
-    let mut m1 = Miner::new(net.context("m1", 1, NodeRole::Miner).await).unwrap();
-    let mut m2 = Miner::new(net.context("m2", 2, NodeRole::Miner).await).unwrap();
-    let mut m3 = Miner::new(net.context("m3", 3, NodeRole::Miner).await).unwrap();
+    let mut validator = net.validator("val", 0).await.unwrap();
+    let mut m1 = net.miner("m1", 1).await.unwrap();
+    let mut m2 = net.miner("m2", 2).await.unwrap();
+    let mut m3 = net.miner("m3", 3).await.unwrap();
     let before = held_out_loss(&validator, &net);
     let windows = 6;
     for w in 0..windows {
@@ -168,12 +92,10 @@ async fn three_miners_and_a_validator_train_and_earn_weights() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_late_and_missing_payloads_are_rejected_and_penalised() {
     let net = Net::new(|_| {}).await;
-    let mut validator = Validator::new(net.context("val", 0, NodeRole::Validator).await)
-        .await
-        .unwrap();
-    let mut honest = Miner::new(net.context("honest", 1, NodeRole::Miner).await).unwrap();
-    let mut corrupt = Miner::new(net.context("corrupt", 2, NodeRole::Miner).await).unwrap();
-    let mut late = Miner::new(net.context("late", 3, NodeRole::Miner).await).unwrap();
+    let mut validator = net.validator("val", 0).await.unwrap();
+    let mut honest = net.miner("honest", 1).await.unwrap();
+    let mut corrupt = net.miner("corrupt", 2).await.unwrap();
+    let mut late = net.miner("late", 3).await.unwrap();
     // Window 0: everyone honest, so every score starts positive.
     window(
         &net,
@@ -259,17 +181,15 @@ async fn corrupt_late_and_missing_payloads_are_rejected_and_penalised() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_miner_catches_up_from_the_checkpoint() {
     let net = Net::new(|hp| hp.network.checkpoint_every = 3).await;
-    let mut validator = Validator::new(net.context("val", 0, NodeRole::Validator).await)
-        .await
-        .unwrap();
-    let mut a = Miner::new(net.context("a", 1, NodeRole::Miner).await).unwrap();
-    let mut b = Miner::new(net.context("b", 2, NodeRole::Miner).await).unwrap();
+    let mut validator = net.validator("val", 0).await.unwrap();
+    let mut a = net.miner("a", 1).await.unwrap();
+    let mut b = net.miner("b", 2).await.unwrap();
     for w in 0..4 {
         window(&net, w, &mut [&mut a, &mut b], &mut validator).await;
     }
     // Joins at window 4: checkpoint of window 2, then window 3 replayed from storage.
     net.enter_window(4);
-    let mut late = Miner::new(net.context("late", 3, NodeRole::Miner).await).unwrap();
+    let mut late = net.miner("late", 3).await.unwrap();
     assert_eq!(late.catch_up(4).await.unwrap(), 1);
     assert!(
         late.engine.max_param_diff(&a.engine) < 1e-4,
@@ -289,9 +209,12 @@ async fn a_late_miner_catches_up_from_the_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_validator_resumes_its_scores() {
     let net = Net::new(|hp| hp.network.checkpoint_every = 2).await;
-    let ctx = net.context("val", 0, NodeRole::Validator).await;
+    let ctx = net
+        .context("val", 0, templar_crds::NodeRole::Validator)
+        .await
+        .unwrap();
     let mut validator = Validator::new(ctx.clone()).await.unwrap();
-    let mut m = Miner::new(net.context("m", 1, NodeRole::Miner).await).unwrap();
+    let mut m = net.miner("m", 1).await.unwrap();
     for w in 0..2 {
         window(&net, w, &mut [&mut m], &mut validator).await;
     }

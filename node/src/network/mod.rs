@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod engine;
+pub mod local;
 pub mod miner;
 pub mod run;
 pub mod validator;

@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn weights_are_non_negative_and_sum_to_one() {
-        let w = weights_from_scores(&scores(&[(1, 0.3), (2, 0.1), (3, -0.2)]), 0.0);
+        let w = weights_from_scores(&scores(&[(1, 3.0), (2, 1.0), (3, -2.0)]), 0.0);
         assert_eq!(w, vec![(1, 0.75), (2, 0.25), (3, 0.0)]);
         let w = weights_from_scores(&scores(&[(1, 1.0), (2, 0.0)]), 1.0);
         let e = 1f64.exp();
