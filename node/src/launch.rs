@@ -78,6 +78,7 @@ fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitm
             Arc::new(Retrying::new(FsStore::new(root.join(bucket)), policy)),
             Commitment {
                 endpoint: format!("file://{}", root.display()),
+                region: "auto".into(),
                 bucket: bucket.into(),
                 access_key_id: String::new(),
                 secret_access_key: String::new(),
@@ -92,6 +93,7 @@ fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitm
                 .unwrap_or(cfg.secret_access_key.clone());
             let commitment = Commitment {
                 endpoint: cfg.endpoint.clone().unwrap_or_default(),
+                region: cfg.region.clone(),
                 bucket: cfg.bucket.clone(),
                 access_key_id: read_id,
                 secret_access_key: read_secret,

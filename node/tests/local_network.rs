@@ -1,10 +1,12 @@
 //! A local network in one process: miners and a validator on the devnet chain and the
 //! filesystem store, driven window by window in lockstep by a manual clock.
 
+use std::sync::Arc;
 use std::time::Duration;
 use templar_node::chain::Chain;
 use templar_node::data::{Pages, embedded_tokens};
 use templar_node::hparams::Hparams;
+use templar_node::network::NodeContext;
 use templar_node::network::local::LocalNetwork;
 use templar_node::network::miner::Miner;
 use templar_node::network::validator::Validator;
@@ -109,7 +111,9 @@ async fn corrupt_late_and_missing_payloads_are_rejected_and_penalised() {
     assert!(c0 > 0.0 && l0 > 0.0);
 
     // Window 1: a truncated payload, and an upload after the window closed.
-    net.enter_window(1);
+    let ctxs = [&validator.ctx, &honest.ctx, &corrupt.ctx, &late.ctx].map(|c| c.clone());
+    let all: Vec<&NodeContext> = ctxs.iter().map(|c| c.as_ref()).collect();
+    net.enter_window_seen_by(1, &all);
     validator.begin_window(1).await.unwrap();
     honest.begin_window(1).await.unwrap();
     corrupt.begin_window(1).await.unwrap();
@@ -121,8 +125,7 @@ async fn corrupt_late_and_missing_payloads_are_rejected_and_penalised() {
         .put(&key, bytes[..bytes.len() / 2].to_vec())
         .await
         .unwrap();
-    net.enter_window(2);
-    validator.ctx.observe_window(2);
+    net.enter_window_seen_by(2, &all);
     tokio::time::sleep(Duration::from_millis(net.hp.network.upload_grace_ms + 300)).await;
     late.begin_window(1).await.unwrap();
     validator.finish_window(1).await.unwrap();
@@ -153,10 +156,9 @@ async fn corrupt_late_and_missing_payloads_are_rejected_and_penalised() {
     );
 
     // Window 2: the late miner does not upload at all: missing.
-    net.enter_window(2);
     validator.begin_window(2).await.unwrap();
     honest.begin_window(2).await.unwrap();
-    net.enter_window(3);
+    net.enter_window_seen_by(3, &all);
     validator.finish_window(2).await.unwrap();
     let st = validator.ctx.status.lock().unwrap().clone();
     assert!(
@@ -234,4 +236,99 @@ async fn a_restarted_validator_resumes_its_scores() {
     );
     window(&net, 2, &mut [&mut m], &mut restarted).await;
     assert_eq!(restarted.state.last_window, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_peer_dying_mid_gather_is_skipped_and_the_network_goes_on() {
+    use std::time::Instant;
+    use templar_crds::NodeRole;
+    use templar_node::chain::Commitment;
+    use templar_node::network::miner::Miner;
+    use templar_node::storage::garage::GarageServer;
+    use templar_node::storage::retry::{RetryPolicy, Retrying};
+    use templar_node::storage::s3::S3Store;
+
+    // S3 LastModified has one-second resolution: allow that much skew.
+    let mut net = Net::new(|hp| hp.network.clock_skew_ms = 1500).await;
+    net.inner.retry = RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        budget: Duration::from_secs(2),
+    };
+    net.inner.peer_timeout = Duration::from_secs(5);
+    let mut garage = GarageServer::start("s3-miner").expect("Garage must be installed");
+    let own = Arc::new(Retrying::new(
+        S3Store::new(garage.s3_config()),
+        net.retry.clone(),
+    ));
+    let commitment = Commitment {
+        endpoint: garage.endpoint.clone(),
+        region: "garage".into(),
+        bucket: garage.bucket.clone(),
+        access_key_id: garage.key_id.clone(),
+        secret_access_key: garage.secret.clone(),
+    };
+    let ctx = net
+        .context_with("s3", 2, NodeRole::Miner, own, commitment)
+        .await
+        .unwrap();
+    let mut s3_miner = Miner::new(ctx).unwrap();
+    let mut fs_miner = net.miner("fs", 1).await.unwrap();
+    let mut validator = net.validator("val", 0).await.unwrap();
+
+    window(&net, 0, &mut [&mut fs_miner, &mut s3_miner], &mut validator).await;
+    let st = validator.ctx.status.lock().unwrap().clone();
+    assert_eq!(
+        st.peers_gathered, 2,
+        "both buckets served: {:?}",
+        st.peers_skipped
+    );
+
+    // Window 1: both upload, then the S3 server dies before anyone gathers.
+    let ctxs = [&validator.ctx, &fs_miner.ctx, &s3_miner.ctx].map(|c| c.clone());
+    let all: Vec<&NodeContext> = ctxs.iter().map(|c| c.as_ref()).collect();
+    net.enter_window_seen_by(1, &all);
+    validator.begin_window(1).await.unwrap();
+    fs_miner.begin_window(1).await.unwrap();
+    s3_miner.begin_window(1).await.unwrap();
+    garage.stop();
+    net.enter_window_seen_by(2, &all);
+    let started = Instant::now();
+    fs_miner.finish_window(1).await.unwrap();
+    validator.finish_window(1).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    let st = validator.ctx.status.lock().unwrap().clone();
+    assert_eq!(st.peers_gathered, 1);
+    let skipped = st
+        .peers_skipped
+        .iter()
+        .find(|s| s.uid == 2)
+        .expect("the S3 peer is skipped");
+    assert!(
+        skipped.reason.starts_with("unreachable") || skipped.reason.starts_with("timed out"),
+        "{}",
+        skipped.reason
+    );
+
+    // The next window goes on without it; its own upload fails with a clear error.
+    validator.begin_window(2).await.unwrap();
+    fs_miner.begin_window(2).await.unwrap();
+    assert!(s3_miner.begin_window(2).await.is_err());
+    net.enter_window_seen_by(3, &all);
+    fs_miner.finish_window(2).await.unwrap();
+    validator.finish_window(2).await.unwrap();
+    let st = validator.ctx.status.lock().unwrap().clone();
+    assert_eq!(st.window, Some(2));
+    assert_eq!(st.peers_gathered, 1);
+    let fs_weight = st.scores.iter().find(|s| s.uid == 1).unwrap().weight;
+    let s3_weight = st.scores.iter().find(|s| s.uid == 2).unwrap().weight;
+    assert!(
+        fs_weight > s3_weight,
+        "the live miner outweighs the dead one"
+    );
 }

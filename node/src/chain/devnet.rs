@@ -302,6 +302,7 @@ mod tests {
 
         let commit = Commitment {
             endpoint: "file:///tmp/x".into(),
+            region: "auto".into(),
             bucket: "b".into(),
             access_key_id: "id".into(),
             secret_access_key: "s3cret".into(),

@@ -103,15 +103,23 @@ impl Metagraph {
 pub struct Commitment {
     /// `file:///path` for the filesystem store, `http(s)://host:port` for S3.
     pub endpoint: String,
+    /// S3 signing region (`auto` for R2; Garage and AWS name theirs).
+    #[serde(default = "default_region")]
+    pub region: String,
     pub bucket: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+}
+
+fn default_region() -> String {
+    "auto".into()
 }
 
 impl std::fmt::Debug for Commitment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Commitment")
             .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
             .field("bucket", &self.bucket)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")

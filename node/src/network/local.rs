@@ -11,6 +11,7 @@ use crate::data::Pages;
 use crate::hparams::Hparams;
 use crate::storage::ObjectStore;
 use crate::storage::fs::FsStore;
+use crate::storage::retry::RetryPolicy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,6 +23,9 @@ const GENESIS_MS: u64 = 1_700_000_000_000;
 
 pub struct LocalNetwork {
     root: PathBuf,
+    /// Retry policy and per-peer timeout given to every node's context.
+    pub retry: RetryPolicy,
+    pub peer_timeout: Duration,
     pub clock: Arc<ManualClock>,
     pub chain: Arc<DevnetChain>,
     pub hp: Hparams,
@@ -43,6 +47,8 @@ impl LocalNetwork {
         let chain = Arc::new(DevnetChain::open(chain_store, clock.clone()).await?);
         Ok(Self {
             root: root.to_path_buf(),
+            retry: RetryPolicy::default(),
+            peer_timeout: Duration::from_secs(30),
             clock,
             chain,
             hp,
@@ -57,29 +63,42 @@ impl LocalNetwork {
         uid: u16,
         role: NodeRole,
     ) -> Result<Arc<NodeContext>, NetworkError> {
+        let bucket = format!("bucket-{hotkey}");
+        let commitment = Commitment {
+            endpoint: format!("file://{}", self.root.display()),
+            region: "auto".into(),
+            bucket: bucket.clone(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        };
+        let own: Arc<dyn ObjectStore> = Arc::new(FsStore::new(self.root.join(&bucket)));
+        self.context_with(hotkey, uid, role, own, commitment).await
+    }
+
+    /// Register a node whose bucket is `own`, reachable by peers through `commitment`.
+    pub async fn context_with(
+        &self,
+        hotkey: &str,
+        uid: u16,
+        role: NodeRole,
+        own: Arc<dyn ObjectStore>,
+        commitment: Commitment,
+    ) -> Result<Arc<NodeContext>, NetworkError> {
+        use crate::chain::Chain;
         let stake = if role == NodeRole::Validator {
             5000.0
         } else {
             0.0
         };
         self.chain.register(hotkey, stake, Some(uid)).await?;
-        let bucket = format!("bucket-{hotkey}");
-        let commitment = Commitment {
-            endpoint: format!("file://{}", self.root.display()),
-            bucket: bucket.clone(),
-            access_key_id: String::new(),
-            secret_access_key: String::new(),
-        };
-        use crate::chain::Chain;
         self.chain.commit(hotkey, &commitment).await?;
-        let own: Arc<dyn ObjectStore> = Arc::new(FsStore::new(self.root.join(&bucket)));
         let status = NodeStatus {
             role,
             uid: Some(uid),
             hotkey: hotkey.into(),
             ..Default::default()
         };
-        Ok(Arc::new(NodeContext::new(
+        let mut ctx = NodeContext::new(
             self.hp.clone(),
             self.chain.clone(),
             own,
@@ -88,7 +107,10 @@ impl LocalNetwork {
             hotkey.into(),
             uid,
             status,
-        )))
+        );
+        ctx.retry = self.retry.clone();
+        ctx.peer_timeout = self.peer_timeout;
+        Ok(Arc::new(ctx))
     }
 
     pub async fn miner(&self, hotkey: &str, uid: u16) -> Result<Miner, NetworkError> {
@@ -106,6 +128,15 @@ impl LocalNetwork {
             .set(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
     }
 
+    /// Enter window `w` and let every given node see it begin now, as running nodes
+    /// polling the chain would (their upload time bounds start here).
+    pub fn enter_window_seen_by(&self, w: u64, nodes: &[&NodeContext]) {
+        self.enter_window(w);
+        for n in nodes {
+            n.observe_window(w);
+        }
+    }
+
     /// One lockstep window: the validator publishes the peer list, miners train and
     /// upload, the window closes, everyone gathers and steps.
     pub async fn window(
@@ -114,12 +145,18 @@ impl LocalNetwork {
         miners: &mut [&mut Miner],
         validator: &mut Validator,
     ) -> Result<(), NetworkError> {
-        self.enter_window(w);
+        let ctxs: Vec<Arc<NodeContext>> = miners
+            .iter()
+            .map(|m| m.ctx.clone())
+            .chain([validator.ctx.clone()])
+            .collect();
+        let seen: Vec<&NodeContext> = ctxs.iter().map(|c| c.as_ref()).collect();
+        self.enter_window_seen_by(w, &seen);
         validator.begin_window(w).await?;
         for m in miners.iter_mut() {
             m.begin_window(w).await?;
         }
-        self.enter_window(w + 1);
+        self.enter_window_seen_by(w + 1, &seen);
         for m in miners.iter_mut() {
             m.finish_window(w).await?;
         }

@@ -56,12 +56,13 @@ pub fn open_store(c: &Commitment, policy: &RetryPolicy) -> Arc<dyn ObjectStore> 
         let store = FsStore::new(std::path::Path::new(root).join(&c.bucket));
         return Arc::new(Retrying::new(store, policy.clone()));
     }
-    let cfg = S3Config::new(
+    let mut cfg = S3Config::new(
         &c.endpoint,
         &c.bucket,
         &c.access_key_id,
         &c.secret_access_key,
     );
+    cfg.region = c.region.clone();
     Arc::new(Retrying::new(S3Store::new(cfg), policy.clone()))
 }
 
