@@ -117,3 +117,41 @@ fn devnet_demo_runs_and_writes_a_report() {
         .count();
     assert_eq!(leftover, 0, "node processes left running");
 }
+
+#[test]
+fn devnet_demo_runs_against_s3() {
+    use templar_node::storage::garage::GarageServer;
+    let garage = GarageServer::start("templar-demo").expect("Garage must be installed");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let run = std::process::Command::new(templar_e2e::binary("templar-node"))
+        .args(["devnet", "--s3", "--miners", "2", "--windows", "2", "--out"])
+        .arg(&out)
+        .current_dir(templar_e2e::repo_root())
+        .env("TEMPLAR_DEVICE", "cpu")
+        .env("TEMPLAR_S3_ENDPOINT", &garage.endpoint)
+        .env("TEMPLAR_S3_BUCKET", &garage.bucket)
+        .env("TEMPLAR_S3_REGION", "garage")
+        .env("AWS_ACCESS_KEY_ID", &garage.key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &garage.secret)
+        .output()
+        .unwrap();
+    let logs = std::fs::read_to_string(out.join("logs/validator.log")).unwrap_or_default();
+    assert!(
+        run.status.success(),
+        "{}\n{}\nvalidator log:\n{logs}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let csv = std::fs::read_to_string(out.join("windows.csv")).unwrap();
+    assert!(
+        csv.lines().filter(|l| l.contains(",miner-")).count() >= 4,
+        "{csv}"
+    );
+    // The secret key never reaches a log.
+    for name in ["validator", "miner-1", "miner-2"] {
+        let log = std::fs::read_to_string(out.join(format!("logs/{name}.log"))).unwrap();
+        assert!(!log.contains(&garage.secret), "{name} logged the secret");
+        assert!(log.contains("registered"), "{name}: {log}");
+    }
+}

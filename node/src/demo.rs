@@ -242,6 +242,8 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     let mut recorded: BTreeMap<(String, u64), ()> = BTreeMap::new();
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    // SIGTERM too (kill, systemd, CI timeouts): the children must not outlive the demo.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut last_shown = None;
     loop {
         let mut statuses = Vec::new();
@@ -313,6 +315,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
             _ = &mut ctrl_c => { println!("\ninterrupted"); break; }
+            _ = term.recv() => { println!("\nterminated"); break; }
         }
     }
     drop(children);
