@@ -219,7 +219,6 @@ pub async fn convergence_bench(
     use crate::data::window_batches;
     use crate::network::local::LocalNetwork;
     use crate::train::{eval_loss, eval_pages};
-    use tch::nn::OptimizerConfig;
 
     let h = sparseloco.sparseloco.inner_steps;
     let mut demo = demo.clone();
@@ -234,14 +233,7 @@ pub async fn convergence_bench(
     let model = crate::model::Llama::new(&cfg, Device::Cpu, sparseloco.data.seed as i64);
     let initial_eval_loss = eval_loss(&model, pages, &held_out);
     let s = &sparseloco.sparseloco;
-    let mut opt = tch::nn::AdamW {
-        beta1: s.beta1,
-        beta2: s.beta2,
-        wd: s.weight_decay,
-        eps: s.eps,
-        amsgrad: false,
-    }
-    .build(&model.vs, s.inner_lr)?;
+    let mut opt = crate::optim::inner_adamw(s, &model.vs)?;
     let sampler = crate::data::PageSampler::new(
         pages.num_pages(),
         sparseloco.data.pages_per_window,

@@ -2,25 +2,20 @@
 //! compression into a real payload, validation of that payload, merge, step) with itself as
 //! the only peer. The network issue wraps the same steps with storage and peers.
 
-use crate::codec::Codec;
-use crate::codec::payload::{PayloadError, PayloadMeta, PayloadValidator};
-use crate::data::{PageSampler, Pages, window_batches};
-use crate::hparams::{Hparams, HparamsError};
+use crate::data::{PageSampler, Pages};
+use crate::hparams::Hparams;
 use crate::model::Llama;
-use crate::optim::{OptimError, WindowOptimizer};
+use crate::network::NetworkError;
+use crate::network::engine::Engine;
 use std::time::Instant;
-use tch::{Device, Tensor};
+use tch::Device;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
-    Hparams(#[from] HparamsError),
-    #[error(transparent)]
-    Optim(#[from] OptimError),
+    Node(#[from] NetworkError),
     #[error("own payload rejected: {0}")]
-    Payload(#[from] PayloadError),
-    #[error("the data has token ids up to {needed} but the model's vocabulary is {vocab}")]
-    VocabTooSmall { needed: u32, vocab: i64 },
+    OwnPayload(String),
 }
 
 /// Progress after one window.
@@ -69,49 +64,22 @@ pub fn train_alone(
     device: Device,
     mut on_window: impl FnMut(&WindowProgress),
 ) -> Result<TrainReport, TrainError> {
-    let cfg = hp.model_config()?;
-    if pages.vocab_needed() as i64 > cfg.vocab_size {
-        return Err(TrainError::VocabTooSmall {
-            needed: pages.vocab_needed(),
-            vocab: cfg.vocab_size,
-        });
-    }
-    let model = Llama::new(&cfg, device, hp.data.seed as i64);
-    let shapes: Vec<(String, Vec<i64>)> = model
-        .named_parameters()
-        .iter()
-        .map(|(n, t)| (n.clone(), t.size()))
-        .collect();
-    let codec = Codec::new(&hp.codec, &shapes);
-    let digest = hp.digest();
-    let validator = PayloadValidator::new(&codec).with_hparams_digest(digest.clone());
-    let mut opt = WindowOptimizer::new(hp, &model)?;
-    let sampler = PageSampler::new(pages.num_pages(), hp.data.pages_per_window, hp.data.seed);
+    let mut engine = Engine::new(hp, pages, device)?;
     let held_out = eval_pages(hp, pages);
-    let initial_eval_loss = eval_loss(&model, pages, &held_out);
+    let initial_eval_loss = eval_loss(&engine.model, pages, &held_out);
 
     let started = Instant::now();
     let mut tokens = 0u64;
     let mut window_losses = Vec::new();
     let mut payload_bytes = 0;
+    let hotkey = format!("local-{uid}");
     for window in 0..windows {
-        let assigned = sampler.pages(uid, window);
-        let batches: Vec<Tensor> =
-            window_batches(&assigned, hp.batches_per_window(), hp.data.batch_size)
-                .iter()
-                .map(|b| pages.batch(b, device))
-                .collect();
-        let stats = opt.train_window(&model, &batches)?;
-        let meta = PayloadMeta {
-            window,
-            uid,
-            hotkey: format!("local-{uid}"),
-            hparams_digest: digest.clone(),
-        };
+        let (stats, bytes) = engine.train_and_compress(uid, &hotkey, window)?;
         // The payload takes the same path as a peer's: bytes, validation, decode.
-        let bytes = opt.compress(&codec, meta).to_bytes(&codec);
-        let received = validator.validate(&bytes)?;
-        opt.apply(&codec, &[received.selected(&codec, device)]);
+        let received = engine
+            .decode(&bytes, uid, window)
+            .map_err(TrainError::OwnPayload)?;
+        engine.apply(&[received]);
 
         tokens += stats.tokens;
         payload_bytes = bytes.len();
@@ -125,9 +93,9 @@ pub fn train_alone(
     }
     Ok(TrainReport {
         windows,
-        parameters: model.num_parameters(),
+        parameters: engine.model.num_parameters(),
         initial_eval_loss,
-        final_eval_loss: eval_loss(&model, pages, &held_out),
+        final_eval_loss: eval_loss(&engine.model, pages, &held_out),
         window_losses,
         tokens,
         tokens_per_sec: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),

@@ -58,6 +58,21 @@ pub struct WindowStats {
     pub tokens: u64,
 }
 
+/// AdamW with the SparseLoCo inner settings over every variable of `vs`.
+pub fn inner_adamw(
+    s: &crate::hparams::SparseLocoParams,
+    vs: &nn::VarStore,
+) -> Result<nn::Optimizer, OptimError> {
+    Ok(nn::AdamW {
+        beta1: s.beta1,
+        beta2: s.beta2,
+        wd: s.weight_decay,
+        eps: s.eps,
+        amsgrad: false,
+    }
+    .build(vs, s.inner_lr)?)
+}
+
 fn zeros_like_all(params: &[Tensor]) -> Vec<Tensor> {
     params.iter().map(|p| p.zeros_like()).collect()
 }
@@ -74,15 +89,7 @@ impl WindowOptimizer {
                 momentum: zeros_like_all(&params),
             },
             OuterMode::Sparseloco => {
-                let s = &hp.sparseloco;
-                let inner = nn::AdamW {
-                    beta1: s.beta1,
-                    beta2: s.beta2,
-                    wd: s.weight_decay,
-                    eps: s.eps,
-                    amsgrad: false,
-                }
-                .build(&model.vs, s.inner_lr)?;
+                let inner = inner_adamw(&hp.sparseloco, &model.vs)?;
                 RuleState::SparseLoco {
                     inner,
                     error: zeros_like_all(&params),
