@@ -1,11 +1,13 @@
 //! API types of templar-rs shared by the operator and the nodes.
 //!
 //! This crate stays light (no torch, no kube runtime) so that the operator and tooling build
-//! fast. It holds the node's `/status` document; the `TemplarMiner` / `TemplarValidator`
-//! custom resources are added by the operator work.
+//! fast. It holds the `TemplarMiner` / `TemplarValidator` custom resources and the node's
+//! `/status` document.
 
+pub mod resources;
 pub mod status;
 
+pub use resources::{NodeSetStatus, NodeSpec, TemplarMiner, TemplarValidator, crds_yaml};
 pub use status::{MinerScore, NodeRole, NodeStatus, SkippedPeer};
 
 /// API group of the templar custom resources.

@@ -1,0 +1,83 @@
+//! The checked-in CRD YAML is what the types generate, and the schema carries what users
+//! rely on: validation rules, the scale subresource, printer columns.
+
+use templar_crds::{TemplarMiner, crds_yaml};
+
+const CHECKED_IN: &str = include_str!("../templar.tplr.ai.yaml");
+
+#[test]
+fn checked_in_yaml_matches_the_types() {
+    assert!(
+        CHECKED_IN == crds_yaml(),
+        "crds/templar.tplr.ai.yaml is stale: run `templar-operator crd > crds/templar.tplr.ai.yaml`"
+    );
+}
+
+#[test]
+fn schema_has_rules_scale_and_columns() {
+    let docs: Vec<serde_json::Value> = CHECKED_IN
+        .split("---\n")
+        .map(|d| serde_yaml::from_str(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    for crd in &docs {
+        let v = &crd["spec"]["versions"][0];
+        assert_eq!(v["name"], "v1alpha1");
+        assert_eq!(
+            v["subresources"]["scale"]["specReplicasPath"],
+            ".spec.replicas"
+        );
+        assert!(v["subresources"]["status"].is_object());
+        let columns: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(columns, ["Ready", "Window", "Loss", "Score", "Age"]);
+        let schema = &v["schema"]["openAPIV3Schema"];
+        let rules = schema["x-kubernetes-validations"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        let spec = &schema["properties"]["spec"];
+        assert!(
+            spec["properties"]["wallet_secret"].is_null(),
+            "camelCase fields"
+        );
+        assert!(spec["properties"]["walletSecret"].is_object());
+        let required: Vec<&str> = spec["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        for field in ["image", "storage", "walletSecret"] {
+            assert!(required.contains(&field), "{field} required: {required:?}");
+        }
+    }
+}
+
+#[test]
+fn a_minimal_miner_parses_with_defaults() {
+    let cr: TemplarMiner = serde_yaml::from_str(
+        r#"
+apiVersion: templar.tplr.ai/v1alpha1
+kind: TemplarMiner
+metadata: {name: m, namespace: default}
+spec:
+  image: ghcr.io/templar-rs/node:0.1.0
+  storage: {bucket: b, writeSecret: s3-write}
+  walletSecret: hotkeys
+"#,
+    )
+    .unwrap();
+    let n = &cr.spec.node;
+    assert_eq!(n.replicas, 1);
+    assert_eq!(n.resources.gpus, 1);
+    assert_eq!(n.model, "150M");
+    assert_eq!(n.startup_deadline_seconds, 900);
+    assert!(!n.suspend);
+    let missing: Result<TemplarMiner, _> = serde_yaml::from_str(
+        "apiVersion: templar.tplr.ai/v1alpha1\nkind: TemplarMiner\nmetadata: {name: m}\nspec: {image: x}\n",
+    );
+    assert!(missing.unwrap_err().to_string().contains("storage"));
+}
