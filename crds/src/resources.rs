@@ -2,6 +2,10 @@
 //! version `v1alpha1`). Both kinds share [`NodeSpec`] and [`NodeSetStatus`]; each replica is
 //! one node identity (its hotkey is the wallet secret's `hotkey-<ordinal>` entry).
 
+// kube's `printcolumn(...)` entries repeat `type_ = ...` by design; clippy reads that as a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::{Affinity, EnvVar, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
