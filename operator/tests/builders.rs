@@ -1,0 +1,174 @@
+//! The pure builders, from minimal YAML resources.
+
+use templar_crds::{TemplarMiner, TemplarValidator};
+use templar_operator::build::{
+    Owner, STATUS_PORT, headless_service, hparams_configmap, statefulset,
+};
+
+fn miner(yaml: &str) -> TemplarMiner {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+const MINIMAL: &str = r#"
+apiVersion: templar.tplr.ai/v1alpha1
+kind: TemplarMiner
+metadata: {name: alpha, namespace: train, uid: 1111-2222}
+spec:
+  image: ghcr.io/templar-rs/node:0.1.0
+  storage: {bucket: alpha-grads, writeSecret: alpha-s3, readSecret: alpha-s3-read, endpoint: "https://r2.example"}
+  walletSecret: alpha-hotkeys
+"#;
+
+fn owner(cr: &TemplarMiner) -> Owner<'_> {
+    Owner {
+        kind: "TemplarMiner",
+        name: cr.metadata.name.as_deref().unwrap(),
+        namespace: cr.metadata.namespace.as_deref().unwrap(),
+        uid: cr.metadata.uid.as_deref().unwrap(),
+        spec: &cr.spec.node,
+    }
+}
+
+#[test]
+fn minimal_miner_gets_a_gpu_statefulset_with_secrets_and_probes() {
+    let cr = miner(MINIMAL);
+    let sts = statefulset(&owner(&cr));
+    assert_eq!(sts.metadata.name.as_deref(), Some("alpha-miner"));
+    let owner_ref = &sts.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner_ref.kind.as_str(), owner_ref.uid.as_str()),
+        ("TemplarMiner", "1111-2222")
+    );
+    assert_eq!(owner_ref.controller, Some(true));
+    let spec = sts.spec;
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(
+        spec.selector.match_labels,
+        spec.template.metadata.as_ref().unwrap().labels
+    );
+    let pod = spec.template.spec.unwrap();
+    let c = &pod.containers[0];
+    let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["nvidia.com/gpu"].0, "1");
+    let env = c.env.as_ref().unwrap();
+    let from_secret = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .map(|s| (s.name.clone(), s.key.clone()))
+    };
+    assert_eq!(
+        from_secret("AWS_ACCESS_KEY_ID"),
+        Some(("alpha-s3".into(), "accessKeyId".into()))
+    );
+    assert_eq!(
+        from_secret("TEMPLAR_S3_READ_SECRET_ACCESS_KEY"),
+        Some(("alpha-s3-read".into(), "secretAccessKey".into()))
+    );
+    assert!(
+        env.iter()
+            .all(|e| !e.name.contains("SECRET") || e.value.is_none()),
+        "no inline secrets"
+    );
+    let readiness = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+    let liveness = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(liveness.path.as_deref(), Some("/healthz"));
+    let volumes = pod.volumes.unwrap();
+    let wallet = volumes.iter().find(|v| v.name == "wallet").unwrap();
+    assert_eq!(
+        wallet.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("alpha-hotkeys")
+    );
+    assert!(spec.volume_claim_templates.is_none(), "no cache asked for");
+    assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+}
+
+#[test]
+fn scheduling_cache_and_suspend_are_honoured() {
+    let cr = miner(&format!(
+        "{MINIMAL}  replicas: 4\n  suspend: true\n  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  nodeSelector: {{pool: gpu}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  priorityClassName: training\n  cache: {{size: 50Gi, storageClass: fast}}\n  imagePullSecrets: [regcred]\n"
+    ));
+    let spec = statefulset(&owner(&cr)).spec;
+    assert_eq!(spec.replicas, Some(0), "suspend scales to zero");
+    let pod = spec.template.spec.as_ref().unwrap();
+    let sel = pod.node_selector.as_ref().unwrap();
+    assert_eq!(sel["pool"], "gpu");
+    assert_eq!(sel["nvidia.com/gpu.product"], "NVIDIA-H100-80GB-HBM3");
+    assert_eq!(
+        pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("nvidia.com/gpu")
+    );
+    assert_eq!(pod.priority_class_name.as_deref(), Some("training"));
+    assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
+    let limits = pod.containers[0]
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .clone()
+        .unwrap();
+    assert_eq!(limits["nvidia.com/gpu"].0, "2");
+    assert_eq!(limits["memory"].0, "64Gi");
+    let claim = &spec.volume_claim_templates.unwrap()[0];
+    let claim_spec = claim.spec.as_ref().unwrap();
+    assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "50Gi"
+    );
+    assert!(
+        pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "cache")
+    );
+}
+
+#[test]
+fn validators_get_their_role_service_and_hyperparameters() {
+    let cr: TemplarValidator =
+        serde_yaml::from_str(&MINIMAL.replace("TemplarMiner", "TemplarValidator")).unwrap();
+    let o = Owner {
+        kind: "TemplarValidator",
+        name: "alpha",
+        namespace: "train",
+        uid: "u",
+        spec: &cr.spec.node,
+    };
+    let sts = statefulset(&o);
+    assert_eq!(sts.metadata.name.as_deref(), Some("alpha-validator"));
+    let args = sts.spec.template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args[..3], ["run", "--role", "validator"]);
+    let svc = headless_service(&o).spec.unwrap();
+    assert_eq!(svc.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(svc.ports.unwrap()[0].port, STATUS_PORT);
+    let cm = hparams_configmap(&o, "[outer]\nmode = \"demo\"\n");
+    let text = &cm.data.unwrap()["hparams.toml"];
+    assert!(text.starts_with("[model]\nsize = \"150M\""), "{text}");
+    assert!(text.contains("mode = \"demo\""));
+}
