@@ -328,8 +328,8 @@ pub fn headless_service(o: &Owner) -> Service {
     }
 }
 
-/// The hyperparameters file: the inline text, or (`from_config_map`) the text the reconcile
-/// read from the referenced ConfigMap; the model size is added when the text names none.
+/// The hyperparameters file from `text` (the inline text, or what the reconcile read from
+/// the referenced ConfigMap); the spec's model size is added when the text names none.
 pub fn hparams_configmap(o: &Owner, text: &str) -> ConfigMap {
     let mut text = text.to_string();
     if !text.contains("[model]") {
