@@ -193,67 +193,48 @@ pub struct NodeSetStatus {
     pub nodes: Vec<ReplicaStatus>,
 }
 
-/// A set of miners.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "templar.tplr.ai",
-    version = "v1alpha1",
-    kind = "TemplarMiner",
-    namespaced,
-    status = "NodeSetStatus",
-    shortname = "tminer",
-    scale(
-        spec_replicas_path = ".spec.replicas",
-        status_replicas_path = ".status.replicas"
-    ),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
-    printcolumn(name = "Window", type_ = "integer", json_path = ".status.window"),
-    printcolumn(name = "Loss", type_ = "number", json_path = ".status.loss"),
-    printcolumn(name = "Score", type_ = "number", json_path = ".status.score"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    validation = "self.spec.chain.kind == 'devnet' || has(self.spec.chain.endpoint)",
-    validation = "!has(self.spec.hyperparameters.inline) || !has(self.spec.hyperparameters.configMap)"
-)]
-#[serde(rename_all = "camelCase")]
-pub struct TemplarMinerSpec {
-    #[serde(flatten)]
-    pub node: NodeSpec,
+/// Declares one node-set kind: both kinds share the spec, status, subresources, printer
+/// columns and CEL rules, and differ only in kind and short name.
+macro_rules! node_set_kind {
+    ($(#[$doc:meta])* $spec:ident, $kind:literal, $short:literal) => {
+        $(#[$doc])*
+        #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+        #[kube(
+            group = "templar.tplr.ai",
+            version = "v1alpha1",
+            kind = $kind,
+            namespaced,
+            status = "NodeSetStatus",
+            shortname = $short,
+            scale(spec_replicas_path = ".spec.replicas", status_replicas_path = ".status.replicas"),
+            printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
+            printcolumn(name = "Window", type_ = "integer", json_path = ".status.window"),
+            printcolumn(name = "Loss", type_ = "number", json_path = ".status.loss"),
+            printcolumn(name = "Score", type_ = "number", json_path = ".status.score"),
+            printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+            validation = "self.spec.chain.kind == 'devnet' || has(self.spec.chain.endpoint)",
+            validation = "!has(self.spec.hyperparameters.inline) || !has(self.spec.hyperparameters.configMap)"
+        )]
+        #[serde(rename_all = "camelCase")]
+        pub struct $spec {
+            #[serde(flatten)]
+            pub node: NodeSpec,
+        }
+    };
 }
 
-/// A set of validators.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "templar.tplr.ai",
-    version = "v1alpha1",
-    kind = "TemplarValidator",
-    namespaced,
-    status = "NodeSetStatus",
-    shortname = "tvalidator",
-    scale(
-        spec_replicas_path = ".spec.replicas",
-        status_replicas_path = ".status.replicas"
-    ),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
-    printcolumn(name = "Window", type_ = "integer", json_path = ".status.window"),
-    printcolumn(name = "Loss", type_ = "number", json_path = ".status.loss"),
-    printcolumn(name = "Score", type_ = "number", json_path = ".status.score"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    validation = "self.spec.chain.kind == 'devnet' || has(self.spec.chain.endpoint)",
-    validation = "!has(self.spec.hyperparameters.inline) || !has(self.spec.hyperparameters.configMap)"
-)]
-#[serde(rename_all = "camelCase")]
-pub struct TemplarValidatorSpec {
-    #[serde(flatten)]
-    pub node: NodeSpec,
-}
+node_set_kind!(
+    /// A set of miners.
+    TemplarMinerSpec,
+    "TemplarMiner",
+    "tminer"
+);
+node_set_kind!(
+    /// A set of validators.
+    TemplarValidatorSpec,
+    "TemplarValidator",
+    "tvalidator"
+);
 
 /// Both CRDs as one multi-document YAML (what `templar-operator crd` prints).
 pub fn crds_yaml() -> String {
