@@ -31,7 +31,7 @@ lint:
 	$(SETUP) && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(SETUP) --garage && scripts/run-tests.sh
+	$(SETUP) --garage --pytools && scripts/run-tests.sh
 
 bench-codec:
 	$(SETUP) && cargo run -q -p templar-node -- bench codec --model 150M --json

@@ -172,3 +172,54 @@ fn validators_get_their_role_service_and_hyperparameters() {
     assert!(text.starts_with("[model]\nsize = \"150M\""), "{text}");
     assert!(text.contains("mode = \"demo\""));
 }
+
+/// Every built object passes `kubernetes-validate --strict` (offline schemas of a current
+/// Kubernetes release; installed by `scripts/setup.sh --pytools`).
+#[test]
+fn built_objects_pass_kubernetes_validate_strict() {
+    let cr = miner(&format!(
+        "{MINIMAL}  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  cache: {{size: 50Gi}}\n  env: [{{name: RUST_LOG, value: info}}]\n"
+    ));
+    let o = owner(&cr);
+    let dir = tempfile::tempdir().unwrap();
+    let objects = [
+        (
+            "statefulset.json",
+            serde_json::to_string(&statefulset(&o)).unwrap(),
+        ),
+        (
+            "service.json",
+            serde_json::to_string(&headless_service(&o)).unwrap(),
+        ),
+        (
+            "configmap.json",
+            serde_json::to_string(&hparams_configmap(&o, "")).unwrap(),
+        ),
+    ];
+    let mut files = Vec::new();
+    for (name, json) in &objects {
+        assert!(
+            json.contains("\"apiVersion\"") && json.contains("\"kind\""),
+            "{json}"
+        );
+        let path = dir.path().join(name);
+        std::fs::write(&path, json).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.34.0"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate must be installed: source scripts/setup.sh --pytools");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("INFO").count(),
+        3,
+        "each object validated: {text}"
+    );
+}
