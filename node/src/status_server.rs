@@ -9,9 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-use templar_crds::{NodeRole, NodeStatus};
+use templar_crds::{MinerScore, NodeRole, NodeStatus};
 
 type Shared = Arc<Mutex<NodeStatus>>;
+/// A gauge with one sample per scored miner: name, help, value.
+type PerMinerGauge = (&'static str, &'static str, fn(&MinerScore) -> f64);
 
 fn snapshot(s: &Shared) -> NodeStatus {
     s.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -95,27 +97,21 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         s.incentive,
     );
     if !s.scores.is_empty() {
-        let _ = writeln!(
-            out,
-            "# HELP templar_miner_score Moving-average score of a miner.\n# TYPE templar_miner_score gauge"
-        );
-        for m in &s.scores {
-            let _ = writeln!(
-                out,
-                "templar_miner_score{{miner_uid=\"{}\"}} {}",
-                m.uid, m.score
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP templar_miner_weight Weight given to a miner.\n# TYPE templar_miner_weight gauge"
-        );
-        for m in &s.scores {
-            let _ = writeln!(
-                out,
-                "templar_miner_weight{{miner_uid=\"{}\"}} {}",
-                m.uid, m.weight
-            );
+        let per_miner: [PerMinerGauge; 2] = [
+            (
+                "templar_miner_score",
+                "Moving-average score of a miner.",
+                |m| m.score,
+            ),
+            ("templar_miner_weight", "Weight given to a miner.", |m| {
+                m.weight
+            }),
+        ];
+        for (name, help, value) in per_miner {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for m in &s.scores {
+                let _ = writeln!(out, "{name}{{miner_uid=\"{}\"}} {}", m.uid, value(m));
+            }
         }
     }
     out
@@ -137,7 +133,6 @@ pub async fn serve(listener: tokio::net::TcpListener, status: Shared) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use templar_crds::MinerScore;
 
     #[tokio::test]
     async fn endpoints_answer() {
