@@ -14,7 +14,7 @@ pub mod miner;
 pub mod run;
 pub mod validator;
 
-use crate::chain::{Chain, ChainError, Commitment};
+use crate::chain::{Chain, ChainError, Commitment, Metagraph};
 use crate::codec::payload::PayloadError;
 use crate::data::Pages;
 use crate::hparams::Hparams;
@@ -182,6 +182,11 @@ impl NodeContext {
                 Err(e) => tracing::warn!(error = %e, window = w, "peer list unreadable"),
             }
         }
+        self.committed_miners(&mg).await
+    }
+
+    /// Uids of the metagraph's miners that have committed a bucket.
+    pub async fn committed_miners(&self, mg: &Metagraph) -> Result<Vec<u16>, NetworkError> {
         let mut out = Vec::new();
         for n in mg.miners() {
             if self.chain.commitment(n.uid).await?.is_some() {

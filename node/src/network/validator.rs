@@ -136,13 +136,7 @@ impl Validator {
                 )
                 .await?;
         }
-        let mg = ctx.chain.metagraph().await?;
-        let mut miners = Vec::new();
-        for n in mg.miners() {
-            if ctx.chain.commitment(n.uid).await?.is_some() {
-                miners.push(n.uid);
-            }
-        }
+        let miners = ctx.committed_miners(&ctx.chain.metagraph().await?).await?;
         ctx.own_store
             .put(
                 &ctx.keys.peers(w),
