@@ -1,9 +1,10 @@
 //! API types of templar-rs shared by the operator and the nodes.
 //!
 //! This crate stays light (no torch, no kube runtime) so that the operator and tooling build
-//! fast. It holds the `TemplarMiner` / `TemplarValidator` custom resources and the node's
-//! `/status` document.
+//! fast. It holds the `TemplarMiner` / `TemplarValidator` custom resources, the node's
+//! `/status` document and the hyperparameters file (parsed by both).
 
+pub mod hparams;
 pub mod resources;
 pub mod status;
 

@@ -49,6 +49,15 @@ pub enum LaunchError {
     S3Config(#[from] crate::storage::s3::S3ConfigError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    #[error("cannot read the hotkey {path}: {source}")]
+    Wallet {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the hotkey file {0} is empty")]
+    EmptyHotkey(PathBuf),
+    #[error("no devnet chain after waiting {0:?}: start a node with --init-devnet-block-ms")]
+    NoChain(Duration),
     #[error("cannot serve status on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -60,6 +69,8 @@ pub enum LaunchError {
 pub struct NodeOptions {
     pub role: NodeRole,
     pub hotkey: String,
+    /// Create the devnet chain (this block time) when it does not exist.
+    pub init_devnet_block_ms: Option<u64>,
     pub uid: Option<u16>,
     pub stake: f64,
     pub hparams: Hparams,
@@ -106,10 +117,64 @@ fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitm
     })
 }
 
+/// The ordinal of a StatefulSet pod from its name (`set-3` -> 3).
+pub fn pod_ordinal(pod_name: &str) -> Option<u32> {
+    pod_name.rsplit_once('-')?.1.parse().ok()
+}
+
+/// The hotkey in `wallet/hotkey-<ordinal>` (a mounted secret), trimmed.
+pub fn wallet_hotkey(wallet: &std::path::Path, ordinal: u32) -> Result<String, LaunchError> {
+    let path = wallet.join(format!("hotkey-{ordinal}"));
+    let text = std::fs::read_to_string(&path).map_err(|source| LaunchError::Wallet {
+        path: path.clone(),
+        source,
+    })?;
+    let hotkey = text.trim();
+    if hotkey.is_empty() {
+        return Err(LaunchError::EmptyHotkey(path));
+    }
+    Ok(hotkey.to_string())
+}
+
+/// How long a node waits for another one to create the devnet chain.
+const GENESIS_WAIT: Duration = Duration::from_secs(300);
+
+/// Open the devnet chain, creating it first when asked, else waiting for it (bounded).
+async fn open_chain(
+    store: Arc<dyn ObjectStore>,
+    init_block_ms: Option<u64>,
+) -> Result<DevnetChain, LaunchError> {
+    use crate::chain::ChainError;
+    use crate::chain::devnet::Genesis;
+    if let Some(block_time_ms) = init_block_ms {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let genesis = Genesis {
+            genesis_unix_ms: now_ms,
+            block_time_ms,
+            min_validator_stake: 1000.0,
+        };
+        DevnetChain::init(store.as_ref(), genesis).await?;
+    }
+    let started = std::time::Instant::now();
+    loop {
+        match DevnetChain::open(store.clone(), Arc::new(SystemClock)).await {
+            Err(ChainError::NoGenesis) if started.elapsed() < GENESIS_WAIT => {
+                tracing::info!("waiting for the devnet chain to be created");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(ChainError::NoGenesis) => return Err(LaunchError::NoChain(GENESIS_WAIT)),
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Register, commit, serve status and run the role until `windows` are done or Ctrl-C.
 pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
     let (chain_store, _) = open(&opts.devnet, "chain")?;
-    let chain = Arc::new(DevnetChain::open(chain_store, Arc::new(SystemClock)).await?);
+    let chain = Arc::new(open_chain(chain_store, opts.init_devnet_block_ms).await?);
     let uid = chain.register(&opts.hotkey, opts.stake, opts.uid).await?;
     let (own, commitment) = open(&opts.store, &format!("bucket-{}", opts.hotkey))?;
     chain.commit(&opts.hotkey, &commitment).await?;
@@ -170,4 +235,32 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
     incentive.abort();
     server.abort();
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ordinal_is_the_trailing_number() {
+        assert_eq!(pod_ordinal("alpha-miner-0"), Some(0));
+        assert_eq!(pod_ordinal("alpha-miner-12"), Some(12));
+        assert_eq!(pod_ordinal("alpha-miner"), None);
+        assert_eq!(pod_ordinal(""), None);
+    }
+
+    #[test]
+    fn wallet_hotkey_reads_the_ordinals_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hotkey-1"), "miner-b\n").unwrap();
+        std::fs::write(dir.path().join("hotkey-2"), "  \n").unwrap();
+        assert_eq!(wallet_hotkey(dir.path(), 1).unwrap(), "miner-b");
+        assert!(matches!(
+            wallet_hotkey(dir.path(), 2),
+            Err(LaunchError::EmptyHotkey(_))
+        ));
+        let err = wallet_hotkey(dir.path(), 0).unwrap_err();
+        assert!(matches!(err, LaunchError::Wallet { .. }));
+        assert!(err.to_string().contains("hotkey-0"));
+    }
 }

@@ -10,7 +10,8 @@ pub mod chain;
 pub mod codec;
 pub mod data;
 pub mod demo;
-pub mod hparams;
+/// Settings live in the light crds crate so that the operator validates them too.
+pub use templar_crds::hparams;
 pub mod launch;
 pub mod model;
 pub mod network;

@@ -81,8 +81,18 @@ struct RunArgs {
     #[arg(long, value_enum)]
     role: Role,
     /// The node's identity on the chain (devnet: any name).
+    #[arg(long, required_unless_present = "wallet", conflicts_with = "wallet")]
+    hotkey: Option<String>,
+    /// Wallet folder with `hotkey-<ordinal>` files (a mounted Kubernetes secret); the ordinal
+    /// is `--ordinal` or the number at the end of `POD_NAME` (StatefulSet pods).
     #[arg(long)]
-    hotkey: String,
+    wallet: Option<PathBuf>,
+    #[arg(long)]
+    ordinal: Option<u32>,
+    /// Create the devnet chain with this block time (ms) when it does not exist yet; without
+    /// it the node waits for another node to create it.
+    #[arg(long)]
+    init_devnet_block_ms: Option<u64>,
     /// Ask for this uid (devnet); default: the lowest free one.
     #[arg(long)]
     uid: Option<u16>,
@@ -282,7 +292,21 @@ fn run_node(args: RunArgs) -> Result<()> {
             Role::Miner => templar_crds::NodeRole::Miner,
             Role::Validator => templar_crds::NodeRole::Validator,
         },
-        hotkey: args.hotkey,
+        hotkey: match (args.hotkey, &args.wallet) {
+            (Some(h), _) => h,
+            (None, Some(dir)) => {
+                let ordinal = match args.ordinal {
+                    Some(o) => o,
+                    None => templar_node::launch::pod_ordinal(
+                        &std::env::var("POD_NAME").unwrap_or_default(),
+                    )
+                    .context("no --ordinal, and POD_NAME does not end in -<number>")?,
+                };
+                templar_node::launch::wallet_hotkey(dir, ordinal)?
+            }
+            (None, None) => bail!("give --hotkey or --wallet"),
+        },
+        init_devnet_block_ms: args.init_devnet_block_ms,
         uid: args.uid,
         stake: args.stake,
         hparams,

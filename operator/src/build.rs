@@ -33,7 +33,7 @@ pub struct Owner<'a> {
 }
 
 impl Owner<'_> {
-    fn role(&self) -> &'static str {
+    pub fn role(&self) -> &'static str {
         if self.kind == "TemplarValidator" {
             "validator"
         } else {
@@ -110,6 +110,46 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
         failure_threshold: Some(failures),
         ..Default::default()
     }
+}
+
+/// Devnet block time used when a validator creates the chain (Bittensor's 12 s).
+const DEVNET_BLOCK_MS: &str = "12000";
+/// Devnet stake of validators: above the genesis permit threshold (1000).
+const DEVNET_VALIDATOR_STAKE: &str = "5000";
+
+/// `templar-node run` arguments: the hotkey comes from the wallet secret entry of the pod's
+/// ordinal; chain state and payloads live in the S3 bucket; validators create the devnet
+/// chain when it does not exist yet and miners wait for it.
+fn node_args(role: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--role",
+        role,
+        "--wallet",
+        WALLET_PATH,
+        "--hparams",
+        HPARAMS_PATH,
+        "--devnet",
+        "s3",
+        "--store",
+        "s3",
+        "--listen",
+    ]
+    .map(String::from)
+    .into();
+    args.push(format!("0.0.0.0:{STATUS_PORT}"));
+    if role == "validator" {
+        args.extend(
+            [
+                "--stake",
+                DEVNET_VALIDATOR_STAKE,
+                "--init-devnet-block-ms",
+                DEVNET_BLOCK_MS,
+            ]
+            .map(String::from),
+        );
+    }
+    args
 }
 
 /// The node container: S3 credentials from the secrets, the wallet mounted, the
@@ -197,15 +237,7 @@ fn container(o: &Owner) -> Container {
         name: "node".into(),
         image: Some(s.image.clone()),
         image_pull_policy: s.image_pull_policy.clone(),
-        args: Some(vec![
-            "run".into(),
-            "--role".into(),
-            o.role().into(),
-            "--hparams".into(),
-            HPARAMS_PATH.into(),
-            "--listen".into(),
-            format!("0.0.0.0:{STATUS_PORT}"),
-        ]),
+        args: Some(node_args(o.role())),
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("status".into()),
@@ -328,13 +360,51 @@ pub fn headless_service(o: &Owner) -> Service {
     }
 }
 
+/// Metrics Service: a ClusterIP over the status port, labelled for a Prometheus
+/// ServiceMonitor (`app.kubernetes.io/name: templar-node`).
+pub fn metrics_service(o: &Owner) -> Service {
+    let mut svc = headless_service(o);
+    svc.metadata.name = Some(format!("{}-metrics", o.object_name()));
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.cluster_ip = None;
+        if let Some(port) = spec.ports.as_mut().and_then(|p| p.first_mut()) {
+            port.name = Some("metrics".into());
+        }
+    }
+    svc
+}
+
+/// Everything one resource owns, in apply order (the ConfigMap before the pods mount it).
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub config_map: ConfigMap,
+    pub headless: Service,
+    pub metrics: Service,
+    pub stateful_set: StatefulSet,
+}
+
+pub fn desired(o: &Owner, hparams_text: &str) -> Desired {
+    Desired {
+        config_map: hparams_configmap(o, hparams_text),
+        headless: headless_service(o),
+        metrics: metrics_service(o),
+        stateful_set: statefulset(o),
+    }
+}
+
+/// The file the node reads: `text` with the spec's model size added when it names none.
+pub fn hparams_text(spec: &NodeSpec, text: &str) -> String {
+    if text.contains("[model]") {
+        text.to_string()
+    } else {
+        format!("[model]\nsize = \"{}\"\n\n{text}", spec.model)
+    }
+}
+
 /// The hyperparameters file from `text` (the inline text, or what the reconcile read from
 /// the referenced ConfigMap); the spec's model size is added when the text names none.
 pub fn hparams_configmap(o: &Owner, text: &str) -> ConfigMap {
-    let mut text = text.to_string();
-    if !text.contains("[model]") {
-        text = format!("[model]\nsize = \"{}\"\n\n{text}", o.spec.model);
-    }
+    let text = hparams_text(o.spec, text);
     ConfigMap {
         metadata: o.meta(o.object_name()),
         data: Some(BTreeMap::from([("hparams.toml".into(), text)])),

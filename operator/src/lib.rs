@@ -1,5 +1,18 @@
-//! templar-operator: turns TemplarMiner / TemplarValidator resources into the objects that
-//! run the nodes. [`build`] holds the pure builders (no API calls); the reconcile loop that
-//! applies them comes with the operator issue.
+//! templar-operator: reconciles TemplarMiner / TemplarValidator resources into the objects
+//! that run the nodes.
+//!
+//! Pipeline per resource ([`reconcile`]): read inputs -> [`validate`] (pure) -> [`build`]
+//! (pure) -> server-side apply -> [`probe`] the ready pods' `/status` -> [`status`] (pure) ->
+//! apply the status and publish events. [`controller`] runs both kinds behind a Lease;
+//! [`server`] serves `/metrics`, `/healthz`, `/readyz`; [`bench`] measures the pure part.
 
+pub mod bench;
 pub mod build;
+pub mod controller;
+pub mod metrics;
+pub mod nodeset;
+pub mod probe;
+pub mod reconcile;
+pub mod server;
+pub mod status;
+pub mod validate;

@@ -2,7 +2,7 @@
 
 use templar_crds::{TemplarMiner, TemplarValidator};
 use templar_operator::build::{
-    Owner, STATUS_PORT, headless_service, hparams_configmap, statefulset,
+    Owner, STATUS_PORT, headless_service, hparams_configmap, metrics_service, statefulset,
 };
 
 fn miner(yaml: &str) -> TemplarMiner {
@@ -164,6 +164,21 @@ fn validators_get_their_role_service_and_hyperparameters() {
         .clone()
         .unwrap();
     assert_eq!(args[..3], ["run", "--role", "validator"]);
+    // The hotkey comes from the wallet entry of the pod's ordinal; validators create the
+    // devnet chain with a validator's stake.
+    let joined = args.join(" ");
+    assert!(joined.contains("--wallet /etc/templar/wallet"), "{joined}");
+    assert!(joined.contains("--devnet s3 --store s3"), "{joined}");
+    assert!(
+        joined.contains("--stake 5000 --init-devnet-block-ms"),
+        "{joined}"
+    );
+    let metrics = metrics_service(&o);
+    assert_eq!(
+        metrics.metadata.name.as_deref(),
+        Some("alpha-validator-metrics")
+    );
+    assert_eq!(metrics.spec.as_ref().unwrap().cluster_ip, None);
     let svc = headless_service(&o).spec.unwrap();
     assert_eq!(svc.cluster_ip.as_deref(), Some("None"));
     assert_eq!(svc.ports.unwrap()[0].port, STATUS_PORT);
@@ -190,6 +205,10 @@ fn built_objects_pass_kubernetes_validate_strict() {
         (
             "service.json",
             serde_json::to_string(&headless_service(&o)).unwrap(),
+        ),
+        (
+            "metrics-service.json",
+            serde_json::to_string(&metrics_service(&o)).unwrap(),
         ),
         (
             "configmap.json",

@@ -1,0 +1,146 @@
+//! Validation of a spec against what exists in its namespace (pure: the reconcile reads the
+//! inputs first). A problem becomes a Degraded condition and a Warning event with a reason,
+//! never an error loop.
+
+use crate::build::hparams_text;
+use std::collections::{BTreeMap, BTreeSet};
+use templar_crds::NodeSpec;
+use templar_crds::hparams::Hparams;
+use templar_crds::resources::ChainKind;
+
+/// What the spec refers to, as read from the API: the secrets and ConfigMaps that exist.
+/// Secret values are never kept, only their key names.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub secrets: BTreeMap<String, BTreeSet<String>>,
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Why a spec cannot run; `reason` is the condition and event reason (PascalCase).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(reason: &'static str, message: String) -> Self {
+        Self { reason, message }
+    }
+}
+
+/// Keys of an S3 credentials secret.
+pub const ACCESS_KEY_ID: &str = "accessKeyId";
+pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
+
+/// The secrets the spec names, in the order they are read.
+pub fn referenced_secrets(spec: &NodeSpec) -> Vec<&str> {
+    let mut names = vec![spec.storage.write_secret.as_str()];
+    if let Some(read) = &spec.storage.read_secret {
+        names.push(read);
+    }
+    names.push(&spec.wallet_secret);
+    names.dedup();
+    names
+}
+
+/// The ConfigMap holding the hyperparameters, if the spec names one.
+pub fn referenced_config_map(spec: &NodeSpec) -> Option<&str> {
+    spec.hyperparameters
+        .config_map
+        .as_ref()
+        .map(|c| c.name.as_str())
+}
+
+fn require_keys(
+    inputs: &Inputs,
+    secret: &str,
+    field: &str,
+    keys: &[String],
+    missing_reason: &'static str,
+) -> Result<(), Problem> {
+    let present = inputs.secrets.get(secret).ok_or_else(|| {
+        Problem::new(
+            "MissingSecret",
+            format!("secret {secret:?} ({field}) does not exist in this namespace"),
+        )
+    })?;
+    if let Some(key) = keys.iter().find(|k| !present.contains(k.as_str())) {
+        return Err(Problem::new(
+            missing_reason,
+            format!("secret {secret:?} ({field}) has no key {key:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check the spec and its inputs; on success, the hyperparameters text the nodes will read
+/// (already parsed and validated by the same code the nodes use).
+pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<String, Problem> {
+    if spec.image.trim().is_empty() {
+        return Err(Problem::new("InvalidSpec", "spec.image is empty".into()));
+    }
+    if spec.chain.kind == ChainKind::Subtensor {
+        return Err(Problem::new(
+            "ChainNotSupported",
+            "this operator version runs devnet chains only; subtensor support is coming".into(),
+        ));
+    }
+    let s3_keys = [ACCESS_KEY_ID.to_string(), SECRET_ACCESS_KEY.to_string()];
+    require_keys(
+        inputs,
+        &spec.storage.write_secret,
+        "storage.writeSecret",
+        &s3_keys,
+        "MissingSecretKey",
+    )?;
+    if let Some(read) = &spec.storage.read_secret {
+        require_keys(
+            inputs,
+            read,
+            "storage.readSecret",
+            &s3_keys,
+            "MissingSecretKey",
+        )?;
+    }
+    let hotkeys: Vec<String> = (0..spec.replicas).map(|i| format!("hotkey-{i}")).collect();
+    require_keys(
+        inputs,
+        &spec.wallet_secret,
+        "walletSecret",
+        &hotkeys,
+        "MissingHotkey",
+    )?;
+
+    let source = &spec.hyperparameters;
+    let text = match (&source.inline, &source.config_map) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
+                "InvalidSpec",
+                "hyperparameters: give inline or configMap, not both".into(),
+            ));
+        }
+        (Some(text), None) => text.clone(),
+        (None, Some(cm)) => {
+            let data = inputs.config_maps.get(&cm.name).ok_or_else(|| {
+                Problem::new(
+                    "MissingConfigMap",
+                    format!(
+                        "ConfigMap {:?} (hyperparameters.configMap) does not exist",
+                        cm.name
+                    ),
+                )
+            })?;
+            data.get(&cm.key).cloned().ok_or_else(|| {
+                Problem::new(
+                    "MissingConfigMapKey",
+                    format!("ConfigMap {:?} has no key {:?}", cm.name, cm.key),
+                )
+            })?
+        }
+        (None, None) => String::new(),
+    };
+    Hparams::from_toml(&hparams_text(spec, &text))
+        .map_err(|e| Problem::new("InvalidHyperparameters", e.to_string()))?;
+    Ok(text)
+}
