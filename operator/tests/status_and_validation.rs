@@ -1,0 +1,352 @@
+//! The pure parts of the reconcile: spec validation against the inputs, the conditions
+//! computed from pods, and the `/status` reader against misbehaving local servers.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use templar_crds::{NodeRole, NodeSetStatus, NodeSpec, NodeStatus, TemplarMiner};
+use templar_operator::probe::StatusProbe;
+use templar_operator::status::{Input, Observed, Outcome, compute};
+use templar_operator::validate::{Inputs, validate};
+
+fn spec(extra: &str) -> NodeSpec {
+    let yaml = format!(
+        "apiVersion: templar.tplr.ai/v1alpha1\nkind: TemplarMiner\nmetadata: {{name: a, namespace: n}}\nspec:\n  image: img\n  replicas: 2\n  storage: {{bucket: b, writeSecret: w, readSecret: r}}\n  walletSecret: wallet\n{extra}"
+    );
+    serde_yaml::from_str::<TemplarMiner>(&yaml)
+        .unwrap()
+        .spec
+        .node
+}
+
+fn inputs() -> Inputs {
+    let mut i = Inputs::default();
+    let s3 = ["accessKeyId", "secretAccessKey"].map(String::from).into();
+    i.secrets.insert("w".into(), s3);
+    i.secrets.insert(
+        "r".into(),
+        ["accessKeyId", "secretAccessKey"].map(String::from).into(),
+    );
+    i.secrets.insert(
+        "wallet".into(),
+        ["hotkey-0", "hotkey-1"].map(String::from).into(),
+    );
+    i
+}
+
+#[test]
+fn a_complete_spec_validates_to_its_hyperparameters() {
+    let text = validate(
+        &spec("  hyperparameters: {inline: \"[codec]\\ntopk = 32\\n\"}\n"),
+        &inputs(),
+    )
+    .unwrap();
+    assert!(text.contains("topk = 32"));
+}
+
+#[test]
+fn each_missing_input_has_its_own_reason() {
+    let s = spec("");
+    let mut i = inputs();
+    i.secrets.remove("r");
+    let p = validate(&s, &i).unwrap_err();
+    assert_eq!(p.reason, "MissingSecret");
+    assert!(
+        p.message.contains("\"r\"") && p.message.contains("storage.readSecret"),
+        "{}",
+        p.message
+    );
+
+    let mut i = inputs();
+    i.secrets.get_mut("w").unwrap().remove("secretAccessKey");
+    let p = validate(&s, &i).unwrap_err();
+    assert_eq!(p.reason, "MissingSecretKey");
+    assert!(p.message.contains("secretAccessKey"));
+
+    let mut i = inputs();
+    i.secrets.get_mut("wallet").unwrap().remove("hotkey-1");
+    let p = validate(&s, &i).unwrap_err();
+    assert_eq!(p.reason, "MissingHotkey");
+    assert!(p.message.contains("hotkey-1"));
+
+    let cm = spec("  hyperparameters: {configMap: {name: hp}}\n");
+    assert_eq!(
+        validate(&cm, &inputs()).unwrap_err().reason,
+        "MissingConfigMap"
+    );
+    let mut i = inputs();
+    i.config_maps.insert(
+        "hp".into(),
+        BTreeMap::from([("other.toml".into(), String::new())]),
+    );
+    let p = validate(&cm, &i).unwrap_err();
+    assert_eq!(p.reason, "MissingConfigMapKey");
+    assert!(p.message.contains("hparams.toml"));
+    i.config_maps.insert(
+        "hp".into(),
+        BTreeMap::from([("hparams.toml".into(), "[codec]\ntopk = 16\n".into())]),
+    );
+    assert!(validate(&cm, &i).unwrap().contains("topk = 16"));
+}
+
+#[test]
+fn invalid_hyperparameters_and_unsupported_chains_are_rejected() {
+    let p = validate(
+        &spec("  hyperparameters: {inline: \"[codec]\\nvalue_bits = 3\\n\"}\n"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert_eq!(p.reason, "InvalidHyperparameters");
+    let p = validate(
+        &spec("  hyperparameters: {inline: \"[codec\\n\"}\n"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert_eq!(p.reason, "InvalidHyperparameters");
+    let p = validate(
+        &spec("  chain: {kind: subtensor, endpoint: \"wss://entrypoint-finney.opentensor.ai:443\", netuid: 3}\n"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert_eq!(p.reason, "ChainNotSupported");
+}
+
+fn pod(name: &str, created: Timestamp, status: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "creationTimestamp": created.to_string()},
+        "status": status
+    }))
+    .unwrap()
+}
+
+fn run(
+    spec: &NodeSpec,
+    pods: Vec<Pod>,
+    previous: Option<&NodeSetStatus>,
+    now: Timestamp,
+) -> Outcome {
+    compute(Input {
+        role: NodeRole::Miner,
+        spec,
+        generation: Some(1),
+        previous,
+        problem: None,
+        observed: &Observed {
+            pods,
+            probes: BTreeMap::new(),
+        },
+        now,
+    })
+}
+
+fn cond<'a>(
+    o: &'a Outcome,
+    t: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    o.status.conditions.iter().find(|c| c.type_ == t).unwrap()
+}
+
+#[test]
+fn image_pull_and_crash_loops_degrade_at_once() {
+    let now = Timestamp::now();
+    for reason in [
+        "ImagePullBackOff",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+    ] {
+        let p = pod(
+            "a-miner-0",
+            now,
+            json!({"phase": "Pending", "containerStatuses": [{
+                "name": "node", "image": "img", "imageID": "", "ready": false, "restartCount": 3,
+                "state": {"waiting": {"reason": reason, "message": "back-off pulling image"}}
+            }]}),
+        );
+        let o = run(&spec(""), vec![p], None, now);
+        let d = cond(&o, "Degraded");
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", reason));
+        assert!(d.message.contains("a-miner-0"));
+        assert_eq!(cond(&o, "Ready").status, "False");
+        assert!(o.notices.iter().any(|n| n.warning && n.reason == reason));
+        assert_eq!(
+            o.status.nodes[0]
+                .last_error
+                .as_deref()
+                .map(|e| e.contains("back-off")),
+            Some(true)
+        );
+        assert!(!o.settled);
+    }
+}
+
+#[test]
+fn a_pod_past_the_startup_deadline_degrades_the_resource() {
+    let now = Timestamp::now();
+    let s = spec("  startupDeadlineSeconds: 600\n");
+    let starting =
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]});
+    let young = run(
+        &s,
+        vec![pod(
+            "a-miner-0",
+            now - SignedDuration::from_secs(599),
+            starting.clone(),
+        )],
+        None,
+        now,
+    );
+    assert_eq!(cond(&young, "Degraded").status, "False");
+    assert_eq!(cond(&young, "Progressing").reason, "RollingOut");
+    let old = run(
+        &s,
+        vec![pod(
+            "a-miner-0",
+            now - SignedDuration::from_secs(601),
+            starting,
+        )],
+        None,
+        now,
+    );
+    let d = cond(&old, "Degraded");
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", "StartupDeadlineExceeded")
+    );
+    assert_eq!(cond(&old, "Progressing").status, "False");
+}
+
+#[test]
+fn transition_times_hold_and_events_are_not_repeated() {
+    let t0 = Timestamp::now();
+    let s = spec("");
+    let pending = |name: &str| {
+        pod(
+            name,
+            t0,
+            json!({"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "Insufficient nvidia.com/gpu"}
+            ]}),
+        )
+    };
+    let first = run(&s, vec![pending("a-0"), pending("a-1")], None, t0);
+    assert_eq!(first.notices.len(), 1);
+    assert_eq!(first.notices[0].reason, "Unschedulable");
+    let later = t0 + SignedDuration::from_secs(30);
+    let second = run(
+        &s,
+        vec![pending("a-0"), pending("a-1")],
+        Some(&first.status),
+        later,
+    );
+    assert!(second.notices.is_empty(), "{:?}", second.notices);
+    assert_eq!(
+        cond(&second, "Scheduled").last_transition_time,
+        cond(&first, "Scheduled").last_transition_time
+    );
+
+    let ready = |name: &str| {
+        pod(
+            name,
+            t0,
+            json!({"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}
+            ]}),
+        )
+    };
+    let third = run(
+        &s,
+        vec![ready("a-0"), ready("a-1")],
+        Some(&second.status),
+        later,
+    );
+    assert_eq!(cond(&third, "Ready").status, "True");
+    assert_eq!(cond(&third, "Ready").last_transition_time.0, later);
+    assert_eq!(cond(&third, "Scheduled").reason, "AllScheduled");
+    assert_eq!(third.notices.len(), 1);
+    assert!(!third.notices[0].warning);
+    assert!(third.settled);
+    // A pod being deleted is not counted.
+    let mut leaving = ready("a-1");
+    leaving.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(later));
+    let fourth = run(&s, vec![ready("a-0"), leaving], Some(&third.status), later);
+    assert_eq!(fourth.status.ready.as_deref(), Some("1/2"));
+}
+
+#[test]
+fn a_node_reporting_an_error_degrades_with_its_message() {
+    let now = Timestamp::now();
+    let s = spec("");
+    let p = pod(
+        "a-miner-0",
+        now,
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "podIP": "10.0.0.1"}),
+    );
+    let status = NodeStatus {
+        hotkey: "hk".into(),
+        last_error: Some("S3 upload failed: 403".into()),
+        ..Default::default()
+    };
+    let o = compute(Input {
+        role: NodeRole::Miner,
+        spec: &s,
+        generation: Some(1),
+        previous: None,
+        problem: None,
+        observed: &Observed {
+            pods: vec![p],
+            probes: BTreeMap::from([("a-miner-0".to_string(), Ok(status))]),
+        },
+        now,
+    });
+    let d = cond(&o, "Degraded");
+    assert_eq!(d.reason, "NodeError");
+    assert!(d.message.contains("hk: S3 upload failed: 403"));
+}
+
+#[tokio::test]
+async fn status_reads_time_out_and_reject_what_is_not_a_status() {
+    // A server that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+        }
+    });
+    let probe = StatusProbe::new(port, Duration::from_millis(300), 2);
+    let started = std::time::Instant::now();
+    let err = probe.read("127.0.0.1").await.unwrap_err();
+    assert!(err.contains("timed out"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A server answering something else.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/status",
+        axum::routing::get(|| async { "<html>hello</html>" }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let probe = StatusProbe::new(port, Duration::from_secs(2), 2);
+    let err = probe.read("127.0.0.1").await.unwrap_err();
+    assert!(err.contains("not a node status"), "{err}");
+
+    // Nobody listening: refused, reported per pod by read_all.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let probe = StatusProbe::new(closed, Duration::from_secs(2), 2);
+    let all = probe
+        .read_all(vec![
+            ("p0".into(), "127.0.0.1".into()),
+            ("p1".into(), "not an ip".into()),
+        ])
+        .await;
+    assert_eq!(all.len(), 2);
+    assert!(all["p0"].is_err() && all["p1"].is_err());
+}
