@@ -185,7 +185,7 @@ pub struct NodeSetStatus {
     pub window: Option<u64>,
     pub global_step: Option<u64>,
     pub loss: Option<f64>,
-    /// Miners: incentive on chain; validators: mean weight given.
+    /// Miners: mean incentive on chain; validators: mean score they give to miners.
     pub score: Option<f64>,
     pub last_weights_window: Option<u64>,
     pub last_checkpoint_window: Option<u64>,

@@ -1,5 +1,7 @@
 //! The pure builders, from minimal YAML resources.
 
+mod common;
+
 use templar_crds::{TemplarMiner, TemplarValidator};
 use templar_operator::build::{
     Owner, STATUS_PORT, headless_service, hparams_configmap, metrics_service, statefulset,
@@ -196,7 +198,6 @@ fn built_objects_pass_kubernetes_validate_strict() {
         "{MINIMAL}  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  cache: {{size: 50Gi}}\n  env: [{{name: RUST_LOG, value: info}}]\n"
     ));
     let o = owner(&cr);
-    let dir = tempfile::tempdir().unwrap();
     let objects = [
         (
             "statefulset.json",
@@ -215,30 +216,11 @@ fn built_objects_pass_kubernetes_validate_strict() {
             serde_json::to_string(&hparams_configmap(&o, "")).unwrap(),
         ),
     ];
-    let mut files = Vec::new();
-    for (name, json) in &objects {
+    for (_, json) in &objects {
         assert!(
             json.contains("\"apiVersion\"") && json.contains("\"kind\""),
             "{json}"
         );
-        let path = dir.path().join(name);
-        std::fs::write(&path, json).unwrap();
-        files.push(path);
     }
-    let out = std::process::Command::new("kubernetes-validate")
-        .args(["--strict", "-k", "1.34.0"])
-        .args(&files)
-        .output()
-        .expect("kubernetes-validate must be installed: source scripts/setup.sh --pytools");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert_eq!(
-        text.matches("INFO").count(),
-        objects.len(),
-        "each object validated: {text}"
-    );
+    common::kubernetes_validate_strict(&objects.map(|(n, j)| (n.to_string(), j)));
 }

@@ -1,0 +1,30 @@
+//! Shared by the operator's test files.
+
+/// Run `kubernetes-validate --strict` (offline schemas of Kubernetes 1.34; installed by
+/// `scripts/setup.sh --pytools`) over `(file name, JSON or YAML text)` objects and assert
+/// that every one passed.
+pub fn kubernetes_validate_strict(objects: &[(String, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, text) in objects {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.34.0"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate must be installed: source scripts/setup.sh --pytools");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches(" passed ").count(),
+        objects.len(),
+        "each object validated: {text}"
+    );
+}
