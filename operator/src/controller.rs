@@ -74,6 +74,8 @@ pub struct Election {
     pub lease_namespace: String,
     /// This replica's identity in the lease (its pod name).
     pub identity: String,
+    /// How long the lease holds without renewal; the holder renews a sixth of it early.
+    pub lease_duration_secs: u64,
 }
 
 /// Wait for the lease (or `stop`), then run the controllers while holding it. Losing the
@@ -91,6 +93,8 @@ pub async fn run_elected(
         kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.lease_name)
             .with_namespace(&election.lease_namespace)
             .with_identity(&election.identity)
+            .with_duration(election.lease_duration_secs.max(2))
+            .with_grace((election.lease_duration_secs / 6).max(1))
             .build()
             .await?;
     let (mut leading, task) = manager.watch().await;

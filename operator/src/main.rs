@@ -54,6 +54,9 @@ struct RunArgs {
     /// Namespace of the lease (default: the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// Seconds the leader lease holds without renewal (a standby takes over after it).
+    #[arg(long, default_value_t = 30)]
+    lease_duration_secs: u64,
     /// Port of the nodes' /status.
     #[arg(long, default_value_t = templar_operator::build::STATUS_PORT as u16)]
     status_port: u16,
@@ -149,6 +152,7 @@ async fn run(args: RunArgs) -> Result<()> {
             lease_name: args.lease_name,
             lease_namespace: args.lease_namespace,
             identity,
+            lease_duration_secs: args.lease_duration_secs,
         };
         run_elected(client, args.namespace, ctx, election, ready, stop).await
     };
