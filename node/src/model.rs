@@ -12,8 +12,31 @@ use tch::{Device, Kind, Tensor};
 pub fn default_device() -> Device {
     match std::env::var("TEMPLAR_DEVICE").as_deref() {
         Ok("cpu") => Device::Cpu,
-        _ => Device::cuda_if_available(),
+        _ => {
+            load_torch_cuda();
+            Device::cuda_if_available()
+        }
     }
+}
+
+/// The linker drops `libtorch_cuda.so` (no symbol of it is referenced: its kernels register
+/// themselves when it loads), and without it libtorch reports no GPU. Load it by name from
+/// the library path when it is there; a CPU-only libtorch has none and stays on the CPU.
+fn load_torch_cuda() {
+    static LOADED: std::sync::Once = std::sync::Once::new();
+    LOADED.call_once(|| {
+        // SAFETY: dlopen with a valid NUL-terminated name; the handle is kept for the life
+        // of the process on purpose.
+        let handle = unsafe {
+            libc::dlopen(
+                c"libtorch_cuda.so".as_ptr(),
+                libc::RTLD_NOW | libc::RTLD_GLOBAL,
+            )
+        };
+        if handle.is_null() {
+            tracing::debug!("no libtorch_cuda.so on the library path: CPU only");
+        }
+    });
 }
 
 fn init_normal() -> nn::Init {
