@@ -22,10 +22,14 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Root of the repository (for hyperparameter files and assets).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ lives in the repository root")
-        .to_path_buf()
+    // The runtime value (cargo and nextest set it for tests): a target dir shared between
+    // checkouts may hold a test binary built from another one.
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .expect("e2e/ lives in the repository root")
+    .to_path_buf()
 }
 
 /// Run `templar-node` with arguments, on the CPU, returning its output.

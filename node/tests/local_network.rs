@@ -25,9 +25,12 @@ impl std::ops::Deref for Net {
 
 impl Net {
     async fn new(tweak: impl FnOnce(&mut Hparams)) -> Net {
+        // The runtime value: a target dir shared between checkouts may hold a build made
+        // elsewhere.
         let path = format!(
             "{}/../hparams/tiny-sparseloco.toml",
-            env!("CARGO_MANIFEST_DIR")
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
         );
         let mut hp = Hparams::load(std::path::Path::new(&path)).unwrap();
         hp.sparseloco.inner_steps = 4;

@@ -7,7 +7,10 @@ use templar_node::hparams::Hparams;
 use templar_node::train::train_alone;
 
 fn hparams(file: &str) -> Hparams {
-    let path = format!("{}/../hparams/{file}", env!("CARGO_MANIFEST_DIR"));
+    // The runtime value: a target dir shared between checkouts may hold a build made elsewhere.
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let path = format!("{dir}/../hparams/{file}");
     Hparams::load(std::path::Path::new(&path)).expect("hyperparameters file")
 }
 

@@ -21,10 +21,13 @@ fn documents(path: &str) -> Vec<Value> {
 use serde::Deserialize;
 
 fn templar_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    // The runtime value: a target dir shared between checkouts may hold a build made elsewhere.
+    std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .unwrap()
+    .to_path_buf()
 }
 
 fn kind(v: &Value) -> &str {
