@@ -229,16 +229,31 @@ pub fn compute(input: Input) -> Outcome {
         .iter()
         .find_map(|r| r.last_error.as_ref().map(|e| format!("{}: {e}", r.hotkey)));
 
+    let scheduled_count = pods
+        .iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "PodScheduled" && c.status == "True")
+                })
+        })
+        .count() as i32;
     let scheduled = if spec.suspend {
         cond(SCHEDULED, false, "Suspended", "spec.suspend is true".into())
     } else if let Some(m) = unschedulable {
         cond(SCHEDULED, false, "Unschedulable", m)
-    } else if (pods.len() as i32) < desired {
+    } else if scheduled_count < desired {
         cond(
             SCHEDULED,
             false,
             "PodsPending",
-            format!("{} of {desired} pods exist", pods.len()),
+            format!(
+                "{} of {desired} pods exist, {scheduled_count} scheduled",
+                pods.len()
+            ),
         )
     } else {
         cond(SCHEDULED, true, "AllScheduled", String::new())
@@ -249,6 +264,8 @@ pub fn compute(input: Input) -> Outcome {
         cond(READY, false, "Suspended", "spec.suspend is true".into())
     } else if desired == 0 {
         cond(READY, false, "ScaledToZero", "spec.replicas is 0".into())
+    } else if let Some(p) = problem {
+        cond(READY, false, p.reason, "see the Degraded condition".into())
     } else if is_ready {
         cond(READY, true, "AllReplicasReady", ready_message.clone())
     } else {

@@ -421,6 +421,7 @@ async fn missing_secret_degrades_without_applying_anything() {
     assert_eq!(degraded["reason"], "MissingSecret");
     assert!(degraded["message"].as_str().unwrap().contains("s3-write"));
     assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["reason"], "MissingSecret");
     assert_eq!(condition(&status, "Progressing")["status"], "False");
     let event = api.event().await;
     assert_eq!(event["type"], "Warning");

@@ -169,6 +169,8 @@ fn image_pull_and_crash_loops_degrade_at_once() {
         assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", reason));
         assert!(d.message.contains("a-miner-0"));
         assert_eq!(cond(&o, "Ready").status, "False");
+        // Created but not placed yet: not Scheduled.
+        assert_eq!(cond(&o, "Scheduled").reason, "PodsPending");
         assert!(o.notices.iter().any(|n| n.warning && n.reason == reason));
         assert_eq!(
             o.status.nodes[0]
