@@ -245,11 +245,25 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
     let problem: Option<Problem> = match validate(spec, &inputs) {
         Ok(hparams) => {
             let d = desired(&owner, &hparams);
-            apply(&ctx.client, &ns, &d.config_map).await?;
-            apply::<Service>(&ctx.client, &ns, &d.headless).await?;
-            apply::<Service>(&ctx.client, &ns, &d.metrics).await?;
-            apply::<StatefulSet>(&ctx.client, &ns, &d.stateful_set).await?;
-            None
+            let applied = async {
+                apply(&ctx.client, &ns, &d.config_map).await?;
+                apply::<Service>(&ctx.client, &ns, &d.headless).await?;
+                apply::<Service>(&ctx.client, &ns, &d.metrics).await?;
+                apply::<StatefulSet>(&ctx.client, &ns, &d.stateful_set).await
+            };
+            match applied.await {
+                Ok(()) => None,
+                // The API server refused the object itself (e.g. a change to an immutable
+                // field such as the cache size): a spec problem, not something to retry.
+                Err(ReconcileError::Apply {
+                    what,
+                    source: kube::Error::Api(status),
+                }) if status.code == 422 => Some(Problem {
+                    reason: "ApplyRejected",
+                    message: format!("{what}: {}", status.message),
+                }),
+                Err(e) => return Err(e),
+            }
         }
         // A bad spec leaves what runs alone and says why in the status and an event.
         Err(problem) => Some(problem),

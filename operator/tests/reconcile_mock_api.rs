@@ -596,3 +596,50 @@ async fn validators_report_the_mean_score_they_give() {
     );
     api.done().await;
 }
+
+/// The API server refuses the StatefulSet (an immutable field changed, here the cache
+/// size): a spec problem in the status and a Warning event, not a retry loop.
+#[tokio::test]
+async fn a_rejected_apply_is_a_spec_problem_not_an_error_loop() {
+    let (mut api, ctx) = setup(1);
+    let cr = miner("  cache: {size: 100Gi}\n");
+    let task = tokio::spawn(reconcile(Arc::new(cr.clone()), ctx));
+    api.secret("s3-write", &["accessKeyId", "secretAccessKey"])
+        .await;
+    api.secret("hotkeys", &["hotkey-0", "hotkey-1"]).await;
+    for path in [
+        format!("/api/v1/namespaces/{NS}/configmaps/alpha-miner"),
+        format!("/api/v1/namespaces/{NS}/services/alpha-miner"),
+        format!("/api/v1/namespaces/{NS}/services/alpha-miner-metrics"),
+    ] {
+        api.apply(&path).await;
+    }
+    let (body, send) = api
+        .expect(
+            "PATCH",
+            &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-miner{APPLY}"),
+        )
+        .await;
+    assert_eq!(
+        body["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "100Gi"
+    );
+    let message = "StatefulSet.apps \"alpha-miner\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
+    send.send_response(json_response(
+        422,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422, "message": message}),
+    ));
+    api.pods(vec![]).await;
+    let status = api.status(&cr).await;
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "ApplyRejected");
+    assert!(degraded["message"].as_str().unwrap().contains("Forbidden"));
+    let event = api.event().await;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "ApplyRejected");
+    assert_eq!(
+        finish::<()>(task).await,
+        Action::requeue(Duration::from_secs(10))
+    );
+    api.done().await;
+}
