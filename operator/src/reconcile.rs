@@ -7,7 +7,7 @@ use crate::build::{Owner, desired};
 use crate::metrics::Metrics;
 use crate::nodeset::NodeSet;
 use crate::probe::StatusProbe;
-use crate::status::{Input, Observed, compute};
+use crate::status::{Input, Observed, compute, pod_condition_true};
 use crate::validate::{Inputs, Problem, referenced_config_map, referenced_secrets, validate};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
@@ -283,12 +283,7 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
         .items;
     let ready_ips: Vec<(String, String)> = pods
         .iter()
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
+        .filter(|p| pod_condition_true(p, "Ready"))
         .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
         .collect();
     let probes = ctx.probe.read_all(ready_ips).await;

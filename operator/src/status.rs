@@ -3,7 +3,7 @@
 //! conditions is unit-tested without an API server.
 
 use crate::validate::Problem;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
@@ -65,13 +65,26 @@ enum PodState {
     Starting,
 }
 
+/// The pod's condition of `type_` (`Ready`, `PodScheduled`, ...), if reported.
+fn pod_condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// The pod's condition of `type_` is `True`.
+pub fn pod_condition_true(pod: &Pod, type_: &str) -> bool {
+    pod_condition(pod, type_).is_some_and(|c| c.status == "True")
+}
+
 fn pod_state(pod: &Pod, deadline: SignedDuration, now: Timestamp) -> PodState {
     let Some(st) = pod.status.as_ref() else {
         return PodState::Starting;
     };
-    let conditions = st.conditions.as_deref().unwrap_or_default();
-    let cond = |t: &str| conditions.iter().find(|c| c.type_ == t);
-    if cond("Ready").is_some_and(|c| c.status == "True") {
+    if pod_condition_true(pod, "Ready") {
         return PodState::Ready;
     }
     for cs in st.container_statuses.iter().flatten() {
@@ -93,7 +106,7 @@ fn pod_state(pod: &Pod, deadline: SignedDuration, now: Timestamp) -> PodState {
     if created.is_some_and(|c| now.duration_since(c) > deadline) {
         return PodState::Late;
     }
-    if let Some(c) = cond("PodScheduled")
+    if let Some(c) = pod_condition(pod, "PodScheduled")
         && c.status == "False"
         && c.reason.as_deref() == Some("Unschedulable")
     {
@@ -231,15 +244,7 @@ pub fn compute(input: Input) -> Outcome {
 
     let scheduled_count = pods
         .iter()
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "PodScheduled" && c.status == "True")
-                })
-        })
+        .filter(|p| pod_condition_true(p, "PodScheduled"))
         .count() as i32;
     let scheduled = if spec.suspend {
         cond(SCHEDULED, false, "Suspended", "spec.suspend is true".into())

@@ -193,8 +193,7 @@ fn pod(name: &str, ip: &str, ready: bool) -> Value {
     })
 }
 
-async fn finish<K>(task: tokio::task::JoinHandle<Result<Action, ReconcileError>>) -> Action {
-    let _ = std::marker::PhantomData::<K>;
+async fn finish(task: tokio::task::JoinHandle<Result<Action, ReconcileError>>) -> Action {
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("reconcile finished")
@@ -262,10 +261,7 @@ async fn create_applies_the_objects_and_writes_a_pending_status() {
     assert_eq!(condition(&status, "Degraded")["status"], "False");
     assert_eq!(condition(&status, "Ready")["observedGeneration"], 3);
 
-    assert_eq!(
-        finish::<()>(task).await,
-        Action::requeue(Duration::from_secs(10))
-    );
+    assert_eq!(finish(task).await, Action::requeue(Duration::from_secs(10)));
     api.done().await;
 }
 
@@ -347,10 +343,7 @@ async fn status_comes_from_the_ready_pods() {
     assert_eq!(event["reason"], "AllReplicasReady");
     assert_eq!(event["regarding"]["name"], "alpha");
 
-    assert_eq!(
-        finish::<()>(task).await,
-        Action::requeue(Duration::from_secs(30))
-    );
+    assert_eq!(finish(task).await, Action::requeue(Duration::from_secs(30)));
     api.done().await;
 }
 
@@ -397,10 +390,7 @@ async fn unschedulable_pod_sets_the_condition_and_a_warning_event() {
     assert_eq!(event["reason"], "Unschedulable");
     assert_eq!(event["note"], message);
 
-    assert_eq!(
-        finish::<()>(task).await,
-        Action::requeue(Duration::from_secs(10))
-    );
+    assert_eq!(finish(task).await, Action::requeue(Duration::from_secs(10)));
     api.done().await;
 }
 
@@ -428,10 +418,7 @@ async fn missing_secret_degrades_without_applying_anything() {
     assert_eq!(event["reason"], "MissingSecret");
 
     // Not an error loop: a plain requeue, so the secret is picked up once created.
-    assert_eq!(
-        finish::<()>(task).await,
-        Action::requeue(Duration::from_secs(10))
-    );
+    assert_eq!(finish(task).await, Action::requeue(Duration::from_secs(10)));
     api.done().await;
 }
 
@@ -463,10 +450,7 @@ async fn suspend_scales_the_statefulset_to_zero() {
     assert_eq!(condition(&status, "Degraded")["status"], "False");
     assert_eq!(status["ready"], "0/0");
 
-    assert_eq!(
-        finish::<()>(task).await,
-        Action::requeue(Duration::from_secs(10))
-    );
+    assert_eq!(finish(task).await, Action::requeue(Duration::from_secs(10)));
     api.done().await;
 }
 
@@ -590,10 +574,7 @@ async fn validators_report_the_mean_score_they_give() {
     assert_eq!(status["lastWeightsWindow"], 6);
     assert_eq!(condition(status, "Ready")["status"], "True");
     api.event().await;
-    assert_eq!(
-        finish::<()>(task).await,
-        Action::requeue(Duration::from_secs(30))
-    );
+    assert_eq!(finish(task).await, Action::requeue(Duration::from_secs(30)));
     api.done().await;
 }
 
@@ -637,9 +618,6 @@ async fn a_rejected_apply_is_a_spec_problem_not_an_error_loop() {
     let event = api.event().await;
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "ApplyRejected");
-    assert_eq!(
-        finish::<()>(task).await,
-        Action::requeue(Duration::from_secs(10))
-    );
+    assert_eq!(finish(task).await, Action::requeue(Duration::from_secs(10)));
     api.done().await;
 }
