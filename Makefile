@@ -8,7 +8,7 @@ WINDOWS ?= 10
 HPARAMS ?= hparams/demo.toml
 STEPS ?= 30
 
-.PHONY: demo train test lint unit bench-codec setup
+.PHONY: demo train test lint unit bench-codec bench-operator crds setup
 
 setup:
 	$(SETUP)
@@ -35,3 +35,11 @@ unit:
 
 bench-codec:
 	$(SETUP) && cargo run -q -p templar-node -- bench codec --model 150M --json
+
+## The operator's pure pipeline over 1000 generated resources (throughput, peak RSS).
+bench-operator:
+	$(SETUP) && cargo run -q --release -p templar-operator -- bench --crs 1000 --json
+
+## Regenerate the checked-in CRD YAML from the types.
+crds:
+	$(SETUP) && cargo run -q -p templar-operator -- crd > crds/templar.tplr.ai.yaml
