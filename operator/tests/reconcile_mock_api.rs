@@ -108,6 +108,23 @@ impl MockApi {
         .await;
     }
 
+    /// What every valid scenario starts with: the write secret and the wallet found.
+    async fn secrets_found(&mut self, hotkeys: &[&str]) {
+        self.secret("s3-write", &["accessKeyId", "secretAccessKey"])
+            .await;
+        self.secret("hotkeys", hotkeys).await;
+    }
+
+    /// The owned objects of `set` applied in order: ConfigMap, headless Service, metrics
+    /// Service, StatefulSet. Returns the applied bodies.
+    async fn objects_applied(&mut self, set: &str) -> Vec<Value> {
+        let mut bodies = Vec::new();
+        for path in object_paths(set) {
+            bodies.push(self.apply(&path).await);
+        }
+        bodies
+    }
+
     async fn not_found(&mut self, uri: &str) {
         let (_, send) = self.expect("GET", uri).await;
         send.send_response(json_response(
@@ -161,6 +178,16 @@ impl MockApi {
     }
 }
 
+/// Where the owned objects of `set` (e.g. `alpha-miner`) are applied, in order.
+fn object_paths(set: &str) -> [String; 4] {
+    [
+        format!("/api/v1/namespaces/{NS}/configmaps/{set}"),
+        format!("/api/v1/namespaces/{NS}/services/{set}"),
+        format!("/api/v1/namespaces/{NS}/services/{set}-metrics"),
+        format!("/apis/apps/v1/namespaces/{NS}/statefulsets/{set}"),
+    ]
+}
+
 fn json_response(code: u16, v: &Value) -> Response<Body> {
     Response::builder()
         .status(code)
@@ -209,12 +236,9 @@ async fn create_applies_the_objects_and_writes_a_pending_status() {
     let cr = miner("  resources: {gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3}\n");
     let task = tokio::spawn(reconcile(Arc::new(cr.clone()), ctx));
 
-    api.secret("s3-write", &["accessKeyId", "secretAccessKey"])
-        .await;
-    api.secret("hotkeys", &["hotkey-0", "hotkey-1"]).await;
-    let cm = api
-        .apply(&format!("/api/v1/namespaces/{NS}/configmaps/alpha-miner"))
-        .await;
+    api.secrets_found(&["hotkey-0", "hotkey-1"]).await;
+    let [cm, headless, metrics, sts]: [Value; 4] =
+        api.objects_applied("alpha-miner").await.try_into().unwrap();
     assert_eq!(cm["kind"], "ConfigMap");
     assert!(
         cm["data"]["hparams.toml"]
@@ -224,21 +248,8 @@ async fn create_applies_the_objects_and_writes_a_pending_status() {
     );
     assert_eq!(cm["metadata"]["ownerReferences"][0]["uid"], "1111-2222");
     assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "TemplarMiner");
-    let headless = api
-        .apply(&format!("/api/v1/namespaces/{NS}/services/alpha-miner"))
-        .await;
     assert_eq!(headless["spec"]["clusterIP"], "None");
-    let metrics = api
-        .apply(&format!(
-            "/api/v1/namespaces/{NS}/services/alpha-miner-metrics"
-        ))
-        .await;
     assert_eq!(metrics["spec"]["ports"][0]["name"], "metrics");
-    let sts = api
-        .apply(&format!(
-            "/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-miner"
-        ))
-        .await;
     assert_eq!(sts["spec"]["replicas"], 2);
     let pod_spec = &sts["spec"]["template"]["spec"];
     assert_eq!(
@@ -304,17 +315,8 @@ async fn status_comes_from_the_ready_pods() {
     let cr = miner("");
     let task = tokio::spawn(reconcile(Arc::new(cr.clone()), ctx));
 
-    api.secret("s3-write", &["accessKeyId", "secretAccessKey"])
-        .await;
-    api.secret("hotkeys", &["hotkey-0", "hotkey-1"]).await;
-    for path in [
-        format!("/api/v1/namespaces/{NS}/configmaps/alpha-miner"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-miner"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-miner-metrics"),
-        format!("/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-miner"),
-    ] {
-        api.apply(&path).await;
-    }
+    api.secrets_found(&["hotkey-0", "hotkey-1"]).await;
+    api.objects_applied("alpha-miner").await;
     api.pods(vec![
         pod("alpha-miner-0", "127.0.0.1", true),
         pod("alpha-miner-1", "127.0.0.2", true),
@@ -354,17 +356,8 @@ async fn unschedulable_pod_sets_the_condition_and_a_warning_event() {
     let (mut api, ctx) = setup(1);
     let cr = miner("");
     let task = tokio::spawn(reconcile(Arc::new(cr.clone()), ctx));
-    api.secret("s3-write", &["accessKeyId", "secretAccessKey"])
-        .await;
-    api.secret("hotkeys", &["hotkey-0", "hotkey-1"]).await;
-    for path in [
-        format!("/api/v1/namespaces/{NS}/configmaps/alpha-miner"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-miner"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-miner-metrics"),
-        format!("/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-miner"),
-    ] {
-        api.apply(&path).await;
-    }
+    api.secrets_found(&["hotkey-0", "hotkey-1"]).await;
+    api.objects_applied("alpha-miner").await;
     let message = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.";
     let created = k8s_openapi::jiff::Timestamp::now().to_string();
     let pending = |name: &str| {
@@ -428,21 +421,8 @@ async fn suspend_scales_the_statefulset_to_zero() {
     let (mut api, ctx) = setup(1);
     let cr = miner("  suspend: true\n");
     let task = tokio::spawn(reconcile(Arc::new(cr.clone()), ctx));
-    api.secret("s3-write", &["accessKeyId", "secretAccessKey"])
-        .await;
-    api.secret("hotkeys", &["hotkey-0", "hotkey-1"]).await;
-    for path in [
-        format!("/api/v1/namespaces/{NS}/configmaps/alpha-miner"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-miner"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-miner-metrics"),
-    ] {
-        api.apply(&path).await;
-    }
-    let sts = api
-        .apply(&format!(
-            "/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-miner"
-        ))
-        .await;
+    api.secrets_found(&["hotkey-0", "hotkey-1"]).await;
+    let sts = &api.objects_applied("alpha-miner").await[3];
     assert_eq!(sts["spec"]["replicas"], 0);
     api.pods(vec![]).await;
     let status = api.status(&cr).await;
@@ -538,17 +518,8 @@ async fn validators_report_the_mean_score_they_give() {
     let mut cr: TemplarValidator = serde_yaml::from_str(&yaml).unwrap();
     cr.spec.node.replicas = 1;
     let task = tokio::spawn(reconcile(Arc::new(cr.clone()), ctx));
-    api.secret("s3-write", &["accessKeyId", "secretAccessKey"])
-        .await;
-    api.secret("hotkeys", &["hotkey-0"]).await;
-    for path in [
-        format!("/api/v1/namespaces/{NS}/configmaps/alpha-validator"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-validator"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-validator-metrics"),
-        format!("/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-validator"),
-    ] {
-        api.apply(&path).await;
-    }
+    api.secrets_found(&["hotkey-0"]).await;
+    api.objects_applied("alpha-validator").await;
     api.answer(
         "GET",
         &format!(
@@ -585,15 +556,9 @@ async fn a_rejected_apply_is_a_spec_problem_not_an_error_loop() {
     let (mut api, ctx) = setup(1);
     let cr = miner("  cache: {size: 100Gi}\n");
     let task = tokio::spawn(reconcile(Arc::new(cr.clone()), ctx));
-    api.secret("s3-write", &["accessKeyId", "secretAccessKey"])
-        .await;
-    api.secret("hotkeys", &["hotkey-0", "hotkey-1"]).await;
-    for path in [
-        format!("/api/v1/namespaces/{NS}/configmaps/alpha-miner"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-miner"),
-        format!("/api/v1/namespaces/{NS}/services/alpha-miner-metrics"),
-    ] {
-        api.apply(&path).await;
+    api.secrets_found(&["hotkey-0", "hotkey-1"]).await;
+    for path in &object_paths("alpha-miner")[..3] {
+        api.apply(path).await;
     }
     let (body, send) = api
         .expect(
