@@ -33,14 +33,21 @@ impl Problem {
 pub const ACCESS_KEY_ID: &str = "accessKeyId";
 pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
 
-/// The secrets the spec names, in the order they are read.
+/// The secrets the spec names, each once, in the order they are read.
 pub fn referenced_secrets(spec: &NodeSpec) -> Vec<&str> {
-    let mut names = vec![spec.storage.write_secret.as_str()];
-    if let Some(read) = &spec.storage.read_secret {
-        names.push(read);
+    let candidates = [
+        Some(spec.storage.write_secret.as_str()),
+        spec.storage.read_secret.as_deref(),
+        Some(spec.wallet_secret.as_str()),
+    ];
+    let mut names: Vec<&str> = Vec::new();
+    // `dedup` would only drop neighbours: write and wallet may be one secret with the read
+    // secret between them.
+    for name in candidates.into_iter().flatten() {
+        if !names.contains(&name) {
+            names.push(name);
+        }
     }
-    names.push(&spec.wallet_secret);
-    names.dedup();
     names
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use templar_crds::{NodeRole, NodeSetStatus, NodeSpec, NodeStatus, TemplarMiner};
 use templar_operator::probe::StatusProbe;
 use templar_operator::status::{Input, Observed, Outcome, compute};
-use templar_operator::validate::{Inputs, validate};
+use templar_operator::validate::{Inputs, referenced_secrets, validate};
 
 fn spec(extra: &str) -> NodeSpec {
     let yaml = format!(
@@ -44,6 +44,14 @@ fn a_complete_spec_validates_to_its_hyperparameters() {
     )
     .unwrap();
     assert!(text.contains("topk = 32"));
+}
+
+#[test]
+fn each_secret_is_read_once() {
+    let mut s = spec("");
+    assert_eq!(referenced_secrets(&s), ["w", "r", "wallet"]);
+    s.wallet_secret = "w".into();
+    assert_eq!(referenced_secrets(&s), ["w", "r"]);
 }
 
 #[test]
