@@ -126,17 +126,27 @@ api_bind_addr = "127.0.0.1:{admin}"
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
 
-    fn configure(&mut self) -> Result<(), GarageError> {
-        // The RPC port answers a moment after start.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let node_id = loop {
-            match self.cli(&["node", "id", "-q"]) {
-                Ok(out) => break out.trim().split('@').next().unwrap_or_default().to_string(),
+    /// `cli` retried until it succeeds or `deadline` passes.
+    fn cli_until(&self, deadline: Instant, args: &[&str]) -> Result<String, GarageError> {
+        loop {
+            match self.cli(args) {
+                Ok(out) => return Ok(out),
                 Err(e) if Instant::now() > deadline => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
-        };
-        self.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node_id])?;
+        }
+    }
+
+    fn configure(&mut self) -> Result<(), GarageError> {
+        // The RPC port answers a moment after start, and `node id` can answer from the local
+        // key before it does: retry both until the first real RPC (the layout) goes through.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let node_id = self.cli_until(deadline, &["node", "id", "-q"])?;
+        let node_id = node_id.trim().split('@').next().unwrap_or_default();
+        self.cli_until(
+            deadline,
+            &["layout", "assign", "-z", "dc1", "-c", "1G", node_id],
+        )?;
         self.cli(&["layout", "apply", "--version", "1"])?;
         self.cli(&[
             "key",
