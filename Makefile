@@ -5,10 +5,10 @@ SHELL := /bin/bash
 SETUP := source scripts/setup.sh
 MINERS ?= 3
 WINDOWS ?= 10
-HPARAMS ?= hparams/demo.toml
+HPARAMS ?= hparams/devnet.toml
 STEPS ?= 30
 
-.PHONY: demo train test lint unit bench-codec bench-operator crds setup
+.PHONY: demo devnet train test lint unit bench-codec bench-operator crds setup
 
 setup:
 	$(SETUP)
@@ -20,6 +20,8 @@ demo:
 	  "$$CARGO_TARGET_DIR/debug/templar-node" devnet --miners $(MINERS) --windows $(WINDOWS) \
 	    --hparams $(HPARAMS) $(if $(S3),--s3,)
 
+devnet: demo
+
 ## One node training alone (no network).
 train:
 	$(SETUP) && cargo run -q -p templar-node -- train --hparams hparams/small.toml --steps $(STEPS)
@@ -28,7 +30,8 @@ train:
 test: lint unit
 
 lint:
-	$(SETUP) && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
+	$(SETUP) && cargo fmt --all -- --check && scripts/check-crate-graph.sh && \
+	  cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
 	$(SETUP) --garage --pytools && scripts/run-tests.sh

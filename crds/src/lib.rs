@@ -5,11 +5,11 @@
 //! `/status` document and the hyperparameters file (parsed by both).
 
 pub mod hparams;
+pub mod node_status;
 pub mod resources;
-pub mod status;
 
+pub use node_status::{MinerScore, NodeRole, NodeStatus, SkippedPeer};
 pub use resources::{NodeSetStatus, NodeSpec, TemplarMiner, TemplarValidator, crds_yaml};
-pub use status::{MinerScore, NodeRole, NodeStatus, SkippedPeer};
 
 /// API group of the templar custom resources.
 pub const API_GROUP: &str = "templar.tplr.ai";

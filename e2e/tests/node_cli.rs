@@ -65,7 +65,7 @@ fn codec_bench_prints_figures() {
 }
 
 #[test]
-fn devnet_demo_runs_and_writes_a_report() {
+fn devnet_runs_and_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report");
     let out_s = out.to_str().unwrap();
@@ -106,7 +106,7 @@ fn devnet_demo_runs_and_writes_a_report() {
     }
     let png = std::fs::read(out.join("report.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    // No node process outlives the demo.
+    // No node process outlives the devnet runner.
     let ps = std::process::Command::new("ps")
         .args(["-eo", "args"])
         .output()
@@ -119,9 +119,9 @@ fn devnet_demo_runs_and_writes_a_report() {
 }
 
 #[test]
-fn devnet_demo_runs_against_s3() {
-    use templar_node::storage::garage::GarageServer;
-    let garage = GarageServer::start("templar-demo").expect("Garage must be installed");
+fn devnet_runs_against_s3() {
+    use templar_protocol::storage::garage::GarageServer;
+    let garage = GarageServer::start("templar-devnet").expect("Garage must be installed");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report");
     let run = std::process::Command::new(templar_e2e::binary("templar-node"))

@@ -1,22 +1,23 @@
-//! templar-node: the miner / validator node of templar-rs.
+//! templar-node: the miner / validator node of templar-rs; everything that touches torch.
 //!
-//! torch lives only in this crate. Modules: [`hparams`] (settings), [`model`] (LLaMA-style
-//! decoder), [`data`] (tokenizer, corpora, deterministic page sampler), [`codec`] (DCT, top-k,
-//! packing, quantisation, payloads), [`optim`] (DeMo and SparseLoCo update rules), [`train`]
-//! (one node's window loop), [`storage`] (object stores) and [`bench`].
+//! - [`model`] (LLaMA-style decoder), [`data`] (tokenizer, corpora, page sampler);
+//! - [`codec`] (DCT, top-k, quantisation on tensors; payload conversion);
+//! - [`optim`] (the update rules, one file each), [`engine`] (model + rule + codec for one
+//!   node), [`checkpoint`], [`train`] (one node alone);
+//! - [`roles`] (miner and validator state machines, the run loop, the lockstep network);
+//! - [`cli`] (the subcommands: launch, devnet runner, report, status server, benches).
+//!
+//! Chain, storage, the payload byte format and identities are torch-free and live in
+//! `templar_protocol`; the settings file in `templar_crds::hparams`.
 
-pub mod bench;
-pub mod chain;
+pub mod checkpoint;
+pub mod cli;
 pub mod codec;
 pub mod data;
-pub mod demo;
+pub mod engine;
 /// Settings live in the light crds crate so that the operator validates them too.
 pub use templar_crds::hparams;
-pub mod launch;
 pub mod model;
-pub mod network;
 pub mod optim;
-pub mod plot;
-pub mod status_server;
-pub mod storage;
+pub mod roles;
 pub mod train;

@@ -1,15 +1,18 @@
-//! `templar-node`: train, benchmark, and build the tokenizer.
+//! `templar-node`: argument parsing and dispatch; each subcommand's work is in
+//! `templar_node::cli`.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use std::sync::Arc;
+use templar_crds::NodeRole;
+use templar_node::cli::devnet::{DevnetOptions, run_devnet};
+use templar_node::cli::launch::{NodeOptions, StoreSpec, hotkey_from_wallet, run_node};
+use templar_node::cli::train::{DataSource, TrainOptions, run_train};
+use templar_node::cli::{bench, load_hparams, runtime, tokenizer};
 use templar_node::data::{self, Pages};
 use templar_node::hparams::{Hparams, ModelConfig, OuterMode};
-use templar_node::launch::{NodeOptions, StoreSpec};
 use templar_node::model::default_device;
-use templar_node::{bench, train};
+use templar_protocol::Hotkey;
 
 #[derive(Parser)]
 #[command(
@@ -80,9 +83,9 @@ struct TrainArgs {
 struct RunArgs {
     #[arg(long, value_enum)]
     role: Role,
-    /// The node's identity on the chain (devnet: any name).
+    /// The node's identity on the chain (devnet: any name without spaces).
     #[arg(long, required_unless_present = "wallet", conflicts_with = "wallet")]
-    hotkey: Option<String>,
+    hotkey: Option<Hotkey>,
     /// Wallet folder with `hotkey-<ordinal>` files (a mounted Kubernetes secret); the ordinal
     /// is `--ordinal` or the number at the end of `POD_NAME` (StatefulSet pods).
     #[arg(long)]
@@ -121,7 +124,7 @@ struct DevnetArgs {
     miners: u16,
     #[arg(long, default_value_t = 8)]
     windows: u64,
-    #[arg(long, default_value = "hparams/demo.toml")]
+    #[arg(long, default_value = "hparams/devnet.toml")]
     hparams: PathBuf,
     /// Block time of the devnet chain, in milliseconds.
     #[arg(long, default_value_t = 1000)]
@@ -208,15 +211,8 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn load_hparams(path: Option<&PathBuf>) -> Result<Hparams> {
-    Ok(match path {
-        Some(p) => Hparams::load(p)?,
-        None => Hparams::default(),
-    })
-}
-
-fn run_train(args: TrainArgs) -> Result<()> {
-    let mut hp = load_hparams(args.hparams.as_ref())?;
+fn train(args: TrainArgs) -> Result<()> {
+    let mut hp = load_hparams(args.hparams.as_deref())?;
     if let Some(model) = &args.model {
         ModelConfig::preset(model)?;
         hp.model.size = model.clone();
@@ -229,97 +225,52 @@ fn run_train(args: TrainArgs) -> Result<()> {
         };
     }
     hp.validate()?;
-    let tokens = if let Some(dir) = &args.npy {
-        Arc::new(data::npy_dir_tokens(dir)?)
-    } else if let Some(dir) = &args.text {
-        let tok = data::load_tokenizer(args.tokenizer.as_deref())?;
-        Arc::new(data::tokenize_documents(
-            &tok,
-            &data::text_dir_documents(dir)?,
-        )?)
-    } else {
-        data::embedded_tokens()?
+    let data = match (args.npy, args.text) {
+        (Some(dir), _) => DataSource::Npy(dir),
+        (None, Some(dir)) => DataSource::Text {
+            dir,
+            tokenizer: args.tokenizer,
+        },
+        (None, None) => DataSource::Embedded,
     };
-    let pages = Pages::new(tokens, hp.data.seq_len)?;
-    let device = default_device();
-    tracing::info!(
-        model = %hp.model.size,
-        mode = ?hp.outer.mode,
-        pages = pages.num_pages(),
-        ?device,
-        "training alone"
-    );
-    let bar = ProgressBar::new(args.steps);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} window {pos}/{len} {msg} [{elapsed}<{eta}]")
-            .context("progress template")?,
-    );
-    let report = train::train_alone(&hp, &pages, args.steps, args.uid, device, |p| {
-        bar.set_position(p.window + 1);
-        bar.set_message(format!(
-            "loss {:.4}  {:.0} tok/s  payload {} B",
-            p.loss, p.tokens_per_sec, p.payload_bytes
-        ));
-    })?;
-    bar.finish();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "{} parameters, {} windows: held-out loss {:.4} -> {:.4}, {:.0} tokens/s, payload {} bytes",
-            report.parameters,
-            report.windows,
-            report.initial_eval_loss,
-            report.final_eval_loss,
-            report.tokens_per_sec,
-            report.payload_bytes
-        );
-    }
-    Ok(())
+    run_train(TrainOptions {
+        hparams: hp,
+        data,
+        steps: args.steps,
+        uid: args.uid,
+        json: args.json,
+    })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
-fn run_node(args: RunArgs) -> Result<()> {
-    let hparams = load_hparams(args.hparams.as_ref())?;
+fn run(args: RunArgs) -> Result<()> {
+    let hotkey = match (args.hotkey, &args.wallet) {
+        (Some(h), _) => h,
+        (None, Some(dir)) => {
+            let pod = std::env::var("POD_NAME").unwrap_or_default();
+            hotkey_from_wallet(dir, args.ordinal, &pod)?
+        }
+        (None, None) => bail!("give --hotkey or --wallet"),
+    };
     let opts = NodeOptions {
         role: match args.role {
-            Role::Miner => templar_crds::NodeRole::Miner,
-            Role::Validator => templar_crds::NodeRole::Validator,
+            Role::Miner => NodeRole::Miner,
+            Role::Validator => NodeRole::Validator,
         },
-        hotkey: match (args.hotkey, &args.wallet) {
-            (Some(h), _) => h,
-            (None, Some(dir)) => {
-                let ordinal = match args.ordinal {
-                    Some(o) => o,
-                    None => templar_node::launch::pod_ordinal(
-                        &std::env::var("POD_NAME").unwrap_or_default(),
-                    )
-                    .context("no --ordinal, and POD_NAME does not end in -<number>")?,
-                };
-                templar_node::launch::wallet_hotkey(dir, ordinal)?
-            }
-            (None, None) => bail!("give --hotkey or --wallet"),
-        },
+        hotkey,
         init_devnet_block_ms: args.init_devnet_block_ms,
         uid: args.uid,
         stake: args.stake,
-        hparams,
+        hparams: load_hparams(args.hparams.as_deref())?,
         devnet: args.devnet,
         store: args.store,
         listen: args.listen,
         windows: args.windows,
     };
-    runtime()?.block_on(templar_node::launch::run_node(opts))?;
+    runtime()?.block_on(run_node(opts))?;
     Ok(())
 }
 
-fn run_devnet(args: DevnetArgs) -> Result<()> {
+fn devnet(args: DevnetArgs) -> Result<()> {
     let out = args.out.unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -327,12 +278,11 @@ fn run_devnet(args: DevnetArgs) -> Result<()> {
             .unwrap_or_default();
         PathBuf::from(format!("reports/devnet-{secs}"))
     });
-    let store = if args.s3 {
-        StoreSpec::S3
-    } else {
-        StoreSpec::Fs(out.join("network"))
+    let store = match args.s3 {
+        true => StoreSpec::S3,
+        false => StoreSpec::Fs(out.join("network")),
     };
-    let opts = templar_node::demo::DemoOptions {
+    let opts = DevnetOptions {
         miners: args.miners,
         windows: args.windows,
         hparams_file: args.hparams,
@@ -340,7 +290,52 @@ fn run_devnet(args: DevnetArgs) -> Result<()> {
         out,
         store,
     };
-    runtime()?.block_on(templar_node::demo::run_demo(opts))?;
+    runtime()?.block_on(run_devnet(opts))?;
+    Ok(())
+}
+
+fn bench(which: BenchCommand) -> Result<()> {
+    match which {
+        BenchCommand::Codec {
+            model,
+            peers,
+            reps,
+            hparams,
+            dct,
+            json,
+        } => {
+            if reps == 0 {
+                bail!("--reps must be at least 1");
+            }
+            let hp = load_hparams(hparams.as_deref())?;
+            let cfg = ModelConfig::preset(&model)?;
+            let mut codec = hp.codec.clone();
+            codec.use_dct |= dct;
+            let device = default_device();
+            let r = bench::codec::codec_bench(&model, &cfg, &codec, peers, reps, device);
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&r)?),
+                false => println!("{}", r.summary()),
+            }
+        }
+        BenchCommand::Convergence {
+            miners,
+            windows,
+            sparseloco,
+            demo,
+            json,
+        } => {
+            let sl = Hparams::load(&sparseloco)?;
+            let dm = Hparams::load(&demo)?;
+            let pages = Pages::new(data::embedded_tokens()?, sl.data.seq_len)?;
+            let run = bench::convergence::convergence_bench(&sl, &dm, &pages, miners, windows);
+            let r = runtime()?.block_on(run)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&r)?),
+                false => print!("{}", r.summary()),
+            }
+        }
+    }
     Ok(())
 }
 
@@ -348,96 +343,12 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     match cli.command {
-        Command::Train(args) => run_train(args),
-        Command::Run(args) => run_node(args),
-        Command::Devnet(args) => run_devnet(args),
-        Command::Bench {
-            which:
-                BenchCommand::Codec {
-                    model,
-                    peers,
-                    reps,
-                    hparams,
-                    dct,
-                    json,
-                },
-        } => {
-            let hp = load_hparams(hparams.as_ref())?;
-            let cfg = ModelConfig::preset(&model)?;
-            let mut codec = hp.codec.clone();
-            codec.use_dct |= dct;
-            if reps == 0 {
-                bail!("--reps must be at least 1");
-            }
-            let r = bench::codec_bench(&model, &cfg, &codec, peers, reps, default_device());
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                println!(
-                    "{model}: {} params, encode {:.1} ms, decode 1 peer {:.1} ms, {} peers {:.1} ms ({:.2}x), payload {} B, {:.1}x smaller than fp32",
-                    r.parameters,
-                    r.total_encode_ms,
-                    r.total_decode_1_ms,
-                    r.peers,
-                    r.total_decode_n_ms,
-                    r.decode_n_over_1,
-                    r.payload_bytes,
-                    r.compression_ratio
-                );
-            }
-            Ok(())
-        }
-        Command::Bench {
-            which:
-                BenchCommand::Convergence {
-                    miners,
-                    windows,
-                    sparseloco,
-                    demo,
-                    json,
-                },
-        } => {
-            let sl = Hparams::load(&sparseloco)?;
-            let dm = Hparams::load(&demo)?;
-            let pages = Pages::new(data::embedded_tokens()?, sl.data.seq_len)?;
-            let r =
-                runtime()?.block_on(bench::convergence_bench(&sl, &dm, &pages, miners, windows))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                println!(
-                    "{} tokens, held-out loss at start {:.4}",
-                    r.tokens, r.initial_eval_loss
-                );
-                for run in &r.runs {
-                    println!(
-                        "{:<28} loss {:.4}  ratio {:.3}  {:.0} B/miner/window  {:.1}s",
-                        run.setup,
-                        run.final_eval_loss,
-                        run.loss_ratio_vs_adamw,
-                        run.bytes_per_miner_per_window,
-                        run.seconds
-                    );
-                }
-            }
-            Ok(())
-        }
+        Command::Train(args) => train(args),
+        Command::Run(args) => run(args),
+        Command::Devnet(args) => devnet(args),
+        Command::Bench { which } => bench(which),
         Command::Tokenizer {
             which: TokenizerCommand::Train { vocab, text, out },
-        } => {
-            let docs = match &text {
-                Some(dir) => data::text_dir_documents(dir)?,
-                None => data::embedded_documents()?,
-            };
-            let tok = data::train_tokenizer(&docs, vocab)?;
-            tok.save(&out, false)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-            println!(
-                "wrote {} (vocabulary {})",
-                out.display(),
-                tok.get_vocab_size(true)
-            );
-            Ok(())
-        }
+        } => tokenizer::train_tokenizer(vocab, text.as_deref(), &out),
     }
 }

@@ -1,21 +1,23 @@
 //! One node training alone: the full window pipeline (pages of (uid, window), local work,
 //! compression into a real payload, validation of that payload, merge, step) with itself as
-//! the only peer. The network issue wraps the same steps with storage and peers.
+//! the only peer. The roles (`roles::miner`, `roles::validator`) wrap the same steps with
+//! storage and peers.
 
 use crate::data::{PageSampler, Pages};
+use crate::engine::{Engine, EngineError};
 use crate::hparams::Hparams;
 use crate::model::Llama;
-use crate::network::NetworkError;
-use crate::network::engine::Engine;
 use std::time::Instant;
 use tch::Device;
+use templar_protocol::Hotkey;
+use templar_protocol::payload::PayloadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
-    Node(#[from] NetworkError),
+    Engine(#[from] EngineError),
     #[error("own payload rejected: {0}")]
-    OwnPayload(String),
+    OwnPayload(#[from] PayloadError),
 }
 
 /// Progress after one window.
@@ -72,13 +74,11 @@ pub fn train_alone(
     let mut tokens = 0u64;
     let mut window_losses = Vec::new();
     let mut payload_bytes = 0;
-    let hotkey = format!("local-{uid}");
+    let hotkey = Hotkey::parse(&format!("local-{uid}")).expect("a name without spaces");
     for window in 0..windows {
         let (stats, bytes) = engine.train_and_compress(uid, &hotkey, window)?;
         // The payload takes the same path as a peer's: bytes, validation, decode.
-        let received = engine
-            .decode(&bytes, uid, window)
-            .map_err(TrainError::OwnPayload)?;
+        let received = engine.decode(&bytes, uid, window)?;
         engine.apply(&[received]);
 
         tokens += stats.tokens;

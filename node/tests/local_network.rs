@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use templar_node::chain::Chain;
+use tch::Device;
 use templar_node::data::{Pages, embedded_tokens};
 use templar_node::hparams::Hparams;
-use templar_node::network::NodeContext;
-use templar_node::network::local::LocalNetwork;
-use templar_node::network::miner::Miner;
-use templar_node::network::validator::Validator;
+use templar_node::roles::local::LocalNetwork;
+use templar_node::roles::miner::Miner;
+use templar_node::roles::validator::Validator;
+use templar_protocol::chain::Chain;
+use templar_protocol::network::NodeContext;
 
 struct Net {
     _dir: tempfile::TempDir,
@@ -218,7 +219,9 @@ async fn a_restarted_validator_resumes_its_scores() {
         .context("val", 0, templar_crds::NodeRole::Validator)
         .await
         .unwrap();
-    let mut validator = Validator::new(ctx.clone()).await.unwrap();
+    let mut validator = Validator::new(ctx.clone(), &net.pages, Device::Cpu)
+        .await
+        .unwrap();
     let mut m = net.miner("m", 1).await.unwrap();
     for w in 0..2 {
         window(&net, w, &mut [&mut m], &mut validator).await;
@@ -227,7 +230,7 @@ async fn a_restarted_validator_resumes_its_scores() {
     assert!(saved.scores[&1].ema != 0.0);
     drop(validator); // killed
 
-    let mut restarted = Validator::new(ctx).await.unwrap();
+    let mut restarted = Validator::new(ctx, &net.pages, Device::Cpu).await.unwrap();
     assert_eq!(
         restarted.state, saved,
         "scores come back from persisted state"
@@ -245,11 +248,11 @@ async fn a_restarted_validator_resumes_its_scores() {
 async fn an_s3_peer_dying_mid_gather_is_skipped_and_the_network_goes_on() {
     use std::time::Instant;
     use templar_crds::NodeRole;
-    use templar_node::chain::Commitment;
-    use templar_node::network::miner::Miner;
-    use templar_node::storage::garage::GarageServer;
-    use templar_node::storage::retry::{RetryPolicy, Retrying};
-    use templar_node::storage::s3::S3Store;
+    use templar_node::roles::miner::Miner;
+    use templar_protocol::chain::Commitment;
+    use templar_protocol::storage::garage::GarageServer;
+    use templar_protocol::storage::retry::{RetryPolicy, Retrying};
+    use templar_protocol::storage::s3::S3Store;
 
     // S3 LastModified has one-second resolution: allow that much skew.
     let mut net = Net::new(|hp| hp.network.clock_skew_ms = 1500).await;
@@ -276,7 +279,7 @@ async fn an_s3_peer_dying_mid_gather_is_skipped_and_the_network_goes_on() {
         .context_with("s3", 2, NodeRole::Miner, own, commitment)
         .await
         .unwrap();
-    let mut s3_miner = Miner::new(ctx).unwrap();
+    let mut s3_miner = Miner::new(ctx, &net.pages, Device::Cpu).unwrap();
     let mut fs_miner = net.miner("fs", 1).await.unwrap();
     let mut validator = net.validator("val", 0).await.unwrap();
 

@@ -6,7 +6,7 @@ use crate::validate::{Inputs, validate};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::time::Instant;
-use templar_crds::TemplarMiner;
+use templar_crds::{NodeRole, TemplarMiner};
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -76,15 +76,16 @@ pub fn run(crs: usize, passes: usize) -> BenchReport {
             let namespace = r.metadata.namespace.as_deref().unwrap_or_default();
             let uid = r.metadata.uid.as_deref().unwrap_or_default();
             let spec = &r.spec.node;
-            let hparams = validate(spec, &inputs).expect("generated resources are valid");
+            let valid = validate(spec, &inputs).expect("generated resources are valid");
             let owner = Owner {
                 kind: "TemplarMiner",
+                role: NodeRole::Miner,
                 name,
                 namespace,
                 uid,
                 spec,
             };
-            let d = desired(&owner, &hparams);
+            let d = desired(&owner, &valid);
             for body in [
                 serde_json::to_vec(&d.config_map),
                 serde_json::to_vec(&d.headless),

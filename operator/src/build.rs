@@ -1,6 +1,7 @@
 //! Pure builders: from a custom resource to its StatefulSet, headless Service and
 //! hyperparameters ConfigMap. No I/O, so they are unit-tested from YAML resources.
 
+use crate::validate::Validated;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, LocalObjectReference,
@@ -12,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
-use templar_crds::NodeSpec;
-use templar_crds::{API_GROUP, API_VERSION};
+use templar_crds::{API_GROUP, API_VERSION, NodeRole, NodeSpec};
+use templar_protocol::chain::devnet;
 
 /// The node's HTTP port (/healthz, /readyz, /status, /metrics).
 pub const STATUS_PORT: i32 = 9100;
@@ -26,6 +27,7 @@ const CACHE_PATH: &str = "/var/cache/templar";
 pub struct Owner<'a> {
     /// `TemplarMiner` or `TemplarValidator`.
     pub kind: &'a str,
+    pub role: NodeRole,
     pub name: &'a str,
     pub namespace: &'a str,
     pub uid: &'a str,
@@ -33,24 +35,19 @@ pub struct Owner<'a> {
 }
 
 impl Owner<'_> {
-    pub fn role(&self) -> &'static str {
-        if self.kind == "TemplarValidator" {
-            "validator"
-        } else {
-            "miner"
-        }
-    }
-
     /// Name shared by the StatefulSet, Service and ConfigMap.
     pub fn object_name(&self) -> String {
-        format!("{}-{}", self.name, self.role())
+        format!("{}-{}", self.name, self.role)
     }
 
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("app.kubernetes.io/name".into(), "templar-node".into()),
             ("app.kubernetes.io/instance".into(), self.name.into()),
-            ("app.kubernetes.io/component".into(), self.role().into()),
+            (
+                "app.kubernetes.io/component".into(),
+                self.role.as_str().into(),
+            ),
             (
                 "app.kubernetes.io/managed-by".into(),
                 "templar-operator".into(),
@@ -114,17 +111,15 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
 
 /// Devnet block time used when a validator creates the chain (Bittensor's 12 s).
 const DEVNET_BLOCK_MS: &str = "12000";
-/// Devnet stake of validators: above the genesis permit threshold (1000).
-const DEVNET_VALIDATOR_STAKE: &str = "5000";
 
 /// `templar-node run` arguments: the hotkey comes from the wallet secret entry of the pod's
 /// ordinal; chain state and payloads live in the S3 bucket; validators create the devnet
 /// chain when it does not exist yet and miners wait for it.
-fn node_args(role: &str) -> Vec<String> {
+fn node_args(role: NodeRole) -> Vec<String> {
     let mut args: Vec<String> = [
         "run",
         "--role",
-        role,
+        role.as_str(),
         "--wallet",
         WALLET_PATH,
         "--hparams",
@@ -138,16 +133,11 @@ fn node_args(role: &str) -> Vec<String> {
     .map(String::from)
     .into();
     args.push(format!("0.0.0.0:{STATUS_PORT}"));
-    if role == "validator" {
-        args.extend(
-            [
-                "--stake",
-                DEVNET_VALIDATOR_STAKE,
-                "--init-devnet-block-ms",
-                DEVNET_BLOCK_MS,
-            ]
-            .map(String::from),
-        );
+    if role == NodeRole::Validator {
+        args.push("--stake".into());
+        args.push(devnet::VALIDATOR_STAKE.to_string());
+        args.push("--init-devnet-block-ms".into());
+        args.push(DEVNET_BLOCK_MS.into());
     }
     args
 }
@@ -237,7 +227,7 @@ fn container(o: &Owner) -> Container {
         name: "node".into(),
         image: Some(s.image.clone()),
         image_pull_policy: s.image_pull_policy.clone(),
-        args: Some(node_args(o.role())),
+        args: Some(node_args(o.role)),
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("status".into()),
@@ -383,31 +373,23 @@ pub struct Desired {
     pub stateful_set: StatefulSet,
 }
 
-pub fn desired(o: &Owner, hparams_text: &str) -> Desired {
+pub fn desired(o: &Owner, valid: &Validated) -> Desired {
     Desired {
-        config_map: hparams_configmap(o, hparams_text),
+        config_map: hparams_configmap(o, &valid.hparams_file),
         headless: headless_service(o),
         metrics: metrics_service(o),
         stateful_set: statefulset(o),
     }
 }
 
-/// The file the node reads: `text` with the spec's model size added when it names none.
-pub fn hparams_text(spec: &NodeSpec, text: &str) -> String {
-    if text.contains("[model]") {
-        text.to_string()
-    } else {
-        format!("[model]\nsize = \"{}\"\n\n{text}", spec.model)
-    }
-}
-
-/// The hyperparameters file from `text` (the inline text, or what the reconcile read from
-/// the referenced ConfigMap); the spec's model size is added when the text names none.
-pub fn hparams_configmap(o: &Owner, text: &str) -> ConfigMap {
-    let text = hparams_text(o.spec, text);
+/// The ConfigMap the pods mount: the hyperparameters file as validation rendered it.
+pub fn hparams_configmap(o: &Owner, hparams_file: &str) -> ConfigMap {
     ConfigMap {
         metadata: o.meta(o.object_name()),
-        data: Some(BTreeMap::from([("hparams.toml".into(), text)])),
+        data: Some(BTreeMap::from([(
+            "hparams.toml".into(),
+            hparams_file.into(),
+        )])),
         ..Default::default()
     }
 }

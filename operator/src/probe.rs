@@ -14,6 +14,23 @@ use templar_crds::NodeStatus;
 /// A status document is a few kilobytes; anything past this is not one.
 const MAX_STATUS_BYTES: usize = 1 << 20;
 
+/// Why a pod's `/status` could not be read (shown as the replica's `lastError`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("bad pod address {ip:?}: {reason}")]
+    BadAddress { ip: String, reason: String },
+    #[error("GET /status: {0}")]
+    Request(String),
+    #[error("reading /status: {0}")]
+    Body(String),
+    #[error("GET /status answered {0}")]
+    Status(String),
+    #[error("/status is not a node status: {0}")]
+    NotAStatus(String),
+    #[error("GET /status timed out after {0:?}")]
+    Timeout(Duration),
+}
+
 #[derive(Clone)]
 pub struct StatusProbe {
     client: Client<HttpConnector, Empty<Bytes>>,
@@ -35,7 +52,7 @@ impl StatusProbe {
     }
 
     /// `/status` of one pod at `ip`, or why it could not be read.
-    pub async fn read(&self, ip: &str) -> Result<NodeStatus, String> {
+    pub async fn read(&self, ip: &str) -> Result<NodeStatus, ProbeError> {
         let host = if ip.contains(':') {
             format!("[{ip}]")
         } else {
@@ -43,35 +60,38 @@ impl StatusProbe {
         };
         let uri: hyper::Uri = format!("http://{host}:{}/status", self.port)
             .parse()
-            .map_err(|e| format!("bad pod address {ip:?}: {e}"))?;
+            .map_err(|e: hyper::http::uri::InvalidUri| ProbeError::BadAddress {
+                ip: ip.to_string(),
+                reason: e.to_string(),
+            })?;
         let fetch = async {
             let resp = self
                 .client
                 .get(uri)
                 .await
-                .map_err(|e| format!("GET /status: {e}"))?;
+                .map_err(|e| ProbeError::Request(e.to_string()))?;
             let code = resp.status();
             let body = Limited::new(resp.into_body(), MAX_STATUS_BYTES)
                 .collect()
                 .await
-                .map_err(|e| format!("reading /status: {e}"))?
+                .map_err(|e| ProbeError::Body(e.to_string()))?
                 .to_bytes();
             if !code.is_success() {
-                return Err(format!("GET /status answered {code}"));
+                return Err(ProbeError::Status(code.to_string()));
             }
             serde_json::from_slice::<NodeStatus>(&body)
-                .map_err(|e| format!("/status is not a node status: {e}"))
+                .map_err(|e| ProbeError::NotAStatus(e.to_string()))
         };
         tokio::time::timeout(self.timeout, fetch)
             .await
-            .unwrap_or_else(|_| Err(format!("GET /status timed out after {:?}", self.timeout)))
+            .unwrap_or(Err(ProbeError::Timeout(self.timeout)))
     }
 
     /// Read every `(pod, ip)` with at most `concurrency` reads in flight.
     pub async fn read_all(
         &self,
         pods: Vec<(String, String)>,
-    ) -> BTreeMap<String, Result<NodeStatus, String>> {
+    ) -> BTreeMap<String, Result<NodeStatus, ProbeError>> {
         futures::stream::iter(pods)
             .map(|(pod, ip)| async move { (pod, self.read(&ip).await) })
             .buffer_unordered(self.concurrency)

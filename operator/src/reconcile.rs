@@ -1,14 +1,16 @@
-//! One reconcile of a TemplarMiner or TemplarValidator:
-//! read inputs (secrets, ConfigMap) -> validate (pure) -> build (pure) -> server-side apply
-//! -> list pods and read each ready pod's `/status` -> compute status (pure) -> server-side
-//! apply the status -> publish events for what changed.
+//! One reconcile of a TemplarMiner or TemplarValidator, one function per step:
+//! [`read_inputs`] (secrets, ConfigMap) -> `validate` (pure) -> [`apply_desired`] (pure
+//! builders, server-side apply) -> [`observe`] (pods, each ready pod's `/status`) ->
+//! `status::compute` (pure) -> [`write_status`] -> [`publish_events`] for what changed.
 
 use crate::build::{Owner, desired};
 use crate::metrics::Metrics;
 use crate::nodeset::NodeSet;
 use crate::probe::StatusProbe;
-use crate::status::{Input, Observed, compute, pod_condition_true};
-use crate::validate::{Inputs, Problem, referenced_config_map, referenced_secrets, validate};
+use crate::status::{Input, Notice, Observed, compute, pod_condition_true};
+use crate::validate::{
+    Inputs, Problem, Validated, referenced_config_map, referenced_secrets, validate,
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -22,7 +24,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use templar_crds::{API_GROUP, API_VERSION};
+use templar_crds::{API_GROUP, API_VERSION, NodeSetStatus};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "templar-operator";
@@ -221,61 +223,43 @@ where
     Ok(())
 }
 
-async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, ReconcileError> {
-    let name = obj.name_any();
-    let ns = obj
-        .namespace()
-        .ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
-    if obj.meta().deletion_timestamp.is_some() {
-        // Owner references hand the StatefulSet, Services and ConfigMap to the garbage
-        // collector; nothing of ours outlives the resource.
-        return Ok(Action::await_change());
+/// Apply what a valid spec asks for. A rejection by the API server itself (422, e.g. a
+/// change to an immutable field such as the cache size) is a spec problem, not a retry.
+async fn apply_desired(
+    ctx: &Context,
+    owner: &Owner<'_>,
+    valid: &Validated,
+) -> Result<Option<Problem>, ReconcileError> {
+    let d = desired(owner, valid);
+    let ns = owner.namespace;
+    let applied = async {
+        apply(&ctx.client, ns, &d.config_map).await?;
+        apply::<Service>(&ctx.client, ns, &d.headless).await?;
+        apply::<Service>(&ctx.client, ns, &d.metrics).await?;
+        apply::<StatefulSet>(&ctx.client, ns, &d.stateful_set).await
+    };
+    match applied.await {
+        Ok(()) => Ok(None),
+        Err(ReconcileError::Apply {
+            what,
+            source: kube::Error::Api(status),
+        }) if status.code == 422 => Ok(Some(Problem {
+            reason: "ApplyRejected",
+            message: format!("{what}: {}", status.message),
+        })),
+        Err(e) => Err(e),
     }
-    let spec = obj.node_spec();
-    let uid = obj.uid().unwrap_or_default();
-    let owner = Owner {
-        kind: K::KIND,
-        name: &name,
-        namespace: &ns,
-        uid: &uid,
-        spec,
-    };
+}
 
-    let inputs = read_inputs(&ctx.client, &ns, spec).await?;
-    let problem: Option<Problem> = match validate(spec, &inputs) {
-        Ok(hparams) => {
-            let d = desired(&owner, &hparams);
-            let applied = async {
-                apply(&ctx.client, &ns, &d.config_map).await?;
-                apply::<Service>(&ctx.client, &ns, &d.headless).await?;
-                apply::<Service>(&ctx.client, &ns, &d.metrics).await?;
-                apply::<StatefulSet>(&ctx.client, &ns, &d.stateful_set).await
-            };
-            match applied.await {
-                Ok(()) => None,
-                // The API server refused the object itself (e.g. a change to an immutable
-                // field such as the cache size): a spec problem, not something to retry.
-                Err(ReconcileError::Apply {
-                    what,
-                    source: kube::Error::Api(status),
-                }) if status.code == 422 => Some(Problem {
-                    reason: "ApplyRejected",
-                    message: format!("{what}: {}", status.message),
-                }),
-                Err(e) => return Err(e),
-            }
-        }
-        // A bad spec leaves what runs alone and says why in the status and an event.
-        Err(problem) => Some(problem),
-    };
-
+/// The resource's pods, and the `/status` of each ready one.
+async fn observe(ctx: &Context, owner: &Owner<'_>) -> Result<Observed, ReconcileError> {
     let selector = owner
         .labels()
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), owner.namespace);
     let pods = pods
         .list(&ListParams::default().labels(&selector))
         .await
@@ -287,33 +271,36 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
         .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
         .collect();
     let probes = ctx.probe.read_all(ready_ips).await;
-    let observed = Observed { pods, probes };
-    let outcome = compute(Input {
-        role: K::ROLE,
-        spec,
-        generation: obj.meta().generation,
-        previous: obj.node_status(),
-        problem: problem.as_ref(),
-        observed: &observed,
-        now: Timestamp::now(),
-    });
+    Ok(Observed { pods, probes })
+}
 
+/// Server-side apply of the status subresource.
+async fn write_status<K: NodeSet>(
+    ctx: &Context,
+    owner: &Owner<'_>,
+    status: &NodeSetStatus,
+) -> Result<(), ReconcileError> {
     let patch = serde_json::json!({
         "apiVersion": format!("{API_GROUP}/{API_VERSION}"),
         "kind": K::KIND,
-        "status": outcome.status,
+        "status": status,
     });
-    Api::<K>::namespaced(ctx.client.clone(), &ns)
+    Api::<K>::namespaced(ctx.client.clone(), owner.namespace)
         .patch_status(
-            &name,
+            owner.name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
         .await
         .map_err(ReconcileError::WriteStatus)?;
+    Ok(())
+}
 
+/// One event per notice. An event that cannot be written is not worth failing the
+/// reconcile over.
+async fn publish_events<K: NodeSet>(ctx: &Context, obj: &K, notices: &[Notice]) {
     let reference = obj.object_ref(&());
-    for notice in &outcome.notices {
+    for notice in notices {
         let event = Event {
             type_: if notice.warning {
                 EventType::Warning
@@ -325,11 +312,51 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
             action: "Reconcile".into(),
             secondary: None,
         };
-        // An event that cannot be written is not worth failing the reconcile over.
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(object = %name, reason = %notice.reason, error = %e, "cannot publish event");
+            tracing::warn!(object = %obj.name_any(), reason = %notice.reason, error = %e, "cannot publish event");
         }
     }
+}
+
+/// read inputs -> validate -> apply -> observe -> compute status -> write status -> events.
+async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, ReconcileError> {
+    let name = obj.name_any();
+    let ns = obj
+        .namespace()
+        .ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
+    if obj.meta().deletion_timestamp.is_some() {
+        // Owner references hand the StatefulSet, Services and ConfigMap to the garbage
+        // collector; nothing of ours outlives the resource.
+        return Ok(Action::await_change());
+    }
+    let (spec, uid) = (obj.node_spec(), obj.uid().unwrap_or_default());
+    let owner = Owner {
+        kind: K::KIND,
+        role: K::ROLE,
+        name: &name,
+        namespace: &ns,
+        uid: &uid,
+        spec,
+    };
+
+    let inputs = read_inputs(&ctx.client, &ns, spec).await?;
+    let problem = match validate(spec, &inputs) {
+        Ok(valid) => apply_desired(ctx, &owner, &valid).await?,
+        // A bad spec leaves what runs alone and says why in the status and an event.
+        Err(problem) => Some(problem),
+    };
+    let observed = observe(ctx, &owner).await?;
+    let outcome = compute(Input {
+        role: K::ROLE,
+        spec,
+        generation: obj.meta().generation,
+        previous: obj.node_status(),
+        problem: problem.as_ref(),
+        observed: &observed,
+        now: Timestamp::now(),
+    });
+    write_status::<K>(ctx, &owner, &outcome.status).await?;
+    publish_events(ctx, obj, &outcome.notices).await;
     Ok(Action::requeue(if outcome.settled {
         ctx.timing.settled
     } else {

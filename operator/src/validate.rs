@@ -2,7 +2,6 @@
 //! inputs first). A problem becomes a Degraded condition and a Warning event with a reason,
 //! never an error loop.
 
-use crate::build::hparams_text;
 use std::collections::{BTreeMap, BTreeSet};
 use templar_crds::NodeSpec;
 use templar_crds::hparams::Hparams;
@@ -27,6 +26,14 @@ impl Problem {
     fn new(reason: &'static str, message: String) -> Self {
         Self { reason, message }
     }
+}
+
+/// A spec that can run, with what its checks produced for the builders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    /// The hyperparameters file the nodes read (the spec's model size added when the text
+    /// names none), already parsed by the nodes' own parser.
+    pub hparams_file: String,
 }
 
 /// Keys of an S3 credentials secret.
@@ -81,9 +88,18 @@ fn require_keys(
     Ok(())
 }
 
-/// Check the spec and its inputs; on success, the hyperparameters text the nodes will read
-/// (already parsed and validated by the same code the nodes use).
-pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<String, Problem> {
+/// The file the node reads: `text` with the spec's model size added when it names none.
+pub fn render_hparams(spec: &NodeSpec, text: &str) -> String {
+    if text.contains("[model]") {
+        text.to_string()
+    } else {
+        format!("[model]\nsize = \"{}\"\n\n{text}", spec.model)
+    }
+}
+
+/// Check the spec and its inputs; on success, what the builders need (the hyperparameters
+/// file, validated by the same code the nodes use).
+pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> {
     if spec.image.trim().is_empty() {
         return Err(Problem::new("InvalidSpec", "spec.image is empty".into()));
     }
@@ -147,7 +163,8 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<String, Problem> {
         }
         (None, None) => String::new(),
     };
-    Hparams::from_toml(&hparams_text(spec, &text))
+    let hparams_file = render_hparams(spec, &text);
+    Hparams::from_toml(&hparams_file)
         .map_err(|e| Problem::new("InvalidHyperparameters", e.to_string()))?;
-    Ok(text)
+    Ok(Validated { hparams_file })
 }

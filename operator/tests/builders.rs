@@ -2,10 +2,11 @@
 
 mod common;
 
-use templar_crds::{TemplarMiner, TemplarValidator};
+use templar_crds::{NodeRole, TemplarMiner, TemplarValidator};
 use templar_operator::build::{
     Owner, STATUS_PORT, headless_service, hparams_configmap, metrics_service, statefulset,
 };
+use templar_operator::validate::render_hparams;
 
 fn miner(yaml: &str) -> TemplarMiner {
     serde_yaml::from_str(yaml).unwrap()
@@ -24,6 +25,7 @@ spec:
 fn owner(cr: &TemplarMiner) -> Owner<'_> {
     Owner {
         kind: "TemplarMiner",
+        role: NodeRole::Miner,
         name: cr.metadata.name.as_deref().unwrap(),
         namespace: cr.metadata.namespace.as_deref().unwrap(),
         uid: cr.metadata.uid.as_deref().unwrap(),
@@ -154,6 +156,7 @@ fn validators_get_their_role_service_and_hyperparameters() {
         serde_yaml::from_str(&MINIMAL.replace("TemplarMiner", "TemplarValidator")).unwrap();
     let o = Owner {
         kind: "TemplarValidator",
+        role: NodeRole::Validator,
         name: "alpha",
         namespace: "train",
         uid: "u",
@@ -184,7 +187,7 @@ fn validators_get_their_role_service_and_hyperparameters() {
     let svc = headless_service(&o).spec.unwrap();
     assert_eq!(svc.cluster_ip.as_deref(), Some("None"));
     assert_eq!(svc.ports.unwrap()[0].port, STATUS_PORT);
-    let cm = hparams_configmap(&o, "[outer]\nmode = \"demo\"\n");
+    let cm = hparams_configmap(&o, &render_hparams(o.spec, "[outer]\nmode = \"demo\"\n"));
     let text = &cm.data.unwrap()["hparams.toml"];
     assert!(text.starts_with("[model]\nsize = \"150M\""), "{text}");
     assert!(text.contains("mode = \"demo\""));
@@ -213,7 +216,7 @@ fn built_objects_pass_kubernetes_validate_strict() {
         ),
         (
             "configmap.json",
-            serde_json::to_string(&hparams_configmap(&o, "")).unwrap(),
+            serde_json::to_string(&hparams_configmap(&o, &render_hparams(o.spec, ""))).unwrap(),
         ),
     ];
     for (_, json) in &objects {

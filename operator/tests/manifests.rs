@@ -161,7 +161,7 @@ fn example_resources_validate_against_their_secrets_and_config_maps() {
         };
         let hparams = validate(&spec, &inputs)
             .unwrap_or_else(|p| panic!("{} does not validate: {p:?}", kind(d)));
-        assert!(hparams.contains("blocks_per_window"));
+        assert!(hparams.hparams_file.contains("blocks_per_window"));
         checked += 1;
     }
     assert_eq!(checked, 2);

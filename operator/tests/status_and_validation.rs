@@ -7,7 +7,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use templar_crds::{NodeRole, NodeSetStatus, NodeSpec, NodeStatus, TemplarMiner};
-use templar_operator::probe::StatusProbe;
+use templar_operator::probe::{ProbeError, StatusProbe};
 use templar_operator::status::{Input, Observed, Outcome, compute};
 use templar_operator::validate::{Inputs, referenced_secrets, validate};
 
@@ -42,7 +42,8 @@ fn a_complete_spec_validates_to_its_hyperparameters() {
         &spec("  hyperparameters: {inline: \"[codec]\\ntopk = 32\\n\"}\n"),
         &inputs(),
     )
-    .unwrap();
+    .unwrap()
+    .hparams_file;
     assert!(text.contains("topk = 32"));
 }
 
@@ -96,7 +97,12 @@ fn each_missing_input_has_its_own_reason() {
         "hp".into(),
         BTreeMap::from([("hparams.toml".into(), "[codec]\ntopk = 16\n".into())]),
     );
-    assert!(validate(&cm, &i).unwrap().contains("topk = 16"));
+    assert!(
+        validate(&cm, &i)
+            .unwrap()
+            .hparams_file
+            .contains("topk = 16")
+    );
 }
 
 #[test]
@@ -330,7 +336,8 @@ async fn status_reads_time_out_and_reject_what_is_not_a_status() {
     let probe = StatusProbe::new(port, Duration::from_millis(300), 2);
     let started = std::time::Instant::now();
     let err = probe.read("127.0.0.1").await.unwrap_err();
-    assert!(err.contains("timed out"), "{err}");
+    assert!(matches!(err, ProbeError::Timeout(_)), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
 
     // A server answering something else.
@@ -343,7 +350,8 @@ async fn status_reads_time_out_and_reject_what_is_not_a_status() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let probe = StatusProbe::new(port, Duration::from_secs(2), 2);
     let err = probe.read("127.0.0.1").await.unwrap_err();
-    assert!(err.contains("not a node status"), "{err}");
+    assert!(matches!(err, ProbeError::NotAStatus(_)), "{err}");
+    assert!(err.to_string().contains("not a node status"), "{err}");
 
     // Nobody listening: refused, reported per pod by read_all.
     let closed = {

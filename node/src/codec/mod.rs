@@ -1,5 +1,6 @@
-//! The update codec: chunked DCT (optional), top-k per block, 12-bit index packing,
-//! value quantisation, error feedback support, a batch decoder, and the payload format.
+//! The update codec on tensors: chunked DCT (optional), top-k per block, value quantisation,
+//! error feedback support, a batch decoder, and the conversion to and from the protocol's
+//! [`Payload`] (whose byte format, packing and validator live in `templar_protocol::payload`).
 //!
 //! Encoding a tensor: blocks [nb, h, w] -> (DCT) -> flatten [nb, h*w] -> top-k by |x| per block
 //! -> [`Selected`] (indices [nb, k] and values [nb, k]). [`payload`] quantises and packs it.
@@ -8,14 +9,13 @@
 
 pub mod dct;
 pub mod layout;
-pub mod pack;
-pub mod payload;
 pub mod quant;
 
 use crate::hparams::CodecParams;
 use dct::DctCache;
-pub use layout::BlockLayout;
-use tch::{Kind, Tensor};
+pub use layout::{BlockLayout, TensorBlocks};
+use tch::{Device, Kind, Tensor};
+use templar_protocol::payload::{CodecSpec, ParamUpdate, Payload, PayloadMeta, Values};
 
 /// The coefficients chosen for one tensor: indices (i64) and values (f32), both [nb, k].
 #[derive(Debug)]
@@ -33,32 +33,76 @@ impl Selected {
     }
 }
 
-/// Encoder/decoder for one model: the codec settings and a block layout per parameter
-/// (parameters in their sorted-name order).
+/// Encoder/decoder for one model: the protocol's [`CodecSpec`] (settings and a block layout
+/// per parameter, in sorted-name order) and the DCT bases it needs.
 pub struct Codec {
-    pub params: CodecParams,
-    pub names: Vec<String>,
-    pub layouts: Vec<BlockLayout>,
+    pub spec: CodecSpec,
     dct: DctCache,
 }
 
 impl Codec {
     pub fn new(params: &CodecParams, shapes: &[(String, Vec<i64>)]) -> Self {
         Self {
-            params: params.clone(),
-            names: shapes.iter().map(|(n, _)| n.clone()).collect(),
-            layouts: shapes
-                .iter()
-                .map(|(_, s)| BlockLayout::new(s, params.chunk, params.topk))
-                .collect(),
+            spec: CodecSpec::new(params, shapes),
             dct: DctCache::default(),
         }
     }
 
+    /// Quantise (per the settings) and collect one window's selected coefficients.
+    pub fn to_payload(&self, meta: PayloadMeta, selected: &[Selected]) -> Payload {
+        let bits = self.spec.params.value_bits;
+        let params = selected
+            .iter()
+            .map(|s| {
+                let idx = s.indices.flatten(0, -1).to_device(Device::Cpu);
+                let indices: Vec<u16> = Vec::<i64>::try_from(&idx)
+                    .expect("indices are i64")
+                    .into_iter()
+                    .map(|i| i as u16)
+                    .collect();
+                let values = if bits == 32 {
+                    let v = s
+                        .values
+                        .flatten(0, -1)
+                        .to_kind(Kind::Float)
+                        .to_device(Device::Cpu);
+                    Values::F32(Vec::<f32>::try_from(&v).expect("values are f32"))
+                } else {
+                    Values::Quantized(quant::quantize(&s.values, bits))
+                };
+                ParamUpdate { indices, values }
+            })
+            .collect();
+        Payload { meta, params }
+    }
+
+    /// A validated payload as tensors on `device` (values dequantised), ready for the batch
+    /// decoder.
+    pub fn selected(&self, payload: &Payload, device: Device) -> Vec<Selected> {
+        payload
+            .params
+            .iter()
+            .zip(&self.spec.layouts)
+            .map(|(p, l)| {
+                let idx: Vec<i64> = p.indices.iter().map(|&i| i as i64).collect();
+                let values = match &p.values {
+                    Values::F32(v) => Tensor::from_slice(v).to_device(device),
+                    Values::Quantized(q) => quant::dequantize(q, device),
+                };
+                Selected {
+                    indices: Tensor::from_slice(&idx)
+                        .view([l.num_blocks(), l.k])
+                        .to_device(device),
+                    values: values.view([l.num_blocks(), l.k]),
+                }
+            })
+            .collect()
+    }
+
     /// Tensor -> coefficient blocks [nb, h*w] (DCT when enabled).
     pub fn transform(&self, layout: &BlockLayout, x: &Tensor) -> Tensor {
-        let blocks = layout.to_blocks(&x.to_kind(Kind::Float));
-        let blocks = if self.params.use_dct {
+        let blocks = layout.split_blocks(&x.to_kind(Kind::Float));
+        let blocks = if self.spec.params.use_dct {
             self.dct.forward(&blocks)
         } else {
             blocks
@@ -69,12 +113,12 @@ impl Codec {
     /// Coefficient blocks [nb, h*w] -> tensor of the layout's shape.
     pub fn inverse_transform(&self, layout: &BlockLayout, coeffs: &Tensor) -> Tensor {
         let blocks = coeffs.reshape([layout.num_blocks(), layout.h, layout.w]);
-        let blocks = if self.params.use_dct {
+        let blocks = if self.spec.params.use_dct {
             self.dct.inverse(&blocks)
         } else {
             blocks
         };
-        layout.from_blocks(&blocks)
+        layout.join_blocks(&blocks)
     }
 
     /// Top-k by magnitude of each block's coefficients.
@@ -87,8 +131,13 @@ impl Codec {
 
     /// Encode every parameter (in layout order).
     pub fn encode(&self, tensors: &[Tensor]) -> Vec<Selected> {
-        assert_eq!(tensors.len(), self.layouts.len(), "one tensor per layout");
-        self.layouts
+        assert_eq!(
+            tensors.len(),
+            self.spec.layouts.len(),
+            "one tensor per layout"
+        );
+        self.spec
+            .layouts
             .iter()
             .zip(tensors)
             .map(|(l, t)| self.encode_tensor(l, t))
@@ -100,7 +149,7 @@ impl Codec {
     pub fn scatter_mean(&self, layout: &BlockLayout, peers: &[&Selected]) -> Tensor {
         let (nb, bs) = (layout.num_blocks(), layout.block_size());
         let Some(first) = peers.first() else {
-            return Tensor::zeros([nb, bs], (Kind::Float, tch::Device::Cpu));
+            return Tensor::zeros([nb, bs], (Kind::Float, Device::Cpu));
         };
         let device = first.values.device();
         let idx = Tensor::cat(&peers.iter().map(|p| &p.indices).collect::<Vec<_>>(), 1);
@@ -125,7 +174,6 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
 
     fn codec(use_dct: bool, topk: i64, shapes: &[(String, Vec<i64>)]) -> Codec {
         let p = CodecParams {
@@ -141,11 +189,11 @@ mod tests {
         tch::manual_seed(1);
         let shapes = vec![("w".to_string(), vec![128i64, 64])];
         let c = codec(false, 8, &shapes);
-        let l = &c.layouts[0];
+        let l = &c.spec.layouts[0];
         let x = Tensor::randn([128, 64], (Kind::Float, Device::Cpu));
         let sel = c.encode_tensor(l, &x);
         assert_eq!(sel.indices.size(), vec![2, 8]);
-        let blocks = l.to_blocks(&x).reshape([2, 4096]).abs();
+        let blocks = l.split_blocks(&x).reshape([2, 4096]).abs();
         for b in 0..2 {
             let kth = blocks.get(b).sort(0, true).0.double_value(&[7]);
             let chosen = blocks.get(b).index_select(0, &sel.indices.get(b));
@@ -160,7 +208,7 @@ mod tests {
             let vals = sel.values.get(b);
             assert!(
                 vals.equal(
-                    &l.to_blocks(&x)
+                    &l.split_blocks(&x)
                         .reshape([2, 4096])
                         .get(b)
                         .index_select(0, &sel.indices.get(b))
@@ -177,7 +225,7 @@ mod tests {
             ("n".to_string(), vec![97]),
         ];
         let c = codec(true, 4096, &shapes);
-        for l in &c.layouts {
+        for l in &c.spec.layouts {
             let x = Tensor::randn(l.shape.as_slice(), (Kind::Float, Device::Cpu));
             let back = c.decode_tensor(l, &c.encode_tensor(l, &x));
             let err = (&back - &x).abs().max().double_value(&[]);
@@ -191,7 +239,7 @@ mod tests {
         for use_dct in [false, true] {
             let shapes = vec![("w".to_string(), vec![64i64, 192])];
             let c = codec(use_dct, 16, &shapes);
-            let l = &c.layouts[0];
+            let l = &c.spec.layouts[0];
             let peers: Vec<Selected> = (0..5)
                 .map(|_| c.encode_tensor(l, &Tensor::randn([64, 192], (Kind::Float, Device::Cpu))))
                 .collect();
@@ -223,7 +271,7 @@ mod tests {
         tch::manual_seed(4);
         let shapes = vec![("w".to_string(), vec![64i64, 64])];
         let c = codec(true, 32, &shapes);
-        let l = &c.layouts[0];
+        let l = &c.spec.layouts[0];
         let mut buffer = Tensor::randn([64, 64], (Kind::Float, Device::Cpu));
         let sent = c.encode_tensor(l, &buffer);
         buffer -= c.decode_tensor(l, &sent);

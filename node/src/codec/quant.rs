@@ -7,74 +7,52 @@
 //! exactly.
 
 use tch::{Device, Kind, Tensor};
+pub use templar_protocol::payload::quant::{Quantized, RANGE_SIGMAS, SCALE_MIN};
 
-/// Spread covered by the bins, in standard deviations.
-pub const RANGE_SIGMAS: f64 = 6.0;
-/// Accepted open interval of |scale| (the network's bound).
-pub const SCALE_MIN: f64 = 1e-12;
-pub const SCALE_MAX: f64 = 1e4;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Quantized {
-    pub bits: u8,
-    /// One code per value (unpacked), each < 2^bits.
-    pub codes: Vec<u8>,
-    pub shift: f32,
-    pub scale: f32,
-    /// 2^bits entries: the mean centred value of each bin.
-    pub lookup: Vec<f32>,
+/// Quantise a tensor of values (any shape, flattened in order).
+pub fn quantize(values: &Tensor, bits: u8) -> Quantized {
+    assert!(bits == 2 || bits == 8, "quantisation is 2- or 8-bit");
+    let bins = Quantized::bins(bits) as i64;
+    let v = values.to_kind(Kind::Float).flatten(0, -1);
+    let n = v.numel();
+    let shift = if n > 0 {
+        v.mean(Kind::Float).double_value(&[])
+    } else {
+        0.0
+    };
+    let centred = &v - shift;
+    let std = if n > 1 {
+        centred.norm().double_value(&[]) / ((n - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    let mut scale = RANGE_SIGMAS * std / bins as f64;
+    if scale.is_nan() || scale <= SCALE_MIN || !scale.is_finite() {
+        scale = 1.0;
+    }
+    let q = (&centred / scale + (bins / 2) as f64)
+        .round()
+        .clamp(0.0, (bins - 1) as f64)
+        .to_kind(Kind::Int64);
+    let zeros = Tensor::zeros([bins], (Kind::Float, v.device()));
+    let sums = zeros.scatter_add(0, &q, &centred);
+    let counts = zeros.scatter_add(0, &q, &Tensor::ones_like(&centred));
+    let lookup = (sums / counts.clamp_min(1.0)).to_device(Device::Cpu);
+    let codes = q.to_kind(Kind::Uint8).to_device(Device::Cpu);
+    Quantized {
+        bits,
+        codes: Vec::<u8>::try_from(&codes).expect("codes are u8"),
+        shift: shift as f32,
+        scale: scale as f32,
+        lookup: Vec::<f32>::try_from(&lookup).expect("lookup is f32"),
+    }
 }
 
-impl Quantized {
-    pub fn bins(bits: u8) -> usize {
-        1usize << bits
-    }
-
-    /// Quantise a tensor of values (any shape, flattened in order).
-    pub fn quantize(values: &Tensor, bits: u8) -> Quantized {
-        assert!(bits == 2 || bits == 8, "quantisation is 2- or 8-bit");
-        let bins = Self::bins(bits) as i64;
-        let v = values.to_kind(Kind::Float).flatten(0, -1);
-        let n = v.numel();
-        let shift = if n > 0 {
-            v.mean(Kind::Float).double_value(&[])
-        } else {
-            0.0
-        };
-        let centred = &v - shift;
-        let std = if n > 1 {
-            centred.norm().double_value(&[]) / ((n - 1) as f64).sqrt()
-        } else {
-            0.0
-        };
-        let mut scale = RANGE_SIGMAS * std / bins as f64;
-        if scale.is_nan() || scale <= SCALE_MIN || !scale.is_finite() {
-            scale = 1.0;
-        }
-        let q = (&centred / scale + (bins / 2) as f64)
-            .round()
-            .clamp(0.0, (bins - 1) as f64)
-            .to_kind(Kind::Int64);
-        let zeros = Tensor::zeros([bins], (Kind::Float, v.device()));
-        let sums = zeros.scatter_add(0, &q, &centred);
-        let counts = zeros.scatter_add(0, &q, &Tensor::ones_like(&centred));
-        let lookup = (sums / counts.clamp_min(1.0)).to_device(Device::Cpu);
-        let codes = q.to_kind(Kind::Uint8).to_device(Device::Cpu);
-        Quantized {
-            bits,
-            codes: Vec::<u8>::try_from(&codes).expect("codes are u8"),
-            shift: shift as f32,
-            scale: scale as f32,
-            lookup: Vec::<f32>::try_from(&lookup).expect("lookup is f32"),
-        }
-    }
-
-    /// lookup[q] + shift, as a flat f32 tensor on `device`.
-    pub fn dequantize(&self, device: Device) -> Tensor {
-        let table = Tensor::from_slice(&self.lookup);
-        let codes = Tensor::from_slice(&self.codes).to_kind(Kind::Int64);
-        (table.index_select(0, &codes) + self.shift as f64).to_device(device)
-    }
+/// lookup[q] + shift, as a flat f32 tensor on `device`.
+pub fn dequantize(q: &Quantized, device: Device) -> Tensor {
+    let table = Tensor::from_slice(&q.lookup);
+    let codes = Tensor::from_slice(&q.codes).to_kind(Kind::Int64);
+    (table.index_select(0, &codes) + q.shift as f64).to_device(device)
 }
 
 #[cfg(test)]
@@ -86,7 +64,7 @@ mod tests {
         tch::manual_seed(7);
         for bits in [2u8, 8] {
             let v = Tensor::randn([4096], (Kind::Float, Device::Cpu)) * 0.3 + 0.05;
-            let q = Quantized::quantize(&v, bits);
+            let q = quantize(&v, bits);
             assert_eq!(q.codes.len(), 4096);
             assert_eq!(q.lookup.len(), Quantized::bins(bits));
             assert!(
@@ -94,7 +72,7 @@ mod tests {
                     .iter()
                     .all(|&c| (c as usize) < Quantized::bins(bits))
             );
-            let back = q.dequantize(Device::Cpu);
+            let back = dequantize(&q, Device::Cpu);
             // Values inside the covered range [-(bins/2 + 0.5), bins/2 - 0.5] * scale around
             // the shift come back within one bin width.
             let half = (Quantized::bins(bits) / 2) as f64;
@@ -116,8 +94,8 @@ mod tests {
         tch::manual_seed(8);
         let v = Tensor::randn([2048], (Kind::Float, Device::Cpu));
         let e = |bits| {
-            let q = Quantized::quantize(&v, bits);
-            (q.dequantize(Device::Cpu) - &v)
+            let q = quantize(&v, bits);
+            (dequantize(&q, Device::Cpu) - &v)
                 .square()
                 .mean(Kind::Float)
                 .double_value(&[])
@@ -128,11 +106,11 @@ mod tests {
     #[test]
     fn constant_and_empty_vectors() {
         let v = Tensor::full([10], 0.25, (Kind::Float, Device::Cpu));
-        let q = Quantized::quantize(&v, 2);
+        let q = quantize(&v, 2);
         assert_eq!(q.scale, 1.0);
-        assert!(q.dequantize(Device::Cpu).allclose(&v, 1e-7, 1e-7, false));
-        let q = Quantized::quantize(&Tensor::zeros([0], (Kind::Float, Device::Cpu)), 2);
+        assert!(dequantize(&q, Device::Cpu).allclose(&v, 1e-7, 1e-7, false));
+        let q = quantize(&Tensor::zeros([0], (Kind::Float, Device::Cpu)), 2);
         assert!(q.codes.is_empty());
-        assert_eq!(q.dequantize(Device::Cpu).numel(), 0);
+        assert_eq!(dequantize(&q, Device::Cpu).numel(), 0);
     }
 }

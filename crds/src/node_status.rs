@@ -1,0 +1,71 @@
+//! The document a node serves at `/status`; the operator reads it into each CR's status.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    #[default]
+    Miner,
+    Validator,
+}
+
+impl NodeRole {
+    /// The role's name as it appears in `/status`, labels, arguments and object names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Miner => "miner",
+            NodeRole::Validator => "validator",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A peer left out of a window's aggregate, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedPeer {
+    pub uid: u16,
+    pub reason: String,
+}
+
+/// A validator's view of one miner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MinerScore {
+    pub uid: u16,
+    /// Moving average of the loss improvement.
+    pub score: f64,
+    /// Last window's improvement on the miner's own pages and on random pages.
+    pub last_improvement: Option<f64>,
+    pub last_random_improvement: Option<f64>,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub role: NodeRole,
+    pub uid: Option<u16>,
+    pub hotkey: String,
+    /// The window the node is working on.
+    pub window: Option<u64>,
+    pub global_step: u64,
+    pub last_loss: Option<f64>,
+    pub tokens_per_sec: Option<f64>,
+    pub peers_gathered: usize,
+    pub peers_skipped: Vec<SkippedPeer>,
+    pub last_upload_window: Option<u64>,
+    /// Validators: the latest scores and weights.
+    pub scores: Vec<MinerScore>,
+    pub last_weights_window: Option<u64>,
+    pub last_checkpoint_window: Option<u64>,
+    pub last_error: Option<String>,
+    /// Incentive of this node on chain (miners), as last read.
+    pub incentive: Option<f64>,
+}

@@ -1,0 +1,314 @@
+//! `templar-node devnet` (what `make demo` runs): a local network of node processes (N miners,
+//! 1 validator) on the devnet chain, a live table in the terminal, and a report folder (CSV +
+//! PNG plot).
+
+use super::launch::StoreSpec;
+use super::report::{Row, write_csv};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use templar_crds::{NodeRole, NodeStatus};
+use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
+use templar_protocol::storage::ObjectStore;
+use templar_protocol::storage::fs::FsStore;
+use templar_protocol::storage::s3::{S3Config, S3Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    pub miners: u16,
+    pub windows: u64,
+    pub hparams_file: PathBuf,
+    pub block_ms: u64,
+    pub out: PathBuf,
+    pub store: StoreSpec,
+}
+
+/// The child processes; killed (and reaped) on drop, so none outlives the runner.
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct NodeHandle {
+    name: String,
+    role: NodeRole,
+    port: u16,
+}
+
+/// GET a node's `/status` over loopback, with a timeout.
+pub async fn fetch_status(port: u16, timeout: Duration) -> Option<NodeStatus> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let body = text.split("\r\n\r\n").nth(1)?;
+        serde_json::from_str(body).ok()
+    };
+    tokio::time::timeout(timeout, fetch).await.ok().flatten()
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn fmt_opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.prec$}"))
+}
+
+fn render_table(
+    nodes: &[NodeHandle],
+    statuses: &[Option<NodeStatus>],
+    elapsed: Duration,
+) -> String {
+    let validator = statuses
+        .iter()
+        .flatten()
+        .find(|s| s.role == NodeRole::Validator);
+    let mut out = format!(
+        "templar devnet  {:>5.0}s  (Ctrl-C stops)\n\n{:<10} {:>4} {:>7} {:>8} {:>10} {:>8} {:>8}  {}\n",
+        elapsed.as_secs_f64(),
+        "node",
+        "uid",
+        "window",
+        "loss",
+        "score",
+        "weight",
+        "tok/s",
+        "last error / skipped"
+    );
+    for (n, s) in nodes.iter().zip(statuses) {
+        let Some(s) = s else {
+            out += &format!("{:<10} starting...\n", n.name);
+            continue;
+        };
+        let uid = s.uid.unwrap_or_default();
+        let score = validator.and_then(|v| v.scores.iter().find(|m| m.uid == uid));
+        let note = s.last_error.clone().unwrap_or_else(|| {
+            s.peers_skipped
+                .iter()
+                .map(|p| format!("{}: {}", p.uid, p.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        out += &format!(
+            "{:<10} {:>4} {:>7} {:>8} {:>10} {:>8} {:>8}  {}\n",
+            n.name,
+            uid,
+            s.window.map_or("-".into(), |w| w.to_string()),
+            fmt_opt(s.last_loss, 4),
+            fmt_opt(score.map(|m| m.score), 5),
+            fmt_opt(score.map(|m| m.weight), 3),
+            fmt_opt(s.tokens_per_sec, 0),
+            note.chars().take(60).collect::<String>()
+        );
+    }
+    out
+}
+
+/// Write the devnet's genesis (if none) and return it with the `--devnet`/`--store` argument
+/// the nodes get.
+async fn create_chain(opts: &DevnetOptions, now_ms: u64) -> anyhow::Result<(Genesis, String)> {
+    let net_root = opts.out.join("network");
+    let chain_store: Box<dyn ObjectStore> = match &opts.store {
+        StoreSpec::Fs(_) => Box::new(FsStore::new(net_root.join("chain"))),
+        StoreSpec::S3 => Box::new(S3Store::new(S3Config::from_env()?)),
+    };
+    let store_arg = match &opts.store {
+        StoreSpec::Fs(_) => format!("file://{}", net_root.display()),
+        StoreSpec::S3 => "s3".to_string(),
+    };
+    let genesis = Genesis {
+        genesis_unix_ms: now_ms,
+        block_time_ms: opts.block_ms,
+        min_validator_stake: devnet::MIN_VALIDATOR_STAKE,
+    };
+    let genesis = DevnetChain::init(chain_store.as_ref(), genesis).await?;
+    Ok((genesis, store_arg))
+}
+
+/// One validator (uid 0) and the miners (uids 1..), each on a free loopback port.
+fn plan_nodes(miners: u16) -> anyhow::Result<Vec<NodeHandle>> {
+    let mut nodes = vec![NodeHandle {
+        name: "validator".into(),
+        role: NodeRole::Validator,
+        port: free_port()?,
+    }];
+    for i in 1..=miners {
+        nodes.push(NodeHandle {
+            name: format!("miner-{i}"),
+            role: NodeRole::Miner,
+            port: free_port()?,
+        });
+    }
+    Ok(nodes)
+}
+
+/// Start one `templar-node run` process per node, logging to `logs/<name>.log`.
+fn spawn_nodes(
+    opts: &DevnetOptions,
+    nodes: &[NodeHandle],
+    store_arg: &str,
+) -> anyhow::Result<Children> {
+    let exe = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+    for (uid, n) in nodes.iter().enumerate() {
+        let log = std::fs::File::create(opts.out.join("logs").join(format!("{}.log", n.name)))?;
+        let stake = match n.role {
+            NodeRole::Validator => devnet::VALIDATOR_STAKE,
+            NodeRole::Miner => devnet::MINER_STAKE,
+        };
+        let child = Command::new(&exe)
+            .args(["run", "--role", n.role.as_str(), "--hotkey", &n.name])
+            .args(["--uid", &uid.to_string()])
+            .args(["--stake", &stake.to_string(), "--hparams"])
+            .arg(&opts.hparams_file)
+            .args(["--devnet", store_arg, "--store", store_arg])
+            .args(["--listen", &format!("127.0.0.1:{}", n.port)])
+            .args(["--windows", &(opts.windows + 2).to_string()])
+            // Processes share the cores: one torch thread each.
+            .env("OMP_NUM_THREADS", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        children.0.push((n.name.clone(), child));
+    }
+    Ok(children)
+}
+
+/// Rows for the windows each node has moved past since the last poll. Miners: the window of
+/// their last upload (its loss); the validator: the window of its last weights.
+fn new_rows(
+    nodes: &[NodeHandle],
+    statuses: &[Option<NodeStatus>],
+    recorded: &mut BTreeMap<(String, u64), ()>,
+) -> Vec<Row> {
+    let validator = statuses
+        .iter()
+        .flatten()
+        .find(|s| s.role == NodeRole::Validator);
+    let mut rows = Vec::new();
+    for (n, s) in nodes.iter().zip(statuses) {
+        let Some(s) = s else { continue };
+        let done = match n.role {
+            NodeRole::Validator => s.last_weights_window,
+            NodeRole::Miner => s.last_upload_window,
+        };
+        let Some(done) = done else { continue };
+        if recorded.insert((n.name.clone(), done), ()).is_none() {
+            let uid = s.uid.unwrap_or_default();
+            let m = validator.and_then(|v| v.scores.iter().find(|m| m.uid == uid));
+            rows.push(Row {
+                window: done,
+                node: n.name.clone(),
+                uid,
+                role: n.role,
+                loss: s.last_loss,
+                score: m.map(|m| m.score),
+                weight: m.map(|m| m.weight),
+            });
+        }
+    }
+    rows
+}
+
+/// Run the local network until the validator has set weights for the last window (or
+/// Ctrl-C / SIGTERM); returns the report rows, also written as CSV and PNG.
+pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
+    std::fs::create_dir_all(opts.out.join("logs"))?;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let (genesis, store_arg) = create_chain(&opts, now_ms).await?;
+    let blocks_per_window = crate::hparams::Hparams::load(&opts.hparams_file)?
+        .network
+        .blocks_per_window;
+    let window_ms = opts.block_ms * blocks_per_window;
+    let start_window = (now_ms.saturating_sub(genesis.genesis_unix_ms)) / window_ms;
+    let nodes = plan_nodes(opts.miners)?;
+    let mut children = spawn_nodes(&opts, &nodes, &store_arg)?;
+
+    let tty = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let deadline = Duration::from_millis(window_ms * (opts.windows + 3)) + Duration::from_secs(120);
+    let last_window = start_window + opts.windows;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut recorded: BTreeMap<(String, u64), ()> = BTreeMap::new();
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    // SIGTERM too (kill, systemd, CI timeouts): the children must not outlive the runner.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut last_shown = None;
+    loop {
+        let mut statuses = Vec::new();
+        for n in &nodes {
+            statuses.push(fetch_status(n.port, Duration::from_secs(2)).await);
+        }
+        rows.extend(new_rows(&nodes, &statuses, &mut recorded));
+        let validator = statuses
+            .iter()
+            .flatten()
+            .find(|s| s.role == NodeRole::Validator);
+        let table = render_table(&nodes, &statuses, started.elapsed());
+        let shown = validator.and_then(|v| v.window);
+        if tty {
+            print!("\x1b[2J\x1b[H{table}");
+        } else if shown != last_shown {
+            // Not a terminal (a log, CI): one table per window instead of a live one.
+            println!("{table}");
+            last_shown = shown;
+        }
+        let _ = std::io::stdout().flush();
+        if validator
+            .and_then(|v| v.last_weights_window)
+            .is_some_and(|w| w + 1 >= last_window)
+        {
+            break;
+        }
+        for (name, c) in &mut children.0 {
+            if let Ok(Some(code)) = c.try_wait() {
+                anyhow::bail!(
+                    "{name} exited early ({code}); see {}/logs/{name}.log",
+                    opts.out.display()
+                );
+            }
+        }
+        if started.elapsed() > deadline {
+            anyhow::bail!(
+                "the network did not finish {} windows in {deadline:?}",
+                opts.windows
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
+            _ = &mut ctrl_c => { println!("\ninterrupted"); break; }
+            _ = term.recv() => { println!("\nterminated"); break; }
+        }
+    }
+    drop(children);
+    rows.sort_by(|a, b| (a.window, &a.node).cmp(&(b.window, &b.node)));
+    write_csv(&opts.out.join("windows.csv"), &rows)?;
+    super::plot::plot_report(&opts.out.join("report.png"), &rows)?;
+    println!(
+        "report: {} ({} rows) and {}",
+        opts.out.join("windows.csv").display(),
+        rows.len(),
+        opts.out.join("report.png").display()
+    );
+    Ok(rows)
+}

@@ -1,0 +1,294 @@
+//! Wiring one node process: chain, own bucket and commitment, data, status server, role.
+
+use crate::data::{Pages, embedded_tokens};
+use crate::hparams::Hparams;
+use crate::model::default_device;
+use crate::roles::NodeError;
+use crate::roles::miner::Miner;
+use crate::roles::run::{Node, run};
+use crate::roles::validator::Validator;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use templar_crds::{NodeRole, NodeStatus};
+use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
+use templar_protocol::chain::{Chain, ChainError, Commitment, RegisterRequest, SystemClock};
+use templar_protocol::identity::{Hotkey, InvalidHotkey};
+use templar_protocol::network::NodeContext;
+use templar_protocol::storage::ObjectStore;
+use templar_protocol::storage::fs::FsStore;
+use templar_protocol::storage::retry::{RetryPolicy, Retrying};
+use templar_protocol::storage::s3::{S3Config, S3ConfigError, S3Store};
+
+/// Where a bucket lives: a folder (`file:///path`) or S3 from the environment (`s3`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreSpec {
+    Fs(PathBuf),
+    S3,
+}
+
+impl std::str::FromStr for StoreSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "s3" {
+            return Ok(StoreSpec::S3);
+        }
+        s.strip_prefix("file://")
+            .map(|p| StoreSpec::Fs(PathBuf::from(p)))
+            .ok_or_else(|| format!("{s:?}: expected file:///path or s3"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    S3Config(#[from] S3ConfigError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error("cannot read the hotkey {path}: {source}")]
+    Wallet {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the hotkey file {path} holds no valid hotkey: {source}")]
+    BadHotkey {
+        path: PathBuf,
+        source: InvalidHotkey,
+    },
+    #[error("no --ordinal, and POD_NAME {0:?} does not end in -<number>")]
+    NoOrdinal(String),
+    #[error("no devnet chain after waiting {0:?}: start a node with --init-devnet-block-ms")]
+    NoChain(Duration),
+    #[error("cannot serve status on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub role: NodeRole,
+    pub hotkey: Hotkey,
+    /// Create the devnet chain (this block time) when it does not exist.
+    pub init_devnet_block_ms: Option<u64>,
+    pub uid: Option<u16>,
+    pub stake: f64,
+    pub hparams: Hparams,
+    /// The devnet chain's state store.
+    pub devnet: StoreSpec,
+    /// This node's bucket.
+    pub store: StoreSpec,
+    pub listen: SocketAddr,
+    pub windows: Option<u64>,
+}
+
+fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitment), LaunchError> {
+    let policy = RetryPolicy::default();
+    Ok(match spec {
+        StoreSpec::Fs(root) => (
+            Arc::new(Retrying::new(FsStore::new(root.join(bucket)), policy)),
+            Commitment {
+                endpoint: format!("file://{}", root.display()),
+                region: "auto".into(),
+                bucket: bucket.into(),
+                access_key_id: String::new(),
+                secret_access_key: String::new(),
+            },
+        ),
+        StoreSpec::S3 => {
+            let cfg = S3Config::from_env()?;
+            // Peers get the read key when one is given, else the node's own key.
+            let read_id =
+                std::env::var("TEMPLAR_S3_READ_ACCESS_KEY_ID").unwrap_or(cfg.access_key_id.clone());
+            let read_secret = std::env::var("TEMPLAR_S3_READ_SECRET_ACCESS_KEY")
+                .unwrap_or(cfg.secret_access_key.clone());
+            let commitment = Commitment {
+                endpoint: cfg.endpoint.clone().unwrap_or_default(),
+                region: cfg.region.clone(),
+                bucket: cfg.bucket.clone(),
+                access_key_id: read_id,
+                secret_access_key: read_secret,
+            };
+            (
+                Arc::new(Retrying::new(S3Store::new(cfg), policy)),
+                commitment,
+            )
+        }
+    })
+}
+
+/// The ordinal of a StatefulSet pod from its name (`set-3` -> 3).
+pub fn pod_ordinal(pod_name: &str) -> Option<u32> {
+    pod_name.rsplit_once('-')?.1.parse().ok()
+}
+
+/// The hotkey in `wallet/hotkey-<ordinal>` (a mounted secret), trimmed.
+pub fn wallet_hotkey(wallet: &Path, ordinal: u32) -> Result<Hotkey, LaunchError> {
+    let path = wallet.join(format!("hotkey-{ordinal}"));
+    let text = std::fs::read_to_string(&path).map_err(|source| LaunchError::Wallet {
+        path: path.clone(),
+        source,
+    })?;
+    Hotkey::parse(&text).map_err(|source| LaunchError::BadHotkey { path, source })
+}
+
+/// The node's hotkey from the wallet folder: entry `--ordinal`, or the ordinal at the end of
+/// the pod's name (`POD_NAME`, a StatefulSet pod).
+pub fn hotkey_from_wallet(
+    wallet: &Path,
+    ordinal: Option<u32>,
+    pod_name: &str,
+) -> Result<Hotkey, LaunchError> {
+    let ordinal = match ordinal {
+        Some(o) => o,
+        None => pod_ordinal(pod_name).ok_or_else(|| LaunchError::NoOrdinal(pod_name.into()))?,
+    };
+    wallet_hotkey(wallet, ordinal)
+}
+
+/// How long a node waits for another one to create the devnet chain.
+const GENESIS_WAIT: Duration = Duration::from_secs(300);
+
+/// Open the devnet chain, creating it first when asked, else waiting for it (bounded).
+async fn open_chain(
+    store: Arc<dyn ObjectStore>,
+    init_block_ms: Option<u64>,
+) -> Result<DevnetChain, LaunchError> {
+    if let Some(block_time_ms) = init_block_ms {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let genesis = Genesis {
+            genesis_unix_ms: now_ms,
+            block_time_ms,
+            min_validator_stake: devnet::MIN_VALIDATOR_STAKE,
+        };
+        DevnetChain::init(store.as_ref(), genesis).await?;
+    }
+    let started = std::time::Instant::now();
+    loop {
+        match DevnetChain::open(store.clone(), Arc::new(SystemClock)).await {
+            Err(ChainError::NoGenesis) if started.elapsed() < GENESIS_WAIT => {
+                tracing::info!("waiting for the devnet chain to be created");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(ChainError::NoGenesis) => return Err(LaunchError::NoChain(GENESIS_WAIT)),
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Register, commit, serve status and run the role until `windows` are done or Ctrl-C.
+pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
+    let (chain_store, _) = open(&opts.devnet, "chain")?;
+    let chain = Arc::new(open_chain(chain_store, opts.init_devnet_block_ms).await?);
+    let request = RegisterRequest {
+        stake: opts.stake,
+        uid: opts.uid,
+    };
+    let uid = chain.register(&opts.hotkey, request).await?;
+    let (own, commitment) = open(&opts.store, &format!("bucket-{}", opts.hotkey))?;
+    chain.commit(&opts.hotkey, &commitment).await?;
+    tracing::info!(uid, hotkey = %opts.hotkey, role = ?opts.role, store = %own.describe(), "registered");
+
+    let pages = Pages::new(embedded_tokens()?, opts.hparams.data.seq_len)?;
+    let status = NodeStatus {
+        role: opts.role,
+        uid: Some(uid),
+        hotkey: opts.hotkey.to_string(),
+        ..Default::default()
+    };
+    let chain_dyn: Arc<dyn Chain> = chain.clone();
+    let ctx = Arc::new(NodeContext::new(
+        opts.hparams.clone(),
+        chain_dyn,
+        own,
+        opts.hotkey.clone(),
+        uid,
+        status,
+    ));
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| LaunchError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let server = tokio::spawn(super::status_server::serve(listener, ctx.status.clone()));
+
+    let device = default_device();
+    let node = match opts.role {
+        NodeRole::Miner => Node::Miner(Box::new(Miner::new(ctx.clone(), &pages, device)?)),
+        NodeRole::Validator => {
+            Node::Validator(Box::new(Validator::new(ctx.clone(), &pages, device).await?))
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("stopping at the end of the current step");
+            let _ = stop_tx.send(true);
+        }
+    });
+    // Miners show their incentive from the chain in the status.
+    let incentive_ctx = ctx.clone();
+    let incentive = tokio::spawn(async move {
+        loop {
+            if let Ok(mg) = incentive_ctx.chain.metagraph().await
+                && let Some(n) = mg.by_hotkey(&incentive_ctx.hotkey)
+            {
+                let x = n.incentive;
+                incentive_ctx.update_status(|s| s.incentive = Some(x));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    let poll =
+        (chain.block_interval() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let result = run(node, poll, opts.windows, stop_rx).await;
+    incentive.abort();
+    server.abort();
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ordinal_is_the_trailing_number() {
+        assert_eq!(pod_ordinal("alpha-miner-0"), Some(0));
+        assert_eq!(pod_ordinal("alpha-miner-12"), Some(12));
+        assert_eq!(pod_ordinal("alpha-miner"), None);
+        assert_eq!(pod_ordinal(""), None);
+    }
+
+    #[test]
+    fn wallet_hotkey_reads_the_ordinals_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hotkey-1"), "miner-b\n").unwrap();
+        std::fs::write(dir.path().join("hotkey-2"), "  \n").unwrap();
+        assert_eq!(wallet_hotkey(dir.path(), 1).unwrap(), "miner-b");
+        assert!(matches!(
+            wallet_hotkey(dir.path(), 2),
+            Err(LaunchError::BadHotkey { .. })
+        ));
+        assert_eq!(
+            hotkey_from_wallet(dir.path(), None, "alpha-miner-1").unwrap(),
+            "miner-b"
+        );
+        assert!(matches!(
+            hotkey_from_wallet(dir.path(), None, "no-ordinal"),
+            Err(LaunchError::NoOrdinal(_))
+        ));
+        let err = wallet_hotkey(dir.path(), 0).unwrap_err();
+        assert!(matches!(err, LaunchError::Wallet { .. }));
+        assert!(err.to_string().contains("hotkey-0"));
+    }
+}

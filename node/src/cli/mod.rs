@@ -1,0 +1,41 @@
+//! The app layer of `templar-node`: what each subcommand does once its arguments are parsed
+//! (`main.rs` only parses and dispatches).
+//!
+//! | module | subcommand |
+//! |---|---|
+//! | [`train`] | `train`: one node alone, data source, progress, report |
+//! | [`launch`] | `run`: one network node (chain, bucket, commitment, status server, role) |
+//! | [`devnet`] | `devnet` (`make demo`): a local network of processes, live table, report |
+//! | [`report`], [`plot`] | the devnet report: rows, CSV, PNG |
+//! | [`status_server`] | the node's `/healthz`, `/readyz`, `/status`, `/metrics` |
+//! | [`bench`] | `bench codec`, `bench convergence` |
+//! | [`tokenizer`] | `tokenizer train` |
+
+pub mod bench;
+pub mod devnet;
+pub mod launch;
+pub mod plot;
+pub mod report;
+pub mod status_server;
+pub mod tokenizer;
+pub mod train;
+
+use crate::hparams::Hparams;
+use std::path::Path;
+
+/// The hyperparameters file, or the defaults when none is given.
+pub fn load_hparams(path: Option<&Path>) -> anyhow::Result<Hparams> {
+    Ok(match path {
+        Some(p) => Hparams::load(p)?,
+        None => Hparams::default(),
+    })
+}
+
+/// The async runtime of the network subcommands (two workers: the machine's cores are for
+/// torch).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}

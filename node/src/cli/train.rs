@@ -1,0 +1,88 @@
+//! `templar-node train`: one node alone on the embedded corpus or the user's data, with a
+//! progress bar and a final report (text or JSON).
+
+use crate::data::{self, Pages};
+use crate::hparams::Hparams;
+use crate::model::default_device;
+use crate::train::train_alone;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where the training tokens come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// The corpus built into the binary.
+    Embedded,
+    /// A folder of .txt / .jsonl documents, tokenised with this tokenizer.json (default: the
+    /// embedded tokenizer).
+    Text {
+        dir: PathBuf,
+        tokenizer: Option<PathBuf>,
+    },
+    /// A folder of pre-tokenised uint32 .npy shards.
+    Npy(PathBuf),
+}
+
+impl DataSource {
+    pub fn tokens(&self) -> anyhow::Result<Arc<Vec<u32>>> {
+        Ok(match self {
+            DataSource::Embedded => data::embedded_tokens()?,
+            DataSource::Npy(dir) => Arc::new(data::npy_dir_tokens(dir)?),
+            DataSource::Text { dir, tokenizer } => {
+                let tok = data::load_tokenizer(tokenizer.as_deref())?;
+                let docs = data::text_dir_documents(dir)?;
+                Arc::new(data::tokenize_documents(&tok, &docs)?)
+            }
+        })
+    }
+}
+
+pub struct TrainOptions {
+    pub hparams: Hparams,
+    pub data: DataSource,
+    pub steps: u64,
+    pub uid: u16,
+    pub json: bool,
+}
+
+pub fn run_train(opts: TrainOptions) -> anyhow::Result<()> {
+    let hp = &opts.hparams;
+    let pages = Pages::new(opts.data.tokens()?, hp.data.seq_len)?;
+    let device = default_device();
+    tracing::info!(
+        model = %hp.model.size,
+        mode = ?hp.outer.mode,
+        pages = pages.num_pages(),
+        ?device,
+        "training alone"
+    );
+    let bar = ProgressBar::new(opts.steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} window {pos}/{len} {msg} [{elapsed}<{eta}]")
+            .context("progress template")?,
+    );
+    let report = train_alone(hp, &pages, opts.steps, opts.uid, device, |p| {
+        bar.set_position(p.window + 1);
+        bar.set_message(format!(
+            "loss {:.4}  {:.0} tok/s  payload {} B",
+            p.loss, p.tokens_per_sec, p.payload_bytes
+        ));
+    })?;
+    bar.finish();
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} parameters, {} windows: held-out loss {:.4} -> {:.4}, {:.0} tokens/s, payload {} bytes",
+            report.parameters,
+            report.windows,
+            report.initial_eval_loss,
+            report.final_eval_loss,
+            report.tokens_per_sec,
+            report.payload_bytes
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The torch side of a node: model, update rule, codec, sampler. All methods are
+//! synchronous; the async roles call them inside `block_in_place`.
+
+use crate::checkpoint::{self, CheckpointError, CheckpointPointer};
+use crate::codec::{Codec, Selected};
+use crate::data::{PageSampler, Pages, window_batches};
+use crate::hparams::{Hparams, HparamsError};
+use crate::model::Llama;
+use crate::optim::{OptimError, WindowOptimizer, WindowStats};
+use tch::{Device, Tensor};
+use templar_protocol::Hotkey;
+use templar_protocol::payload::{Payload, PayloadError, PayloadMeta, PayloadValidator};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Hparams(#[from] HparamsError),
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the data needs a vocabulary of {needed}, the model has {vocab}")]
+    Vocab { needed: u32, vocab: i64 },
+}
+
+pub struct Engine {
+    pub model: Llama,
+    pub opt: WindowOptimizer,
+    pub codec: Codec,
+    pub sampler: PageSampler,
+    pub digest: String,
+    hp: Hparams,
+    pages: Pages,
+}
+
+impl Engine {
+    /// Every node starts from the same initialisation (seeded by the data seed).
+    pub fn new(hp: &Hparams, pages: &Pages, device: Device) -> Result<Self, EngineError> {
+        let cfg = hp.model_config()?;
+        if pages.vocab_needed() as i64 > cfg.vocab_size {
+            return Err(EngineError::Vocab {
+                needed: pages.vocab_needed(),
+                vocab: cfg.vocab_size,
+            });
+        }
+        let model = Llama::new(&cfg, device, hp.data.seed as i64);
+        let shapes: Vec<(String, Vec<i64>)> = model
+            .named_parameters()
+            .iter()
+            .map(|(n, t)| (n.clone(), t.size()))
+            .collect();
+        Ok(Self {
+            opt: WindowOptimizer::new(hp, &model)?,
+            codec: Codec::new(&hp.codec, &shapes),
+            sampler: PageSampler::new(pages.num_pages(), hp.data.pages_per_window, hp.data.seed),
+            digest: hp.digest(),
+            model,
+            hp: hp.clone(),
+            pages: pages.clone(),
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.model.device()
+    }
+
+    /// Train on uid's pages of window `w` and return the stats and the payload bytes.
+    pub fn train_and_compress(
+        &mut self,
+        uid: u16,
+        hotkey: &Hotkey,
+        w: u64,
+    ) -> Result<(WindowStats, Vec<u8>), EngineError> {
+        let assigned = self.sampler.pages(uid, w);
+        let batches: Vec<Tensor> = window_batches(
+            &assigned,
+            self.hp.batches_per_window(),
+            self.hp.data.batch_size,
+        )
+        .iter()
+        .map(|b| self.pages.batch(b, self.device()))
+        .collect();
+        let stats = self.opt.train_window(&self.model, &batches)?;
+        let meta = PayloadMeta {
+            window: w,
+            uid,
+            hotkey: hotkey.clone(),
+            hparams_digest: self.digest.clone(),
+        };
+        let bytes = self
+            .opt
+            .compress(&self.codec, meta)
+            .to_bytes(&self.codec.spec);
+        Ok((stats, bytes))
+    }
+
+    /// The validator for peers' payloads: this model's codec and hyperparameter digest.
+    pub fn payload_validator(&self) -> PayloadValidator<'_> {
+        PayloadValidator::new(&self.codec.spec).with_hparams_digest(self.digest.clone())
+    }
+
+    /// Validate a peer's bytes as the payload of (uid, w).
+    pub fn decode(&self, bytes: &[u8], uid: u16, w: u64) -> Result<Payload, PayloadError> {
+        self.payload_validator().validate_for(bytes, uid, w)
+    }
+
+    pub fn selected(&self, p: &Payload) -> Vec<Selected> {
+        self.codec.selected(p, self.device())
+    }
+
+    /// The outer step with these peers' payloads (own included, in uid order).
+    pub fn apply(&mut self, peers: &[Payload]) {
+        let sel: Vec<Vec<Selected>> = peers.iter().map(|p| self.selected(p)).collect();
+        self.opt.apply(&self.codec, &sel);
+    }
+
+    pub fn global_step(&self) -> u64 {
+        self.opt.outer_step
+    }
+
+    fn loss_on(&self, pages: &[u64]) -> f64 {
+        tch::no_grad(|| {
+            self.model
+                .loss(&self.pages.batch(pages, self.device()))
+                .double_value(&[])
+        })
+    }
+
+    /// Loss improvement from applying one miner's update alone, on its own pages of window
+    /// `w` and on random pages: (own, random). The model is restored afterwards.
+    pub fn evaluate(&self, uid: u16, w: u64, payload: &Payload, eval_pages: u64) -> (f64, f64) {
+        let own: Vec<u64> = self
+            .sampler
+            .pages(uid, w)
+            .into_iter()
+            .take(eval_pages as usize)
+            .collect();
+        let random = self.sampler.random_pages(w, uid as u64, eval_pages);
+        let before = (self.loss_on(&own), self.loss_on(&random));
+        let delta = self.opt.step_delta(&self.codec, &[self.selected(payload)]);
+        let params = self.opt.params();
+        tch::no_grad(|| {
+            for (p, d) in params.iter().zip(&delta) {
+                let mut p = p.shallow_clone();
+                p -= d;
+            }
+        });
+        let after = (self.loss_on(&own), self.loss_on(&random));
+        tch::no_grad(|| {
+            for (p, d) in params.iter().zip(&delta) {
+                let mut p = p.shallow_clone();
+                p += d;
+            }
+        });
+        (before.0 - after.0, before.1 - after.1)
+    }
+
+    pub fn checkpoint_bytes(&self, window: u64) -> Vec<u8> {
+        let pointer = CheckpointPointer {
+            window,
+            global_step: self.global_step(),
+        };
+        checkpoint::encode(&self.model.named_parameters(), &pointer, &self.digest)
+    }
+
+    pub fn load_checkpoint(&mut self, bytes: &[u8]) -> Result<CheckpointPointer, EngineError> {
+        let pointer = checkpoint::load_into(bytes, &self.model.named_parameters(), &self.digest)?;
+        self.opt.outer_step = pointer.global_step;
+        Ok(pointer)
+    }
+
+    /// Largest absolute difference to another engine's parameters (tests, diagnostics).
+    pub fn max_param_diff(&self, other: &Engine) -> f64 {
+        self.opt
+            .params()
+            .iter()
+            .zip(other.opt.params())
+            .map(|(a, b)| (a - b).abs().max().double_value(&[]))
+            .fold(0.0, f64::max)
+    }
+}

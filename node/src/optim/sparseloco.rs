@@ -1,0 +1,179 @@
+//! SparseLoCo: H inner AdamW steps per window; the parameter change goes into an
+//! error-feedback buffer; the outer step subtracts the merged, norm-clipped peers.
+//!
+//! - train: θ₀ ← θ; H AdamW steps (LR from the schedule over inner steps, gradient clipped);
+//!   δ = θ₀ − θ; θ ← θ₀; e ← β·e + outer_lr·δ.
+//! - peers: each peer's whole-tensor value norm clipped to the (lower) median peer norm; a
+//!   non-finite peer contributes nothing.
+//! - step: θ ← θ − agg (non-finite entries skipped).
+
+use super::{OptimError, UpdateRule, schedule};
+use crate::codec::Selected;
+use crate::hparams::{Hparams, ScheduleParams, SparseLocoParams};
+use crate::model::Llama;
+use tch::{Tensor, nn, nn::OptimizerConfig};
+
+pub struct SparseLoco {
+    params: SparseLocoParams,
+    schedule: ScheduleParams,
+    inner: nn::Optimizer,
+    error: Vec<Tensor>,
+}
+
+/// AdamW with the SparseLoCo inner settings over every variable of `vs`.
+pub fn inner_adamw(s: &SparseLocoParams, vs: &nn::VarStore) -> Result<nn::Optimizer, OptimError> {
+    Ok(nn::AdamW {
+        beta1: s.beta1,
+        beta2: s.beta2,
+        wd: s.weight_decay,
+        eps: s.eps,
+        amsgrad: false,
+    }
+    .build(vs, s.inner_lr)?)
+}
+
+/// One inner AdamW step on `batch` at inner step `step` (LR from the schedule, gradient
+/// clipped when `grad_clip > 0`); returns the loss. The convergence benchmark's AdamW
+/// baseline takes the same steps.
+pub fn inner_step(
+    opt: &mut nn::Optimizer,
+    model: &Llama,
+    batch: &Tensor,
+    step: u64,
+    s: &SparseLocoParams,
+    sched: &ScheduleParams,
+) -> f64 {
+    opt.set_lr(schedule::lr_at(step, s.inner_lr, sched));
+    opt.zero_grad();
+    let loss = model.loss(batch);
+    let value = loss.double_value(&[]);
+    loss.backward();
+    if s.grad_clip > 0.0 {
+        opt.clip_grad_norm(s.grad_clip);
+    }
+    opt.step();
+    value
+}
+
+impl SparseLoco {
+    pub fn new(hp: &Hparams, model: &Llama, params: &[Tensor]) -> Result<Self, OptimError> {
+        Ok(Self {
+            params: hp.sparseloco.clone(),
+            schedule: hp.schedule.clone(),
+            inner: inner_adamw(&hp.sparseloco, &model.vs)?,
+            error: params.iter().map(|p| p.zeros_like()).collect(),
+        })
+    }
+}
+
+impl UpdateRule for SparseLoco {
+    fn current_lr(&self, _outer_step: u64, inner_step: u64) -> f64 {
+        schedule::lr_at(inner_step, self.params.inner_lr, &self.schedule)
+    }
+
+    fn train_window(
+        &mut self,
+        model: &Llama,
+        params: &mut [Tensor],
+        batches: &[Tensor],
+        _lr: f64,
+        steps: &mut u64,
+    ) -> Result<f64, OptimError> {
+        let start: Vec<Tensor> = tch::no_grad(|| params.iter().map(|p| p.copy()).collect());
+        let s = &self.params;
+        let mut loss_sum = 0.0;
+        for b in batches {
+            loss_sum += inner_step(&mut self.inner, model, b, *steps, s, &self.schedule);
+            *steps += 1;
+        }
+        tch::no_grad(|| {
+            for ((p, p0), e) in params.iter_mut().zip(&start).zip(self.error.iter_mut()) {
+                let delta = p0 - &*p;
+                p.copy_(p0);
+                let _ = e.g_mul_scalar_(s.error_decay);
+                *e += delta * s.outer_lr;
+            }
+        });
+        Ok(loss_sum)
+    }
+
+    fn buffer(&self) -> &[Tensor] {
+        &self.error
+    }
+
+    fn buffer_mut(&mut self) -> &mut [Tensor] {
+        &mut self.error
+    }
+
+    fn prepare_peers(&self, peers: &[&Selected]) -> Vec<Selected> {
+        clip_to_median_norm(peers)
+    }
+
+    fn outer_delta(&self, aggregate: Tensor, _lr: f64) -> Tensor {
+        aggregate.nan_to_num(0.0, 0.0, 0.0)
+    }
+}
+
+/// Each peer's whole-tensor value norm clipped to the median peer norm.
+fn clip_to_median_norm(peers: &[&Selected]) -> Vec<Selected> {
+    let norms: Vec<f64> = peers
+        .iter()
+        .map(|p| p.values.norm().double_value(&[]))
+        .collect();
+    let mut sorted: Vec<f64> = norms.iter().copied().filter(|n| n.is_finite()).collect();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    // Lower median: with two peers the smaller norm bounds both.
+    let median = sorted
+        .get(sorted.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0.0);
+    peers
+        .iter()
+        .zip(norms)
+        .map(|(p, n)| {
+            // A non-finite peer contributes nothing (0 * NaN would still be NaN).
+            let values = if n.is_finite() {
+                &p.values * (median / (n + 1e-8)).min(1.0)
+            } else {
+                p.values.zeros_like()
+            };
+            Selected {
+                indices: p.indices.shallow_clone(),
+                values,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    fn sel(values: &[f32]) -> Selected {
+        Selected {
+            indices: Tensor::from_slice(&(0..values.len() as i64).collect::<Vec<_>>())
+                .view([1, -1]),
+            values: Tensor::from_slice(values).view([1, -1]),
+        }
+    }
+
+    #[test]
+    fn median_clipping_scales_only_the_large_peers() {
+        let peers = [sel(&[3.0, 4.0]), sel(&[0.6, 0.8]), sel(&[30.0, 40.0])];
+        let out = clip_to_median_norm(&peers.iter().collect::<Vec<_>>());
+        let norms: Vec<f64> = out
+            .iter()
+            .map(|s| s.values.norm().double_value(&[]))
+            .collect();
+        assert!((norms[0] - 5.0).abs() < 1e-4);
+        assert!((norms[1] - 1.0).abs() < 1e-5);
+        assert!(
+            (norms[2] - 5.0).abs() < 1e-4,
+            "the outlier is clipped to the median"
+        );
+        let bad = [sel(&[f32::NAN, 1.0]), sel(&[1.0, 0.0])];
+        let out = clip_to_median_norm(&bad.iter().collect::<Vec<_>>());
+        assert_eq!(out[0].values.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+}

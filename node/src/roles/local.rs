@@ -1,0 +1,170 @@
+//! A whole network in one process, driven in lockstep by a manual clock: the devnet chain
+//! and per-node folders of the filesystem store under one root. Used by the integration
+//! tests and the convergence benchmark; `templar-node devnet` runs real processes instead.
+
+use super::NodeError;
+use super::miner::Miner;
+use super::validator::Validator;
+use crate::data::Pages;
+use crate::hparams::Hparams;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tch::Device;
+use templar_crds::{NodeRole, NodeStatus};
+use templar_protocol::Hotkey;
+use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
+use templar_protocol::chain::{Chain, Commitment, ManualClock, RegisterRequest};
+use templar_protocol::network::NodeContext;
+use templar_protocol::storage::ObjectStore;
+use templar_protocol::storage::fs::FsStore;
+use templar_protocol::storage::retry::RetryPolicy;
+
+pub const BLOCK_MS: u64 = 1000;
+const GENESIS_MS: u64 = 1_700_000_000_000;
+
+pub struct LocalNetwork {
+    root: PathBuf,
+    /// Retry policy and per-peer timeout given to every node's context.
+    pub retry: RetryPolicy,
+    pub peer_timeout: Duration,
+    pub clock: Arc<ManualClock>,
+    pub chain: Arc<DevnetChain>,
+    pub hp: Hparams,
+    pub pages: Pages,
+}
+
+impl LocalNetwork {
+    pub async fn new(root: &Path, hp: Hparams, pages: Pages) -> Result<Self, NodeError> {
+        let chain_store: Arc<dyn ObjectStore> = Arc::new(FsStore::new(root.join("chain")));
+        let genesis = Genesis {
+            genesis_unix_ms: GENESIS_MS,
+            block_time_ms: BLOCK_MS,
+            min_validator_stake: devnet::MIN_VALIDATOR_STAKE,
+        };
+        DevnetChain::init(chain_store.as_ref(), genesis).await?;
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_millis(GENESIS_MS),
+        ));
+        let chain = Arc::new(DevnetChain::open(chain_store, clock.clone()).await?);
+        Ok(Self {
+            root: root.to_path_buf(),
+            retry: RetryPolicy::default(),
+            peer_timeout: Duration::from_secs(30),
+            clock,
+            chain,
+            hp,
+            pages,
+        })
+    }
+
+    /// Register a node with its own bucket (a folder under the root) and commit it.
+    pub async fn context(
+        &self,
+        hotkey: &str,
+        uid: u16,
+        role: NodeRole,
+    ) -> Result<Arc<NodeContext>, NodeError> {
+        let bucket = format!("bucket-{hotkey}");
+        let commitment = Commitment {
+            endpoint: format!("file://{}", self.root.display()),
+            region: "auto".into(),
+            bucket: bucket.clone(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        };
+        let own: Arc<dyn ObjectStore> = Arc::new(FsStore::new(self.root.join(&bucket)));
+        self.context_with(hotkey, uid, role, own, commitment).await
+    }
+
+    /// Register a node whose bucket is `own`, reachable by peers through `commitment`.
+    pub async fn context_with(
+        &self,
+        hotkey: &str,
+        uid: u16,
+        role: NodeRole,
+        own: Arc<dyn ObjectStore>,
+        commitment: Commitment,
+    ) -> Result<Arc<NodeContext>, NodeError> {
+        let hotkey = Hotkey::parse(hotkey)?;
+        let stake = match role {
+            NodeRole::Validator => devnet::VALIDATOR_STAKE,
+            NodeRole::Miner => devnet::MINER_STAKE,
+        };
+        let request = RegisterRequest {
+            stake,
+            uid: Some(uid),
+        };
+        self.chain.register(&hotkey, request).await?;
+        self.chain.commit(&hotkey, &commitment).await?;
+        let status = NodeStatus {
+            role,
+            uid: Some(uid),
+            hotkey: hotkey.to_string(),
+            ..Default::default()
+        };
+        let mut ctx = NodeContext::new(
+            self.hp.clone(),
+            self.chain.clone(),
+            own,
+            hotkey,
+            uid,
+            status,
+        );
+        ctx.retry = self.retry.clone();
+        ctx.peer_timeout = self.peer_timeout;
+        Ok(Arc::new(ctx))
+    }
+
+    pub async fn miner(&self, hotkey: &str, uid: u16) -> Result<Miner, NodeError> {
+        let ctx = self.context(hotkey, uid, NodeRole::Miner).await?;
+        Miner::new(ctx, &self.pages, Device::Cpu)
+    }
+
+    pub async fn validator(&self, hotkey: &str, uid: u16) -> Result<Validator, NodeError> {
+        let ctx = self.context(hotkey, uid, NodeRole::Validator).await?;
+        Validator::new(ctx, &self.pages, Device::Cpu).await
+    }
+
+    /// Move the chain's clock to the first block of window `w`.
+    pub fn enter_window(&self, w: u64) {
+        let ms = GENESIS_MS + w * self.hp.network.blocks_per_window * BLOCK_MS;
+        self.clock
+            .set(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+    }
+
+    /// Enter window `w` and let every given node see it begin now, as running nodes
+    /// polling the chain would (their upload time bounds start here).
+    pub fn enter_window_seen_by(&self, w: u64, nodes: &[&NodeContext]) {
+        self.enter_window(w);
+        for n in nodes {
+            n.observe_window(w);
+        }
+    }
+
+    /// One lockstep window: the validator publishes the peer list, miners train and
+    /// upload, the window closes, everyone gathers and steps.
+    pub async fn window(
+        &self,
+        w: u64,
+        miners: &mut [&mut Miner],
+        validator: &mut Validator,
+    ) -> Result<(), NodeError> {
+        let ctxs: Vec<Arc<NodeContext>> = miners
+            .iter()
+            .map(|m| m.ctx.clone())
+            .chain([validator.ctx.clone()])
+            .collect();
+        let seen: Vec<&NodeContext> = ctxs.iter().map(|c| c.as_ref()).collect();
+        self.enter_window_seen_by(w, &seen);
+        validator.begin_window(w).await?;
+        for m in miners.iter_mut() {
+            m.begin_window(w).await?;
+        }
+        self.enter_window_seen_by(w + 1, &seen);
+        for m in miners.iter_mut() {
+            m.finish_window(w).await?;
+        }
+        validator.finish_window(w).await
+    }
+}

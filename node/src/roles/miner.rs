@@ -1,0 +1,127 @@
+//! The miner: sync, train on its pages, upload, gather, step.
+
+use super::NodeError;
+use crate::checkpoint::CheckpointPointer;
+use crate::data::Pages;
+use crate::engine::Engine;
+use std::sync::Arc;
+use tch::Device;
+use templar_protocol::network::{NodeContext, gather};
+use templar_protocol::storage::StorageError;
+use tokio::task::block_in_place;
+
+pub struct Miner {
+    pub ctx: Arc<NodeContext>,
+    pub engine: Engine,
+}
+
+impl Miner {
+    /// A miner training on `pages` on `device`.
+    pub fn new(ctx: Arc<NodeContext>, pages: &Pages, device: Device) -> Result<Self, NodeError> {
+        let engine = Engine::new(&ctx.hp, pages, device)?;
+        Ok(Self { ctx, engine })
+    }
+
+    /// Load the top validator's latest checkpoint and replay the windows after it up to
+    /// `current` (exclusive) from the stored payloads. Returns the windows replayed.
+    pub async fn catch_up(&mut self, current: u64) -> Result<u64, NodeError> {
+        let ctx = self.ctx.clone();
+        let mg = ctx.chain.metagraph().await?;
+        let Some(validator) = mg.top_validator() else {
+            return Ok(0);
+        };
+        let Some(store) = ctx.peer_store(validator.uid).await? else {
+            return Ok(0);
+        };
+        let mut from = match store.get(&ctx.keys.checkpoint_pointer(), 1 << 20).await {
+            Ok(bytes) => match serde_json::from_slice::<CheckpointPointer>(&bytes) {
+                Ok(p) if p.global_step > self.engine.global_step() && p.window < current => {
+                    let ckpt = store.get(&ctx.keys.checkpoint(p.window), 16 << 30).await?;
+                    let loaded = block_in_place(|| self.engine.load_checkpoint(&ckpt))?;
+                    tracing::info!(
+                        window = loaded.window,
+                        step = loaded.global_step,
+                        "loaded checkpoint"
+                    );
+                    loaded.window + 1
+                }
+                _ => return Ok(0),
+            },
+            Err(StorageError::NotFound { .. }) => {
+                match store.get(&ctx.keys.start_window(), 1 << 10).await {
+                    Ok(bytes) => serde_json::from_slice::<u64>(&bytes).unwrap_or(current),
+                    Err(_) => current,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        from = from.max(current.saturating_sub(ctx.hp.network.retention_windows));
+        let mut replayed = 0;
+        for w in from..current {
+            let peers = ctx.peers_for(w).await?;
+            let (ok, skipped) =
+                gather(&ctx, &self.engine.payload_validator(), w, &peers, None).await;
+            let payloads: Vec<_> = ok.into_iter().map(|(_, p)| p).collect();
+            block_in_place(|| self.engine.apply(&payloads));
+            tracing::info!(
+                window = w,
+                applied = payloads.len(),
+                skipped = skipped.len(),
+                "replayed"
+            );
+            replayed += 1;
+        }
+        ctx.update_status(|s| s.global_step = self.engine.global_step());
+        Ok(replayed)
+    }
+
+    /// Train on this window's pages and upload the payload.
+    pub async fn begin_window(&mut self, w: u64) -> Result<(), NodeError> {
+        let ctx = self.ctx.clone();
+        ctx.observe_window(w);
+        ctx.update_status(|s| s.window = Some(w));
+        let started = std::time::Instant::now();
+        let (stats, bytes) =
+            block_in_place(|| self.engine.train_and_compress(ctx.uid, &ctx.hotkey, w))?;
+        let tokens_per_sec = stats.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        ctx.own_store
+            .put(&ctx.keys.gradient(w, ctx.uid), bytes)
+            .await?;
+        // Retention: drop own gradients older than the retention window.
+        if let Some(old) = w.checked_sub(ctx.hp.network.retention_windows)
+            && let Err(e) = ctx.own_store.delete(&ctx.keys.gradient(old, ctx.uid)).await
+        {
+            tracing::warn!(error = %e, "retention delete failed");
+        }
+        ctx.update_status(|s| {
+            s.last_loss = Some(stats.mean_loss);
+            s.tokens_per_sec = Some(tokens_per_sec);
+            s.last_upload_window = Some(w);
+        });
+        tracing::info!(
+            window = w,
+            loss = stats.mean_loss,
+            tokens_per_sec,
+            "uploaded"
+        );
+        Ok(())
+    }
+
+    /// After the window closed: gather every peer (own included) and take the outer step.
+    pub async fn finish_window(&mut self, w: u64) -> Result<(), NodeError> {
+        let ctx = self.ctx.clone();
+        ctx.observe_window(w + 1);
+        let peers = ctx.peers_for(w).await?;
+        let range = ctx.accept_range(w);
+        let validator = self.engine.payload_validator();
+        let (ok, skipped) = gather(&ctx, &validator, w, &peers, range).await;
+        let payloads: Vec<_> = ok.into_iter().map(|(_, p)| p).collect();
+        block_in_place(|| self.engine.apply(&payloads));
+        ctx.update_status(|s| {
+            s.global_step = self.engine.global_step();
+            s.peers_gathered = payloads.len();
+            s.peers_skipped = skipped;
+        });
+        Ok(())
+    }
+}

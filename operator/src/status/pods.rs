@@ -1,0 +1,80 @@
+//! Each pod's state as the conditions see it: ready, unschedulable, failing, late, starting.
+
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+/// Container waiting reasons that will not fix themselves: Degraded at once.
+const BAD_WAITING_REASONS: [&str; 6] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "RunContainerError",
+];
+
+/// What is wrong with one pod, if anything.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum PodState {
+    Ready,
+    /// Waiting for a node: the scheduler's message.
+    Unschedulable(String),
+    /// A container stuck in a reason from `BAD_WAITING_REASONS`.
+    Failing {
+        reason: String,
+        message: String,
+    },
+    /// Not ready past the startup deadline.
+    Late,
+    Starting,
+}
+
+/// The pod's condition of `type_` (`Ready`, `PodScheduled`, ...), if reported.
+fn pod_condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// The pod's condition of `type_` is `True`.
+pub fn pod_condition_true(pod: &Pod, type_: &str) -> bool {
+    pod_condition(pod, type_).is_some_and(|c| c.status == "True")
+}
+
+pub(super) fn pod_state(pod: &Pod, deadline: SignedDuration, now: Timestamp) -> PodState {
+    let Some(st) = pod.status.as_ref() else {
+        return PodState::Starting;
+    };
+    if pod_condition_true(pod, "Ready") {
+        return PodState::Ready;
+    }
+    for cs in st.container_statuses.iter().flatten() {
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
+            && let Some(reason) = w.reason.as_deref()
+            && BAD_WAITING_REASONS.contains(&reason)
+        {
+            return PodState::Failing {
+                reason: reason.to_string(),
+                message: format!(
+                    "pod {}: {}",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    w.message.as_deref().unwrap_or(reason)
+                ),
+            };
+        }
+    }
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    if created.is_some_and(|c| now.duration_since(c) > deadline) {
+        return PodState::Late;
+    }
+    if let Some(c) = pod_condition(pod, "PodScheduled")
+        && c.status == "False"
+        && c.reason.as_deref() == Some("Unschedulable")
+    {
+        return PodState::Unschedulable(c.message.clone().unwrap_or_default());
+    }
+    PodState::Starting
+}

@@ -1,0 +1,154 @@
+//! The chain as a node sees it: blocks, the metagraph, commitments of bucket read
+//! credentials, and weights. [`devnet::DevnetChain`] keeps its state in the object store (for
+//! one machine and private clusters); a subtensor chain is the next implementation of the
+//! same trait.
+
+pub mod devnet;
+
+use crate::identity::Hotkey;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// Source of "now" for block arithmetic; tests inject [`ManualClock`].
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that moves only when told to.
+pub struct ManualClock(Mutex<SystemTime>);
+
+impl ManualClock {
+    pub fn new(start: SystemTime) -> Self {
+        Self(Mutex::new(start))
+    }
+    pub fn set(&self, t: SystemTime) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+    pub fn advance(&self, d: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *t += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChainError {
+    #[error("chain storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("chain state object {key:?} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("hotkey {0} is not registered")]
+    NotRegistered(Hotkey),
+    #[error("uid {uid} is taken by another hotkey")]
+    UidTaken { uid: u16 },
+    #[error("no free uid (all {0} taken)")]
+    Full(u16),
+    #[error(
+        "the devnet has no genesis object (devnet/genesis.json); `templar-node devnet` writes it"
+    )]
+    NoGenesis,
+    #[error("invalid weights: {0}")]
+    InvalidWeights(String),
+}
+
+/// One registered node.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Neuron {
+    pub uid: u16,
+    pub hotkey: Hotkey,
+    pub stake: f64,
+    pub validator_permit: bool,
+    /// Stake-weighted share of the validators' weights, in [0, 1].
+    pub incentive: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Metagraph {
+    pub block: u64,
+    pub neurons: Vec<Neuron>,
+}
+
+impl Metagraph {
+    pub fn by_hotkey(&self, hotkey: &Hotkey) -> Option<&Neuron> {
+        self.neurons.iter().find(|n| n.hotkey == *hotkey)
+    }
+
+    /// The validator with the most stake (ties: lowest uid).
+    pub fn top_validator(&self) -> Option<&Neuron> {
+        self.neurons
+            .iter()
+            .filter(|n| n.validator_permit)
+            .max_by(|a, b| a.stake.total_cmp(&b.stake).then(b.uid.cmp(&a.uid)))
+    }
+
+    pub fn miners(&self) -> impl Iterator<Item = &Neuron> {
+        self.neurons.iter().filter(|n| !n.validator_permit)
+    }
+}
+
+/// What a node commits on chain: where its bucket is and the key that reads it.
+/// `Debug` hides the secret.
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Commitment {
+    /// `file:///path` for the filesystem store, `http(s)://host:port` for S3.
+    pub endpoint: String,
+    /// S3 signing region (`auto` for R2; Garage and AWS name theirs).
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+fn default_region() -> String {
+    "auto".into()
+}
+
+impl std::fmt::Debug for Commitment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commitment")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What a node asks for when it registers.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RegisterRequest {
+    /// Stake to hold (the devnet sets it; on a public chain stake is added separately).
+    pub stake: f64,
+    /// A particular uid (the devnet honours it; a public chain assigns uids itself).
+    pub uid: Option<u16>,
+}
+
+#[async_trait::async_trait]
+pub trait Chain: Send + Sync {
+    /// Time between blocks, for polling the chain at a useful rate.
+    fn block_interval(&self) -> Duration;
+    async fn current_block(&self) -> Result<u64, ChainError>;
+    /// Make sure `hotkey` holds a uid and return it. Registering again is not an error: it
+    /// returns the uid the hotkey already holds.
+    async fn register(&self, hotkey: &Hotkey, request: RegisterRequest) -> Result<u16, ChainError>;
+    async fn metagraph(&self) -> Result<Metagraph, ChainError>;
+    async fn commit(&self, hotkey: &Hotkey, commitment: &Commitment) -> Result<(), ChainError>;
+    async fn commitment(&self, uid: u16) -> Result<Option<Commitment>, ChainError>;
+    /// Weights by uid from `hotkey` (a validator); they are normalised by the chain.
+    async fn set_weights(&self, hotkey: &Hotkey, weights: &[(u16, f64)]) -> Result<(), ChainError>;
+}

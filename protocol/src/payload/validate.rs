@@ -1,0 +1,386 @@
+//! [`PayloadValidator`]: received bytes checked against this node's codec settings and model,
+//! with a reason for every rejection; it never panics on any input.
+
+use super::pack::{packed_2bit_len, packed_index_len, unpack_2bit, unpack_indices_12bit};
+use super::quant::{Quantized, SCALE_MAX, SCALE_MIN};
+use super::{
+    BlockLayout, CodecHeader, CodecSpec, FORMAT_NAME, FORMAT_VERSION, ParamUpdate, Payload,
+    PayloadMeta, Values, digest_views, f32_from,
+};
+use crate::identity::Hotkey;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::{BTreeMap, HashMap};
+
+/// Room for the safetensors header on top of the tensor bytes in the derived size bound.
+const HEADER_ALLOWANCE: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("payload is {size} bytes, over the bound of {max}")]
+    TooLarge { size: u64, max: u64 },
+    #[error("not a readable safetensors file: {0}")]
+    Malformed(String),
+    #[error("metadata entry {0:?} is missing")]
+    MissingMetadata(&'static str),
+    #[error("not a {FORMAT_NAME} payload (format {0:?})")]
+    WrongFormat(String),
+    #[error("unsupported format version {found:?} (expected {FORMAT_VERSION})")]
+    WrongVersion { found: String },
+    #[error("metadata entry {key:?} is invalid: {reason}")]
+    BadMetadata { key: &'static str, reason: String },
+    #[error("codec settings differ: expected {expected}, payload has {found}")]
+    CodecMismatch { expected: String, found: String },
+    #[error("parameter list differs from the model: {0}")]
+    ParamsMismatch(String),
+    #[error("hyperparameter digest {found} differs from ours ({expected})")]
+    HparamsMismatch { expected: String, found: String },
+    #[error("tensor {0:?} is missing")]
+    MissingTensor(String),
+    #[error("unexpected tensor {0:?}")]
+    ExtraTensor(String),
+    #[error("tensor {tensor:?} has dtype {found}, expected {expected}")]
+    WrongDtype {
+        tensor: String,
+        expected: String,
+        found: String,
+    },
+    #[error("tensor {tensor:?} has shape {found:?}, expected {expected:?}")]
+    WrongShape {
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("parameter {param:?} carries {found} indices, expected {expected} (k per block)")]
+    IndexCount {
+        param: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("digest mismatch: the tensor bytes or metadata were altered")]
+    DigestMismatch,
+    #[error("parameter {param:?} block {block}: index {index} out of range (block size {size})")]
+    IndexOutOfRange {
+        param: String,
+        block: usize,
+        index: u16,
+        size: i64,
+    },
+    #[error("parameter {param:?} block {block}: index {index} repeated")]
+    DuplicateIndex {
+        param: String,
+        block: usize,
+        index: u16,
+    },
+    #[error("parameter {param:?} has non-finite values")]
+    NonFiniteValues { param: String },
+    #[error("parameter {param:?} has non-finite quantisation parameters")]
+    NonFiniteQuantParams { param: String },
+    #[error("parameter {param:?} has scale {scale}, outside ({SCALE_MIN:e}, {SCALE_MAX:e})")]
+    ScaleOutOfRange { param: String, scale: f32 },
+    #[error(
+        "payload is for window {window} uid {uid}, expected window {expected_window} uid {expected_uid}"
+    )]
+    WrongSlot {
+        window: u64,
+        uid: u16,
+        expected_window: u64,
+        expected_uid: u16,
+    },
+}
+
+/// Checks received payloads against this node's model and codec.
+pub struct PayloadValidator<'a> {
+    codec: &'a CodecSpec,
+    max_bytes: u64,
+    expected_hparams: Option<String>,
+}
+
+impl<'a> PayloadValidator<'a> {
+    pub fn new(codec: &'a CodecSpec) -> Self {
+        let max_bytes = match codec.params.max_payload_bytes {
+            0 => expected_tensor_bytes(codec) + HEADER_ALLOWANCE,
+            n => n,
+        };
+        Self {
+            codec,
+            max_bytes,
+            expected_hparams: None,
+        }
+    }
+
+    /// Also require this hyperparameter digest.
+    pub fn with_hparams_digest(mut self, digest: impl Into<String>) -> Self {
+        self.expected_hparams = Some(digest.into());
+        self
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Validate `bytes` as the payload of `uid` for window `window`.
+    pub fn validate_for(
+        &self,
+        bytes: &[u8],
+        uid: u16,
+        window: u64,
+    ) -> Result<Payload, PayloadError> {
+        let p = self.validate(bytes)?;
+        if p.meta.window != window || p.meta.uid != uid {
+            return Err(PayloadError::WrongSlot {
+                window: p.meta.window,
+                uid: p.meta.uid,
+                expected_window: window,
+                expected_uid: uid,
+            });
+        }
+        Ok(p)
+    }
+
+    pub fn validate(&self, bytes: &[u8]) -> Result<Payload, PayloadError> {
+        let size = bytes.len() as u64;
+        if size > self.max_bytes {
+            return Err(PayloadError::TooLarge {
+                size,
+                max: self.max_bytes,
+            });
+        }
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| PayloadError::Malformed(e.to_string()))?;
+        let mut metadata: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let meta = self.check_metadata(&metadata)?;
+
+        // Exactly the expected tensors, with the expected dtypes and shapes.
+        let expected = expected_tensors(self.codec);
+        let views: HashMap<String, TensorView<'_>> = st.tensors().into_iter().collect();
+        for name in expected.keys() {
+            if !views.contains_key(name) {
+                return Err(PayloadError::MissingTensor(name.clone()));
+            }
+        }
+        let mut names: Vec<&String> = views.keys().collect();
+        names.sort();
+        for name in &names {
+            let Some((dtype, shape)) = expected.get(*name) else {
+                return Err(PayloadError::ExtraTensor((*name).clone()));
+            };
+            let v = &views[*name];
+            if v.dtype() != *dtype {
+                return Err(PayloadError::WrongDtype {
+                    tensor: (*name).clone(),
+                    expected: format!("{dtype:?}"),
+                    found: format!("{:?}", v.dtype()),
+                });
+            }
+            if v.shape() != shape.as_slice() {
+                if let Some(param) = name.strip_suffix(".idx")
+                    && v.shape().len() == 1
+                {
+                    return Err(PayloadError::IndexCount {
+                        param: param.to_string(),
+                        expected: shape[0] / 3 * 2,
+                        found: v.shape()[0] / 3 * 2,
+                    });
+                }
+                return Err(PayloadError::WrongShape {
+                    tensor: (*name).clone(),
+                    expected: shape.clone(),
+                    found: v.shape().to_vec(),
+                });
+            }
+        }
+
+        let claimed = metadata
+            .remove("sha256")
+            .ok_or(PayloadError::MissingMetadata("sha256"))?;
+        let actual = digest_views(
+            &metadata,
+            names.iter().map(|n| (n.as_str(), views[*n].data())),
+        );
+        if claimed != actual {
+            return Err(PayloadError::DigestMismatch);
+        }
+
+        let params = self
+            .codec
+            .names
+            .iter()
+            .zip(&self.codec.layouts)
+            .map(|(name, layout)| self.check_param(name, layout, &views))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Payload { meta, params })
+    }
+
+    fn check_metadata(&self, m: &BTreeMap<String, String>) -> Result<PayloadMeta, PayloadError> {
+        let get = |k: &'static str| m.get(k).ok_or(PayloadError::MissingMetadata(k));
+        let format = get("format")?;
+        if format != FORMAT_NAME {
+            return Err(PayloadError::WrongFormat(format.clone()));
+        }
+        let version = get("version")?;
+        if version != FORMAT_VERSION {
+            return Err(PayloadError::WrongVersion {
+                found: version.clone(),
+            });
+        }
+        let bad = |key, reason: String| PayloadError::BadMetadata { key, reason };
+        let window = get("window")?
+            .parse::<u64>()
+            .map_err(|e| bad("window", e.to_string()))?;
+        let uid = get("uid")?
+            .parse::<u16>()
+            .map_err(|e| bad("uid", e.to_string()))?;
+        let hotkey = Hotkey::parse(get("hotkey")?).map_err(|e| bad("hotkey", e.to_string()))?;
+        let hparams_digest = get("hparams_digest")?.clone();
+        let codec: CodecHeader =
+            serde_json::from_str(get("codec")?).map_err(|e| bad("codec", e.to_string()))?;
+        let ours = CodecHeader::from(&self.codec.params);
+        if codec != ours {
+            return Err(PayloadError::CodecMismatch {
+                expected: serde_json::to_string(&ours).unwrap_or_default(),
+                found: serde_json::to_string(&codec).unwrap_or_default(),
+            });
+        }
+        let params: Vec<(String, Vec<i64>)> =
+            serde_json::from_str(get("params")?).map_err(|e| bad("params", e.to_string()))?;
+        let ours = self.codec.shapes();
+        if params != ours {
+            let reason = match params.iter().zip(&ours).find(|(a, b)| a != b) {
+                Some((a, b)) => format!("payload has {a:?} where the model has {b:?}"),
+                None => format!("{} parameters, the model has {}", params.len(), ours.len()),
+            };
+            return Err(PayloadError::ParamsMismatch(reason));
+        }
+        if let Some(expected) = &self.expected_hparams
+            && *expected != hparams_digest
+        {
+            return Err(PayloadError::HparamsMismatch {
+                expected: expected.clone(),
+                found: hparams_digest,
+            });
+        }
+        Ok(PayloadMeta {
+            window,
+            uid,
+            hotkey,
+            hparams_digest,
+        })
+    }
+
+    fn check_param(
+        &self,
+        name: &str,
+        layout: &BlockLayout,
+        views: &HashMap<String, TensorView<'_>>,
+    ) -> Result<ParamUpdate, PayloadError> {
+        let n = layout.num_selected();
+        let idx_bytes = views[&format!("{name}.idx")].data();
+        let indices =
+            unpack_indices_12bit(idx_bytes, n).ok_or_else(|| PayloadError::IndexCount {
+                param: name.into(),
+                expected: n,
+                found: idx_bytes.len() / 3 * 2,
+            })?;
+        let size = layout.block_size();
+        let mut seen = vec![u32::MAX; size.max(1) as usize];
+        for (i, &index) in indices.iter().enumerate() {
+            let block = i / layout.k as usize;
+            if index as i64 >= size {
+                return Err(PayloadError::IndexOutOfRange {
+                    param: name.into(),
+                    block,
+                    index,
+                    size,
+                });
+            }
+            // One stamp per block: a repeated index would count a peer twice in the mean.
+            if seen[index as usize] == block as u32 {
+                return Err(PayloadError::DuplicateIndex {
+                    param: name.into(),
+                    block,
+                    index,
+                });
+            }
+            seen[index as usize] = block as u32;
+        }
+        let val = views[&format!("{name}.val")].data();
+        let values = match self.codec.params.value_bits {
+            32 => {
+                let v = f32_from(val);
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(PayloadError::NonFiniteValues { param: name.into() });
+                }
+                Values::F32(v)
+            }
+            bits => {
+                let qp = f32_from(views[&format!("{name}.qp")].data());
+                if qp.iter().any(|x| !x.is_finite()) {
+                    return Err(PayloadError::NonFiniteQuantParams { param: name.into() });
+                }
+                let scale = qp[1];
+                if !(scale.abs() as f64 > SCALE_MIN && (scale.abs() as f64) < SCALE_MAX) {
+                    return Err(PayloadError::ScaleOutOfRange {
+                        param: name.into(),
+                        scale,
+                    });
+                }
+                let codes = if bits == 2 {
+                    unpack_2bit(val, n).expect("length checked against the shape")
+                } else {
+                    val.to_vec()
+                };
+                Values::Quantized(Quantized {
+                    bits,
+                    codes,
+                    shift: qp[0],
+                    scale,
+                    lookup: qp[2..].to_vec(),
+                })
+            }
+        };
+        debug_assert_eq!(values.len(), n);
+        Ok(ParamUpdate { indices, values })
+    }
+}
+
+/// Name -> (dtype, shape) of every tensor a valid payload holds.
+fn expected_tensors(codec: &CodecSpec) -> HashMap<String, (Dtype, Vec<usize>)> {
+    let bits = codec.params.value_bits;
+    let mut out = HashMap::new();
+    for (name, l) in codec.names.iter().zip(&codec.layouts) {
+        let n = l.num_selected();
+        out.insert(
+            format!("{name}.idx"),
+            (Dtype::U8, vec![packed_index_len(n)]),
+        );
+        match bits {
+            32 => {
+                out.insert(format!("{name}.val"), (Dtype::F32, vec![n]));
+            }
+            b => {
+                let len = if b == 2 { packed_2bit_len(n) } else { n };
+                out.insert(format!("{name}.val"), (Dtype::U8, vec![len]));
+                out.insert(
+                    format!("{name}.qp"),
+                    (Dtype::F32, vec![2 + Quantized::bins(b)]),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Bytes of tensor data in a valid payload for this codec.
+pub fn expected_tensor_bytes(codec: &CodecSpec) -> u64 {
+    expected_tensors(codec)
+        .values()
+        .map(|(dt, shape)| (dt.bitsize() / 8 * shape.iter().product::<usize>()) as u64)
+        .sum()
+}

@@ -1,0 +1,439 @@
+//! The payload validator rejects each kind of malformed payload with its own reason and
+//! never panics, whatever the bytes. Payloads are built here without torch: the protocol
+//! crate checks bytes, not tensors.
+
+use proptest::prelude::*;
+use safetensors::Dtype;
+use std::collections::BTreeMap;
+use templar_crds::hparams::CodecParams;
+use templar_protocol::Hotkey;
+use templar_protocol::payload::pack::{pack_indices_12bit, unpack_indices_12bit};
+use templar_protocol::payload::{
+    CodecSpec, ParamUpdate, Payload, PayloadError, PayloadMeta, PayloadValidator, Quantized,
+    RawTensors, Values, deserialize_raw, serialize,
+};
+
+type Codec = CodecSpec;
+type Tensors = RawTensors;
+
+fn shapes() -> Vec<(String, Vec<i64>)> {
+    // A 2-D weight with 2048-element blocks (so out-of-range indices exist below 4096),
+    // a 1-D norm, and a 2-D tensor with a prime dimension.
+    vec![
+        ("a.weight".into(), vec![64, 32]),
+        ("b.norm".into(), vec![48]),
+        ("c.weight".into(), vec![13, 8]),
+    ]
+}
+
+fn codec(value_bits: u8) -> Codec {
+    let p = CodecParams {
+        topk: 8,
+        value_bits,
+        use_dct: true,
+        ..CodecParams::default()
+    };
+    Codec::new(&p, &shapes())
+}
+
+/// A small deterministic generator (the values only need to vary, not to be random).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// A well-formed update: k distinct block-local indices per block, values per the codec.
+fn valid_payload(codec: &Codec) -> (Payload, Vec<u8>) {
+    let mut rng = Lcg(11);
+    let bits = codec.params.value_bits;
+    let params = codec
+        .layouts
+        .iter()
+        .map(|l| {
+            let size = l.block_size() as u64;
+            let mut indices = Vec::new();
+            for _ in 0..l.num_blocks() {
+                // Consecutive positions from a random start are distinct within the block.
+                let start = rng.next() % size;
+                indices.extend((0..l.k as u64).map(|j| ((start + j) % size) as u16));
+            }
+            let n = indices.len();
+            let values = match bits {
+                32 => Values::F32((0..n).map(|_| rng.next() as f32 / 1e9 - 2.0).collect()),
+                b => {
+                    let bins = Quantized::bins(b);
+                    Values::Quantized(Quantized {
+                        bits: b,
+                        codes: (0..n).map(|_| (rng.next() % bins as u64) as u8).collect(),
+                        shift: 0.01,
+                        scale: 0.05,
+                        lookup: (0..bins)
+                            .map(|i| (i as f32 - bins as f32 / 2.0) * 0.05)
+                            .collect(),
+                    })
+                }
+            };
+            ParamUpdate { indices, values }
+        })
+        .collect();
+    let meta = PayloadMeta {
+        window: 7,
+        uid: 3,
+        hotkey: Hotkey::parse("5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY").unwrap(),
+        hparams_digest: "abc".into(),
+    };
+    let payload = Payload { meta, params };
+    let bytes = payload.to_bytes(codec);
+    (payload, bytes)
+}
+
+/// Re-serialise `bytes` after `f` changed its metadata or tensors (digest recomputed).
+fn mutate(bytes: &[u8], f: impl FnOnce(&mut BTreeMap<String, String>, &mut Tensors)) -> Vec<u8> {
+    let (mut meta, mut tensors) = deserialize_raw(bytes).unwrap();
+    f(&mut meta, &mut tensors);
+    serialize(meta, tensors)
+}
+
+fn reject(codec: &Codec, bytes: &[u8]) -> PayloadError {
+    PayloadValidator::new(codec).validate(bytes).unwrap_err()
+}
+
+#[test]
+fn a_valid_payload_round_trips() {
+    for bits in [2, 8, 32] {
+        let c = codec(bits);
+        let (payload, bytes) = valid_payload(&c);
+        let got = PayloadValidator::new(&c)
+            .with_hparams_digest("abc")
+            .validate(&bytes)
+            .unwrap();
+        assert_eq!(got, payload, "bits {bits}");
+        assert_eq!(got.meta.uid, 3);
+        assert_eq!(got.meta.window, 7);
+    }
+}
+
+#[test]
+fn wrong_format_or_version_is_rejected() {
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    let b = mutate(&bytes, |m, _| {
+        m.insert("version".into(), "2".into());
+    });
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::WrongVersion { found: "2".into() }
+    );
+    let b = mutate(&bytes, |m, _| {
+        m.insert("format".into(), "gradient".into());
+    });
+    assert!(matches!(reject(&c, &b), PayloadError::WrongFormat(_)));
+    let b = mutate(&bytes, |m, _| {
+        m.remove("uid");
+    });
+    assert_eq!(reject(&c, &b), PayloadError::MissingMetadata("uid"));
+    let b = mutate(&bytes, |m, _| {
+        m.insert("window".into(), "-1".into());
+    });
+    assert!(matches!(
+        reject(&c, &b),
+        PayloadError::BadMetadata { key: "window", .. }
+    ));
+    let b = mutate(&bytes, |m, _| {
+        m.insert("hotkey".into(), "two words".into());
+    });
+    assert!(matches!(
+        reject(&c, &b),
+        PayloadError::BadMetadata { key: "hotkey", .. }
+    ));
+}
+
+#[test]
+fn a_payload_for_another_window_or_uid_is_rejected() {
+    let c = codec(2);
+    let (payload, bytes) = valid_payload(&c);
+    let v = PayloadValidator::new(&c);
+    assert_eq!(v.validate_for(&bytes, 3, 7).unwrap(), payload);
+    assert_eq!(
+        v.validate_for(&bytes, 3, 8).unwrap_err(),
+        PayloadError::WrongSlot {
+            window: 7,
+            uid: 3,
+            expected_window: 8,
+            expected_uid: 3
+        }
+    );
+    let err = v.validate_for(&bytes, 4, 7).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "payload is for window 7 uid 3, expected window 7 uid 4"
+    );
+}
+
+#[test]
+fn other_settings_are_rejected() {
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    // Same shapes, other codec: the metadata says so.
+    assert!(matches!(
+        reject(&codec(8), &bytes),
+        PayloadError::CodecMismatch { .. }
+    ));
+    // Another model.
+    let other = Codec::new(&c.params, &[("a.weight".into(), vec![64, 32])]);
+    assert!(matches!(
+        reject(&other, &bytes),
+        PayloadError::ParamsMismatch(_)
+    ));
+    // Another hyperparameter digest.
+    let err = PayloadValidator::new(&c)
+        .with_hparams_digest("xyz")
+        .validate(&bytes)
+        .unwrap_err();
+    assert!(matches!(err, PayloadError::HparamsMismatch { .. }));
+}
+
+#[test]
+fn missing_and_extra_tensors_are_rejected() {
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    let b = mutate(&bytes, |_, t| {
+        t.remove("b.norm.qp");
+    });
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::MissingTensor("b.norm.qp".into())
+    );
+    let b = mutate(&bytes, |_, t| {
+        t.insert("z.extra".into(), (Dtype::U8, vec![1], vec![0]));
+    });
+    assert_eq!(reject(&c, &b), PayloadError::ExtraTensor("z.extra".into()));
+}
+
+#[test]
+fn wrong_dtypes_and_shapes_are_rejected() {
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    let b = mutate(&bytes, |_, t| {
+        let (_, shape, data) = t.remove("a.weight.qp").unwrap();
+        t.insert("a.weight.qp".into(), (Dtype::I32, shape, data));
+    });
+    assert!(matches!(reject(&c, &b), PayloadError::WrongDtype { .. }));
+    let b = mutate(&bytes, |_, t| {
+        let e = t.get_mut("a.weight.val").unwrap();
+        e.1 = vec![e.1[0] / 2, 2];
+    });
+    assert!(matches!(reject(&c, &b), PayloadError::WrongShape { .. }));
+}
+
+#[test]
+fn index_count_other_than_k_is_rejected() {
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    // a.weight: 1 block of 2048, k = 8 -> 8 indices; send 6.
+    let b = mutate(&bytes, |_, t| {
+        let e = t.get_mut("a.weight.idx").unwrap();
+        e.2.truncate(9);
+        e.1 = vec![9];
+    });
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::IndexCount {
+            param: "a.weight".into(),
+            expected: 8,
+            found: 6
+        }
+    );
+}
+
+fn rewrite_indices(bytes: &[u8], param: &str, f: impl FnOnce(&mut Vec<u16>)) -> Vec<u8> {
+    mutate(bytes, |_, t| {
+        let e = t.get_mut(&format!("{param}.idx")).unwrap();
+        let n = e.2.len() / 3 * 2;
+        let mut idx = unpack_indices_12bit(&e.2, n).unwrap();
+        f(&mut idx);
+        e.2 = pack_indices_12bit(&idx);
+    })
+}
+
+#[test]
+fn out_of_range_and_duplicate_indices_are_rejected() {
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    let b = rewrite_indices(&bytes, "a.weight", |idx| idx[3] = 3000);
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::IndexOutOfRange {
+            param: "a.weight".into(),
+            block: 0,
+            index: 3000,
+            size: 2048
+        }
+    );
+    let b = rewrite_indices(&bytes, "a.weight", |idx| idx[5] = idx[2]);
+    assert!(matches!(
+        reject(&c, &b),
+        PayloadError::DuplicateIndex { block: 0, .. }
+    ));
+    // c.weight (13 x 8): blocks of 1 x 8, k = 8; the same index in two blocks is fine,
+    // so permuting within a block keeps the payload valid.
+    let b = rewrite_indices(&bytes, "c.weight", |idx| idx.swap(0, 1));
+    assert!(PayloadValidator::new(&c).validate(&b).is_ok());
+}
+
+fn rewrite_f32(bytes: &[u8], tensor: &str, at: usize, value: f32) -> Vec<u8> {
+    mutate(bytes, |_, t| {
+        let e = t.get_mut(tensor).unwrap();
+        e.2[at * 4..at * 4 + 4].copy_from_slice(&value.to_le_bytes());
+    })
+}
+
+#[test]
+fn non_finite_values_and_quant_params_are_rejected() {
+    let c32 = codec(32);
+    let (_, bytes) = valid_payload(&c32);
+    for v in [f32::NAN, f32::INFINITY] {
+        let b = rewrite_f32(&bytes, "b.norm.val", 2, v);
+        assert_eq!(
+            reject(&c32, &b),
+            PayloadError::NonFiniteValues {
+                param: "b.norm".into()
+            }
+        );
+    }
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    let b = rewrite_f32(&bytes, "a.weight.qp", 0, f32::NAN); // shift
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::NonFiniteQuantParams {
+            param: "a.weight".into()
+        }
+    );
+    let b = rewrite_f32(&bytes, "a.weight.qp", 4, f32::NEG_INFINITY); // a lookup entry
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::NonFiniteQuantParams {
+            param: "a.weight".into()
+        }
+    );
+}
+
+#[test]
+fn scales_outside_the_bounds_are_rejected() {
+    let c = codec(8);
+    let (_, bytes) = valid_payload(&c);
+    for scale in [0.0, 1e-13, 1e4, 5e6] {
+        let b = rewrite_f32(&bytes, "c.weight.qp", 1, scale);
+        assert_eq!(
+            reject(&c, &b),
+            PayloadError::ScaleOutOfRange {
+                param: "c.weight".into(),
+                scale
+            }
+        );
+    }
+}
+
+#[test]
+fn altered_bytes_or_metadata_fail_the_digest() {
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    let (meta, mut tensors) = deserialize_raw(&bytes).unwrap();
+    tensors.get_mut("a.weight.val").unwrap().2[0] ^= 0x55;
+    // Write without recomputing the digest: keep the old sha256 entry.
+    let sha = meta["sha256"].clone();
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, (d, s, b))| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let mut m: std::collections::HashMap<String, String> = meta.clone().into_iter().collect();
+    m.insert("sha256".into(), sha.clone());
+    let b = safetensors::serialize(views, Some(m)).unwrap();
+    assert_eq!(reject(&c, &b), PayloadError::DigestMismatch);
+
+    let (_, tensors) = deserialize_raw(&bytes).unwrap();
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, (d, s, b))| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let mut m: std::collections::HashMap<String, String> = meta.into_iter().collect();
+    m.insert("uid".into(), "4".into()); // claim another sender
+    let b = safetensors::serialize(views, Some(m)).unwrap();
+    assert_eq!(reject(&c, &b), PayloadError::DigestMismatch);
+}
+
+#[test]
+fn oversized_truncated_and_arbitrary_bytes_are_rejected() {
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    let small = CodecParams {
+        max_payload_bytes: 100,
+        ..c.params.clone()
+    };
+    let bounded = Codec::new(&small, &shapes());
+    assert!(matches!(
+        PayloadValidator::new(&bounded).validate(&bytes),
+        Err(PayloadError::TooLarge { max: 100, .. })
+    ));
+    for cut in [0, 4, 8, 20, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            matches!(reject(&c, &bytes[..cut]), PayloadError::Malformed(_)),
+            "cut {cut}"
+        );
+    }
+    assert!(matches!(
+        reject(&c, b"not a payload at all"),
+        PayloadError::Malformed(_)
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let c = codec(2);
+        prop_assert!(PayloadValidator::new(&c).validate(&bytes).is_err());
+    }
+
+    #[test]
+    fn random_mutations_never_panic(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let c = codec(2);
+        let (original, bytes) = valid_payload(&c);
+        let mut b = bytes.clone();
+        for (at, x) in &flips {
+            let i = at.index(b.len());
+            b[i] ^= x | 1;
+        }
+        if truncate {
+            b.truncate(cut.index(b.len()));
+        }
+        // Any outcome but a panic; what is accepted (e.g. a flip inside header whitespace)
+        // carries exactly the original content, as the digest guarantees.
+        if let Ok(p) = PayloadValidator::new(&c).validate(&b) {
+            prop_assert_eq!(p, original);
+        }
+    }
+}
