@@ -135,7 +135,7 @@ fn node_args(role: NodeRole) -> Vec<String> {
     args.push(format!("0.0.0.0:{STATUS_PORT}"));
     if role == NodeRole::Validator {
         args.push("--stake".into());
-        args.push(devnet::VALIDATOR_STAKE.to_string());
+        args.push(devnet::stake_for(role).to_string());
         args.push("--init-devnet-block-ms".into());
         args.push(DEVNET_BLOCK_MS.into());
     }

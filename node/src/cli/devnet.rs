@@ -170,10 +170,7 @@ fn spawn_nodes(
     let mut children = Children(Vec::new());
     for (uid, n) in nodes.iter().enumerate() {
         let log = std::fs::File::create(opts.out.join("logs").join(format!("{}.log", n.name)))?;
-        let stake = match n.role {
-            NodeRole::Validator => devnet::VALIDATOR_STAKE,
-            NodeRole::Miner => devnet::MINER_STAKE,
-        };
+        let stake = devnet::stake_for(n.role);
         let child = Command::new(&exe)
             .args(["run", "--role", n.role.as_str(), "--hotkey", &n.name])
             .args(["--uid", &uid.to_string()])

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-use templar_crds::{MinerScore, NodeRole, NodeStatus};
+use templar_crds::{MinerScore, NodeStatus};
 
 type Shared = Arc<Mutex<NodeStatus>>;
 /// A gauge with one sample per scored miner: name, help, value.
@@ -47,11 +47,11 @@ pub fn router(status: Shared) -> Router {
 
 /// Prometheus text exposition of the status.
 pub fn render_metrics(s: &NodeStatus) -> String {
-    let role = match s.role {
-        NodeRole::Miner => "miner",
-        NodeRole::Validator => "validator",
-    };
-    let labels = format!("role=\"{role}\",uid=\"{}\"", s.uid.map_or(-1, |u| u as i64));
+    let labels = format!(
+        "role=\"{}\",uid=\"{}\"",
+        s.role,
+        s.uid.map_or(-1, |u| u as i64)
+    );
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: Option<f64>| {
         if let Some(v) = value {
@@ -133,6 +133,7 @@ pub async fn serve(listener: tokio::net::TcpListener, status: Shared) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
+    use templar_crds::NodeRole;
 
     #[tokio::test]
     async fn endpoints_answer() {

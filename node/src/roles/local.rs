@@ -87,12 +87,8 @@ impl LocalNetwork {
         commitment: Commitment,
     ) -> Result<Arc<NodeContext>, NodeError> {
         let hotkey = Hotkey::parse(hotkey)?;
-        let stake = match role {
-            NodeRole::Validator => devnet::VALIDATOR_STAKE,
-            NodeRole::Miner => devnet::MINER_STAKE,
-        };
         let request = RegisterRequest {
-            stake,
+            stake: devnet::stake_for(role),
             uid: Some(uid),
         };
         self.chain.register(&hotkey, request).await?;

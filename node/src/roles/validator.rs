@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tch::Device;
-use templar_crds::MinerScore;
+use templar_crds::{MinerScore, SkippedPeer};
 use templar_protocol::network::{NodeContext, gather};
+use templar_protocol::payload::Payload;
 use templar_protocol::storage::StorageError;
 use tokio::task::block_in_place;
 
@@ -156,15 +157,34 @@ impl Validator {
     /// Window `w` has closed: gather, score, step, set weights, checkpoint, persist.
     pub async fn finish_window(&mut self, w: u64) -> Result<(), NodeError> {
         let ctx = self.ctx.clone();
-        let n = ctx.hp.network.clone();
         ctx.observe_window(w + 1);
         let peers = ctx.peers_for(w).await?;
         let range = ctx.accept_range(w);
         let (ok, skipped) = gather(&ctx, &self.engine.payload_validator(), w, &peers, range).await;
+        // Score on the model as it was before this window's step.
+        self.score(w, &peers, &ok);
+        let submitted = ok.len();
+        let payloads: Vec<_> = ok.into_iter().map(|(_, p)| p).collect();
+        block_in_place(|| self.engine.apply(&payloads));
 
-        // Score the chosen miners on the model as it was before this window's step.
-        let submitted: Vec<u16> = ok.iter().map(|(u, _)| *u).collect();
-        let chosen = choose_for_eval(&peers, w, n.eval_miners);
+        let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
+        self.publish(w, &weights).await?;
+        self.state.last_window = Some(w);
+        ctx.own_store
+            .put(
+                STATE_KEY,
+                serde_json::to_vec_pretty(&self.state).expect("json"),
+            )
+            .await?;
+        self.report(submitted, skipped, &weights);
+        Ok(())
+    }
+
+    /// Update the moving average of each miner chosen for evaluation in window `w`; miners
+    /// no longer listed stop counting.
+    fn score(&mut self, w: u64, peers: &[u16], ok: &[(u16, Payload)]) {
+        let n = &self.ctx.hp.network;
+        let chosen = choose_for_eval(peers, w, n.eval_miners);
         for uid in &chosen {
             let entry = self.state.scores.entry(*uid).or_default();
             match ok.iter().find(|(u, _)| u == uid) {
@@ -184,15 +204,16 @@ impl Validator {
                 }
             }
         }
-        // Miners no longer listed stop counting.
         self.state.scores.retain(|uid, _| peers.contains(uid));
+    }
 
-        let payloads: Vec<_> = ok.into_iter().map(|(_, p)| p).collect();
-        block_in_place(|| self.engine.apply(&payloads));
-
-        let weights = weights_from_scores(&self.state.scores, n.softmax_temperature);
+    /// Weights on chain every `weights_every` windows; the top validator's checkpoint (and
+    /// then its pointer) every `checkpoint_every` windows.
+    async fn publish(&mut self, w: u64, weights: &[(u16, f64)]) -> Result<(), NodeError> {
+        let ctx = self.ctx.clone();
+        let n = &ctx.hp.network;
         if (w + 1).is_multiple_of(n.weights_every) && !weights.is_empty() {
-            match ctx.chain.set_weights(&ctx.hotkey, &weights).await {
+            match ctx.chain.set_weights(&ctx.hotkey, weights).await {
                 Ok(()) => self.state.last_weights_window = Some(w),
                 Err(e) => tracing::warn!(error = %e, "set_weights failed"),
             }
@@ -213,14 +234,11 @@ impl Validator {
                 .await?;
             self.state.last_checkpoint_window = Some(w);
         }
-        self.state.last_window = Some(w);
-        ctx.own_store
-            .put(
-                STATE_KEY,
-                serde_json::to_vec_pretty(&self.state).expect("json"),
-            )
-            .await?;
+        Ok(())
+    }
 
+    /// The window's scores and weights into the node's `/status`.
+    fn report(&self, submitted: usize, skipped: Vec<SkippedPeer>, weights: &[(u16, f64)]) {
         let scores: Vec<MinerScore> = self
             .state
             .scores
@@ -233,15 +251,14 @@ impl Validator {
                 weight: weights.iter().find(|(u, _)| *u == uid).map_or(0.0, |x| x.1),
             })
             .collect();
-        ctx.update_status(|s| {
+        self.ctx.update_status(|s| {
             s.global_step = self.engine.global_step();
-            s.peers_gathered = submitted.len();
+            s.peers_gathered = submitted;
             s.peers_skipped = skipped;
             s.scores = scores;
             s.last_weights_window = self.state.last_weights_window;
             s.last_checkpoint_window = self.state.last_checkpoint_window;
         });
-        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
+use templar_crds::NodeRole;
 
 const MAX_STATE_BYTES: u64 = 1 << 20;
 /// Uids available on the devnet.
@@ -24,6 +25,14 @@ pub const MIN_VALIDATOR_STAKE: f64 = 1000.0;
 /// [`MIN_VALIDATOR_STAKE`]); miners register with [`MINER_STAKE`].
 pub const VALIDATOR_STAKE: f64 = 5000.0;
 pub const MINER_STAKE: f64 = 0.0;
+
+/// The stake a node of `role` registers with on the devnet.
+pub fn stake_for(role: NodeRole) -> f64 {
+    match role {
+        NodeRole::Validator => VALIDATOR_STAKE,
+        NodeRole::Miner => MINER_STAKE,
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Genesis {

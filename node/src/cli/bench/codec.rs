@@ -53,6 +53,83 @@ pub struct CodecBench {
     pub compression_ratio: f64,
 }
 
+/// Encode and decode timings of one parameter shape (`count` parameters have it).
+fn measure_shape(
+    codec_params: &CodecParams,
+    shape: Vec<i64>,
+    count: usize,
+    peers: usize,
+    reps: usize,
+    device: Device,
+) -> ShapeFigures {
+    let codec = Codec::new(codec_params, &[("p".into(), shape.clone())]);
+    let validator = PayloadValidator::new(&codec.spec);
+    let layout = &codec.spec.layouts[0];
+    let encode = |uid: u16, x: &Tensor| {
+        let sel = codec.encode(std::slice::from_ref(x));
+        codec
+            .to_payload(bench_meta(uid), &sel)
+            .to_bytes(&codec.spec)
+    };
+    let inputs: Vec<Tensor> = (0..peers)
+        .map(|_| Tensor::randn(shape.as_slice(), (Kind::Float, device)))
+        .collect();
+    let mut bytes = Vec::new();
+    let encode_ms = time_ms(reps, || {
+        bytes = encode(0, &inputs[0]);
+        sync(device);
+    });
+    let payloads: Vec<Vec<u8>> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| encode(i as u16, x))
+        .collect();
+    let decode = |n: usize| {
+        let sel: Vec<_> = payloads[..n]
+            .iter()
+            .map(|b| {
+                let payload = validator.validate(b).expect("own payload is valid");
+                codec.selected(&payload, device)
+            })
+            .collect();
+        let refs: Vec<_> = sel.iter().map(|s| &s[0]).collect();
+        let out = codec.batch_decode(layout, &refs);
+        sync(device);
+        out
+    };
+    let decode_1_ms = time_ms(reps, || {
+        let _ = decode(1);
+    });
+    let decode_n_ms = time_ms(reps, || {
+        let _ = decode(peers);
+    });
+    ShapeFigures {
+        block: [layout.h, layout.w],
+        k: layout.k,
+        shape,
+        count,
+        encode_ms,
+        decode_1_ms,
+        decode_n_ms,
+        payload_bytes: bytes.len(),
+    }
+}
+
+/// Bytes of a whole-model payload: one real serialisation, header included (encoded one
+/// parameter at a time, so the model's fp32 tensors never all exist at once).
+fn model_payload_bytes(cfg: &ModelConfig, codec_params: &CodecParams, device: Device) -> usize {
+    let full = Codec::new(codec_params, &parameter_shapes(cfg));
+    let selected: Vec<_> = full
+        .spec
+        .layouts
+        .iter()
+        .map(|l| full.encode_tensor(l, &Tensor::randn(l.shape.as_slice(), (Kind::Float, device))))
+        .collect();
+    full.to_payload(bench_meta(0), &selected)
+        .to_bytes(&full.spec)
+        .len()
+}
+
 pub fn codec_bench(
     model: &str,
     cfg: &ModelConfig,
@@ -67,79 +144,17 @@ pub fn codec_bench(
         *by_shape.entry(shape).or_default() += 1;
     }
     tch::manual_seed(0);
-    let mut shapes = Vec::new();
-    for (shape, count) in by_shape {
-        let codec = Codec::new(codec_params, &[("p".into(), shape.clone())]);
-        let validator = PayloadValidator::new(&codec.spec);
-        let layout = &codec.spec.layouts[0];
-        let encode = |uid: u16, x: &Tensor| {
-            let sel = codec.encode(std::slice::from_ref(x));
-            codec
-                .to_payload(bench_meta(uid), &sel)
-                .to_bytes(&codec.spec)
-        };
-        let inputs: Vec<Tensor> = (0..peers)
-            .map(|_| Tensor::randn(shape.as_slice(), (Kind::Float, device)))
-            .collect();
-        let mut bytes = Vec::new();
-        let encode_ms = time_ms(reps, || {
-            bytes = encode(0, &inputs[0]);
-            sync(device);
-        });
-        let payloads: Vec<Vec<u8>> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, x)| encode(i as u16, x))
-            .collect();
-        let decode = |n: usize| {
-            let sel: Vec<_> = payloads[..n]
-                .iter()
-                .map(|b| {
-                    let payload = validator.validate(b).expect("own payload is valid");
-                    codec.selected(&payload, device)
-                })
-                .collect();
-            let refs: Vec<_> = sel.iter().map(|s| &s[0]).collect();
-            let out = codec.batch_decode(layout, &refs);
-            sync(device);
-            out
-        };
-        let decode_1_ms = time_ms(reps, || {
-            let _ = decode(1);
-        });
-        let decode_n_ms = time_ms(reps, || {
-            let _ = decode(peers);
-        });
-        shapes.push(ShapeFigures {
-            block: [layout.h, layout.w],
-            k: layout.k,
-            shape,
-            count,
-            encode_ms,
-            decode_1_ms,
-            decode_n_ms,
-            payload_bytes: bytes.len(),
-        });
-    }
+    let shapes: Vec<ShapeFigures> = by_shape
+        .into_iter()
+        .map(|(shape, count)| measure_shape(codec_params, shape, count, peers, reps, device))
+        .collect();
     let sum = |f: &dyn Fn(&ShapeFigures) -> f64| {
         shapes.iter().map(|s| f(s) * s.count as f64).sum::<f64>()
     };
     let total_encode_ms = sum(&|s| s.encode_ms);
     let total_decode_1_ms = sum(&|s| s.decode_1_ms);
     let total_decode_n_ms = sum(&|s| s.decode_n_ms);
-    // Whole-model payload: one real serialisation, header included (encoded one parameter
-    // at a time, so the model's fp32 tensors never all exist at once).
-    let full = Codec::new(codec_params, &parameter_shapes(cfg));
-    let selected: Vec<_> = full
-        .spec
-        .layouts
-        .iter()
-        .map(|l| full.encode_tensor(l, &Tensor::randn(l.shape.as_slice(), (Kind::Float, device))))
-        .collect();
-    let payload_bytes = full
-        .to_payload(bench_meta(0), &selected)
-        .to_bytes(&full.spec)
-        .len();
+    let payload_bytes = model_payload_bytes(cfg, codec_params, device);
     let parameters: i64 = parameter_shapes(cfg)
         .iter()
         .map(|(_, s)| s.iter().product::<i64>())
