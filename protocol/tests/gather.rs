@@ -1,0 +1,182 @@
+//! Gathering a window without torch: peers found through the devnet chain's commitments,
+//! each payload fetched from its owner's bucket and validated, or left out with a reason.
+
+mod common;
+
+use common::{codec, payload_for};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use templar_crds::NodeStatus;
+use templar_crds::hparams::Hparams;
+use templar_protocol::Hotkey;
+use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
+use templar_protocol::chain::{Chain, Commitment, ManualClock, RegisterRequest};
+use templar_protocol::network::{NodeContext, gather};
+use templar_protocol::payload::PayloadValidator;
+use templar_protocol::storage::ObjectStore;
+use templar_protocol::storage::fs::FsStore;
+
+struct Network {
+    root: tempfile::TempDir,
+    chain: Arc<DevnetChain>,
+}
+
+impl Network {
+    async fn new() -> Network {
+        let root = tempfile::tempdir().unwrap();
+        let chain_store: Arc<dyn ObjectStore> = Arc::new(FsStore::new(root.path().join("chain")));
+        let genesis = Genesis {
+            genesis_unix_ms: 1_000,
+            block_time_ms: 1_000,
+            min_validator_stake: devnet::MIN_VALIDATOR_STAKE,
+        };
+        DevnetChain::init(chain_store.as_ref(), genesis)
+            .await
+            .unwrap();
+        let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(100)));
+        let chain = Arc::new(DevnetChain::open(chain_store, clock).await.unwrap());
+        Network { root, chain }
+    }
+
+    /// Register `name` at `uid`; with `commit`, its bucket is a folder under the root.
+    async fn node(&self, name: &str, uid: u16, stake: f64, commit: bool) -> Arc<dyn ObjectStore> {
+        let hotkey = Hotkey::parse(name).unwrap();
+        let request = RegisterRequest {
+            stake,
+            uid: Some(uid),
+        };
+        self.chain.register(&hotkey, request).await.unwrap();
+        let bucket = format!("bucket-{name}");
+        if commit {
+            let commitment = Commitment {
+                endpoint: format!("file://{}", self.root.path().display()),
+                region: "auto".into(),
+                bucket: bucket.clone(),
+                access_key_id: String::new(),
+                secret_access_key: String::new(),
+            };
+            self.chain.commit(&hotkey, &commitment).await.unwrap();
+        }
+        Arc::new(FsStore::new(self.root.path().join(bucket)))
+    }
+
+    async fn context(&self, name: &str, uid: u16) -> NodeContext {
+        let own = self.node(name, uid, devnet::VALIDATOR_STAKE, true).await;
+        let hotkey = Hotkey::parse(name).unwrap();
+        NodeContext::new(
+            Hparams::default(),
+            self.chain.clone(),
+            own,
+            hotkey,
+            uid,
+            NodeStatus::default(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn each_peer_is_gathered_or_skipped_with_its_reason() {
+    let net = Network::new().await;
+    let ctx = net.context("validator", 0).await;
+    let spec = codec(2);
+    let validator = PayloadValidator::new(&spec);
+    let w = 5;
+    let key = |uid| ctx.keys.gradient(w, uid);
+
+    let honest = net.node("honest", 1, 0.0, true).await;
+    let (expected, bytes) = payload_for(&spec, w, 1);
+    honest.put(&key(1), bytes).await.unwrap();
+    // Last window's payload uploaded again under this window's key.
+    let stale = net.node("stale", 2, 0.0, true).await;
+    stale
+        .put(&key(2), payload_for(&spec, w - 1, 2).1)
+        .await
+        .unwrap();
+    // Registered and committed, uploads nothing.
+    net.node("absent", 3, 0.0, true).await;
+    let garbage = net.node("garbage", 4, 0.0, true).await;
+    garbage
+        .put(&key(4), b"not a payload".to_vec())
+        .await
+        .unwrap();
+    // Registered without a commitment: no bucket to read.
+    net.node("silent", 9, 0.0, false).await;
+
+    // Listed twice and out of order: gathered once, merged in uid order.
+    let peers = [9, 4, 3, 2, 1, 1];
+    let (ok, skipped) = gather(&ctx, &validator, w, &peers, None).await;
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0], (1, expected));
+    let reasons: Vec<(u16, &str)> = skipped.iter().map(|s| (s.uid, s.reason.as_str())).collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(
+        reasons[0],
+        (
+            2,
+            "invalid: payload is for window 4 uid 2, expected window 5 uid 2"
+        )
+    );
+    assert_eq!(reasons[1], (3, "missing"));
+    assert_eq!(reasons[2].0, 4);
+    assert!(
+        reasons[2]
+            .1
+            .starts_with("invalid: not a readable safetensors file"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[3], (9, "no commitment on chain"));
+}
+
+#[tokio::test]
+async fn uploads_outside_the_window_bounds_are_too_early_or_too_late() {
+    let net = Network::new().await;
+    let ctx = net.context("validator", 0).await;
+    let spec = codec(8);
+    let validator = PayloadValidator::new(&spec);
+    let miner = net.node("miner", 1, 0.0, true).await;
+    miner
+        .put(&ctx.keys.gradient(3, 1), payload_for(&spec, 3, 1).1)
+        .await
+        .unwrap();
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let cases = [
+        (Some((now + hour, now + 2 * hour)), Some("too early")),
+        (Some((now - 2 * hour, now - hour)), Some("too late")),
+        (Some((now - hour, now + hour)), None),
+        (None, None),
+    ];
+    for (range, reason) in cases {
+        let (ok, skipped) = gather(&ctx, &validator, 3, &[1], range).await;
+        match reason {
+            Some(r) => {
+                assert!(ok.is_empty());
+                assert_eq!(skipped[0].reason, r);
+            }
+            None => assert_eq!((ok.len(), skipped.len()), (1, 0), "{skipped:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_list_comes_from_the_top_validator_or_the_committed_miners() {
+    let net = Network::new().await;
+    let ctx = net.context("validator", 0).await;
+    net.node("m1", 1, 0.0, true).await;
+    net.node("m2", 2, 0.0, true).await;
+    net.node("uncommitted", 3, 0.0, false).await;
+    // Nothing published: the registered miners with a commitment.
+    assert_eq!(ctx.peers_for(8).await.unwrap(), vec![1, 2]);
+    // Published by the top validator (this node): that list.
+    ctx.own_store
+        .put(&ctx.keys.peers(8), b"[2]".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(ctx.peers_for(8).await.unwrap(), vec![2]);
+    // Unreadable list: back to the committed miners.
+    ctx.own_store
+        .put(&ctx.keys.peers(9), b"{not json".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(ctx.peers_for(9).await.unwrap(), vec![1, 2]);
+}
