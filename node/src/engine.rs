@@ -127,7 +127,10 @@ impl Engine {
     }
 
     /// Loss improvement from applying one miner's update alone, on its own pages of window
-    /// `w` and on random pages: (own, random). The model is restored afterwards.
+    /// `w` and on random pages: (own, random). The parameters are restored afterwards by
+    /// copying a snapshot back: subtracting the update again would not restore them when it
+    /// is huge (θ − d + d loses θ once |d| dwarfs it), so one extreme payload could wipe the
+    /// validator's model.
     pub fn evaluate(&self, uid: u16, w: u64, payload: &Payload, eval_pages: u64) -> (f64, f64) {
         let own: Vec<u64> = self
             .sampler
@@ -139,6 +142,7 @@ impl Engine {
         let before = (self.loss_on(&own), self.loss_on(&random));
         let delta = self.opt.step_delta(&self.codec, &[self.selected(payload)]);
         let params = self.opt.params();
+        let snapshot: Vec<Tensor> = tch::no_grad(|| params.iter().map(|p| p.copy()).collect());
         tch::no_grad(|| {
             for (p, d) in params.iter().zip(&delta) {
                 let mut p = p.shallow_clone();
@@ -147,9 +151,8 @@ impl Engine {
         });
         let after = (self.loss_on(&own), self.loss_on(&random));
         tch::no_grad(|| {
-            for (p, d) in params.iter().zip(&delta) {
-                let mut p = p.shallow_clone();
-                p += d;
+            for (p, saved) in params.iter().zip(&snapshot) {
+                p.shallow_clone().copy_(saved);
             }
         });
         (before.0 - after.0, before.1 - after.1)
@@ -177,5 +180,47 @@ impl Engine {
             .zip(other.opt.params())
             .map(|(a, b)| (a - b).abs().max().double_value(&[]))
             .fold(0.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::embedded_tokens;
+    use templar_protocol::payload::Values;
+
+    fn engine() -> Engine {
+        let path = format!(
+            "{}/../hparams/tiny-sparseloco.toml",
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+        );
+        let mut hp = Hparams::load(std::path::Path::new(&path)).unwrap();
+        hp.sparseloco.inner_steps = 2;
+        let pages = Pages::new(embedded_tokens().unwrap(), hp.data.seq_len).unwrap();
+        Engine::new(&hp, &pages, Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn evaluating_an_extreme_update_leaves_the_parameters_exactly_as_they_were() {
+        let mut e = engine();
+        let hotkey = Hotkey::parse("m1").unwrap();
+        let (_, bytes) = e.train_and_compress(1, &hotkey, 0).unwrap();
+        let mut payload = e.decode(&bytes, 1, 0).unwrap();
+        // Well-formed but extreme: every dequantised value about 1e15.
+        for p in &mut payload.params {
+            match &mut p.values {
+                Values::Quantized(q) => {
+                    q.shift *= 1e15;
+                    q.lookup.iter_mut().for_each(|x| *x = *x * 1e15 + 1e15);
+                }
+                Values::F32(v) => v.iter_mut().for_each(|x| *x = *x * 1e15 + 1e15),
+            }
+        }
+        let before: Vec<Tensor> = e.opt.params().iter().map(|p| p.copy()).collect();
+        let _ = e.evaluate(1, 0, &payload, 2);
+        for (p, b) in e.opt.params().iter().zip(&before) {
+            assert!(p.equal(b), "a parameter changed after evaluation");
+        }
     }
 }

@@ -10,6 +10,7 @@
 pub mod local;
 pub mod miner;
 pub mod run;
+pub mod scoring;
 pub mod validator;
 
 use crate::engine::EngineError;

@@ -2,6 +2,7 @@
 //! removes, keep a moving average, set weights, publish checkpoints.
 
 use super::NodeError;
+use super::scoring::{ScoreState, choose_for_eval, update_score, weights_from_scores};
 use crate::checkpoint::CheckpointPointer;
 use crate::data::Pages;
 use crate::engine::Engine;
@@ -14,14 +15,6 @@ use templar_protocol::network::{NodeContext, gather};
 use templar_protocol::payload::Payload;
 use templar_protocol::storage::StorageError;
 use tokio::task::block_in_place;
-
-/// A miner's record, persisted so a restarted validator resumes where it stopped.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ScoreState {
-    pub ema: f64,
-    pub last_own: Option<f64>,
-    pub last_random: Option<f64>,
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ValidatorState {
@@ -37,45 +30,6 @@ pub struct Validator {
     pub ctx: Arc<NodeContext>,
     pub engine: Engine,
     pub state: ValidatorState,
-}
-
-/// Weights from moving-average scores: non-negative scores normalised, or a softmax with
-/// temperature `t` when `t > 0`. All zero when nobody scored above zero.
-pub fn weights_from_scores(scores: &BTreeMap<u16, ScoreState>, t: f64) -> Vec<(u16, f64)> {
-    if scores.is_empty() {
-        return Vec::new();
-    }
-    let raw: Vec<(u16, f64)> = if t > 0.0 {
-        let max = scores
-            .values()
-            .map(|s| s.ema)
-            .fold(f64::NEG_INFINITY, f64::max);
-        scores
-            .iter()
-            .map(|(&u, s)| (u, ((s.ema - max) / t).exp()))
-            .collect()
-    } else {
-        scores.iter().map(|(&u, s)| (u, s.ema.max(0.0))).collect()
-    };
-    let sum: f64 = raw.iter().map(|(_, w)| w).sum();
-    if sum.is_nan() || sum <= 0.0 || !sum.is_finite() {
-        return raw.into_iter().map(|(u, _)| (u, 0.0)).collect();
-    }
-    raw.into_iter().map(|(u, w)| (u, w / sum)).collect()
-}
-
-/// The miners to score in window `w`: all when few, else a rotating contiguous slice of
-/// the sorted uids, so each miner is scored equally often.
-pub fn choose_for_eval(uids: &[u16], w: u64, count: usize) -> Vec<u16> {
-    let mut sorted = uids.to_vec();
-    sorted.sort_unstable();
-    if sorted.len() <= count {
-        return sorted;
-    }
-    let start = (w as usize * count) % sorted.len();
-    (0..count)
-        .map(|i| sorted[(start + i) % sorted.len()])
-        .collect()
 }
 
 impl Validator {
@@ -186,23 +140,12 @@ impl Validator {
         let n = &self.ctx.hp.network;
         let chosen = choose_for_eval(peers, w, n.eval_miners);
         for uid in &chosen {
+            let result = ok.iter().find(|(u, _)| u == uid).map(|(_, payload)| {
+                block_in_place(|| self.engine.evaluate(*uid, w, payload, n.eval_pages))
+            });
             let entry = self.state.scores.entry(*uid).or_default();
-            match ok.iter().find(|(u, _)| u == uid) {
-                Some((_, payload)) => {
-                    let (own, random) =
-                        block_in_place(|| self.engine.evaluate(*uid, w, payload, n.eval_pages));
-                    entry.ema = n.ema_alpha * own + (1.0 - n.ema_alpha) * entry.ema;
-                    entry.last_own = Some(own);
-                    entry.last_random = Some(random);
-                    tracing::info!(uid, window = w, own, random, ema = entry.ema, "scored");
-                }
-                None => {
-                    // Missing, late or invalid: the score decays.
-                    entry.ema *= n.missing_penalty;
-                    entry.last_own = None;
-                    entry.last_random = None;
-                }
-            }
+            update_score(entry, result, n.ema_alpha, n.missing_penalty);
+            tracing::info!(uid, window = w, ?result, ema = entry.ema, "scored");
         }
         self.state.scores.retain(|uid, _| peers.contains(uid));
     }
@@ -259,49 +202,5 @@ impl Validator {
             s.last_weights_window = self.state.last_weights_window;
             s.last_checkpoint_window = self.state.last_checkpoint_window;
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scores(v: &[(u16, f64)]) -> BTreeMap<u16, ScoreState> {
-        v.iter()
-            .map(|&(u, ema)| {
-                (
-                    u,
-                    ScoreState {
-                        ema,
-                        ..Default::default()
-                    },
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn weights_are_non_negative_and_sum_to_one() {
-        let w = weights_from_scores(&scores(&[(1, 3.0), (2, 1.0), (3, -2.0)]), 0.0);
-        assert_eq!(w, vec![(1, 0.75), (2, 0.25), (3, 0.0)]);
-        let w = weights_from_scores(&scores(&[(1, 1.0), (2, 0.0)]), 1.0);
-        let e = 1f64.exp();
-        assert!((w[0].1 - e / (e + 1.0)).abs() < 1e-12);
-        assert!((w.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-12);
-        let w = weights_from_scores(&scores(&[(1, -1.0)]), 0.0);
-        assert_eq!(w, vec![(1, 0.0)]);
-    }
-
-    #[test]
-    fn evaluation_rotates_fairly() {
-        let uids: Vec<u16> = (0..10).collect();
-        assert_eq!(choose_for_eval(&uids[..3], 5, 4), vec![0, 1, 2]);
-        let mut counts = [0; 10];
-        for w in 0..10 {
-            for u in choose_for_eval(&uids, w, 3) {
-                counts[u as usize] += 1;
-            }
-        }
-        assert!(counts.iter().all(|&c| c == 3), "{counts:?}");
     }
 }

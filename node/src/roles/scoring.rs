@@ -1,0 +1,244 @@
+//! A validator's bookkeeping of miners: the moving average of each one's loss improvement,
+//! which miners to evaluate in a window, and the weights the scores become
+//! (formulas: docs/algorithm.md).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A miner's record, persisted so a restarted validator resumes where it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoreState {
+    #[serde(with = "lossless_f64")]
+    pub ema: f64,
+    #[serde(default, with = "lossless_f64::option")]
+    pub last_own: Option<f64>,
+    #[serde(default, with = "lossless_f64::option")]
+    pub last_random: Option<f64>,
+}
+
+/// One window's outcome for a chosen miner: `result` is its (own, random) loss improvement
+/// when it submitted a valid payload. A finite own improvement moves the average by `alpha`;
+/// none (missing, late, invalid) or a non-finite one (an update that breaks the model) is an
+/// invalid submission: the average decays by `penalty` and never becomes NaN.
+pub fn update_score(entry: &mut ScoreState, result: Option<(f64, f64)>, alpha: f64, penalty: f64) {
+    match result {
+        Some((own, random)) if own.is_finite() => {
+            entry.ema = alpha * own + (1.0 - alpha) * entry.ema;
+            entry.last_own = Some(own);
+            entry.last_random = random.is_finite().then_some(random);
+        }
+        _ => {
+            entry.ema *= penalty;
+            entry.last_own = None;
+            entry.last_random = None;
+        }
+    }
+}
+
+/// Weights from moving-average scores: non-negative scores normalised, or a softmax with
+/// temperature `t` when `t > 0`. Only finite scores take part (a non-finite one gets weight
+/// 0); all zero when nobody scored above zero.
+pub fn weights_from_scores(scores: &BTreeMap<u16, ScoreState>, t: f64) -> Vec<(u16, f64)> {
+    if scores.is_empty() {
+        return Vec::new();
+    }
+    let finite = |s: &ScoreState| s.ema.is_finite().then_some(s.ema);
+    let raw: Vec<(u16, f64)> = if t > 0.0 {
+        let max = scores
+            .values()
+            .filter_map(finite)
+            .fold(f64::NEG_INFINITY, f64::max);
+        scores
+            .iter()
+            .map(|(&u, s)| (u, finite(s).map_or(0.0, |e| ((e - max) / t).exp())))
+            .collect()
+    } else {
+        let weight = |s: &ScoreState| finite(s).map_or(0.0, |e| e.max(0.0));
+        scores.iter().map(|(&u, s)| (u, weight(s))).collect()
+    };
+    let sum: f64 = raw.iter().map(|(_, w)| w).sum();
+    if sum.is_nan() || sum <= 0.0 || !sum.is_finite() {
+        return raw.into_iter().map(|(u, _)| (u, 0.0)).collect();
+    }
+    raw.into_iter().map(|(u, w)| (u, w / sum)).collect()
+}
+
+/// The miners to score in window `w`: all when few, else a rotating contiguous slice of
+/// the sorted uids, so each miner is scored equally often.
+pub fn choose_for_eval(uids: &[u16], w: u64, count: usize) -> Vec<u16> {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    if sorted.len() <= count {
+        return sorted;
+    }
+    let start = (w as usize * count) % sorted.len();
+    (0..count)
+        .map(|i| sorted[(start + i) % sorted.len()])
+        .collect()
+}
+
+/// f64 in JSON without loss: finite values as numbers, NaN and the infinities as the strings
+/// "NaN", "inf" and "-inf" (serde_json writes them as null, which then fails to load).
+mod lossless_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(f64),
+        Text(String),
+    }
+
+    fn text(x: f64) -> &'static str {
+        if x.is_nan() {
+            "NaN"
+        } else if x > 0.0 {
+            "inf"
+        } else {
+            "-inf"
+        }
+    }
+
+    fn from_repr<E: serde::de::Error>(r: Repr) -> Result<f64, E> {
+        match r {
+            Repr::Number(x) => Ok(x),
+            Repr::Text(t) => match t.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(E::custom(format!("not a number: {other:?}"))),
+            },
+        }
+    }
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f64(*x)
+        } else {
+            s.serialize_str(text(*x))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        from_repr(Repr::deserialize(d)?)
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+            match x {
+                Some(v) => super::serialize(v, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+            Option::<super::Repr>::deserialize(d)?
+                .map(super::from_repr)
+                .transpose()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(v: &[(u16, f64)]) -> BTreeMap<u16, ScoreState> {
+        v.iter()
+            .map(|&(u, ema)| {
+                (
+                    u,
+                    ScoreState {
+                        ema,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weights_are_non_negative_and_sum_to_one() {
+        let w = weights_from_scores(&scores(&[(1, 3.0), (2, 1.0), (3, -2.0)]), 0.0);
+        assert_eq!(w, vec![(1, 0.75), (2, 0.25), (3, 0.0)]);
+        let w = weights_from_scores(&scores(&[(1, 1.0), (2, 0.0)]), 1.0);
+        let e = 1f64.exp();
+        assert!((w[0].1 - e / (e + 1.0)).abs() < 1e-12);
+        assert!((w.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-12);
+        let w = weights_from_scores(&scores(&[(1, -1.0)]), 0.0);
+        assert_eq!(w, vec![(1, 0.0)]);
+    }
+
+    #[test]
+    fn non_finite_scores_get_no_weight() {
+        let w = weights_from_scores(&scores(&[(1, f64::NAN), (2, 1.0), (3, f64::INFINITY)]), 0.0);
+        assert_eq!(w, vec![(1, 0.0), (2, 1.0), (3, 0.0)]);
+        let w = weights_from_scores(&scores(&[(1, f64::NAN), (2, 1.0), (3, 1.0)]), 0.5);
+        assert_eq!(w, vec![(1, 0.0), (2, 0.5), (3, 0.5)]);
+    }
+
+    #[test]
+    fn a_non_finite_result_is_an_invalid_submission() {
+        let mut s = ScoreState {
+            ema: 0.4,
+            ..Default::default()
+        };
+        update_score(&mut s, Some((f64::NAN, 0.1)), 0.5, 0.75);
+        assert!((s.ema - 0.3).abs() < 1e-12 && s.last_own.is_none(), "{s:?}");
+        update_score(&mut s, Some((f64::NEG_INFINITY, 0.1)), 0.5, 0.75);
+        assert!(s.ema.is_finite() && s.last_own.is_none());
+        update_score(&mut s, Some((0.2, f64::INFINITY)), 0.5, 0.75);
+        assert_eq!(s.last_own, Some(0.2));
+        assert_eq!(s.last_random, None);
+        update_score(&mut s, None, 0.5, 0.75);
+        assert_eq!(s.last_own, None);
+    }
+
+    #[test]
+    fn persisted_state_round_trips_every_value() {
+        let state: BTreeMap<u16, ScoreState> = [
+            (1, 0.25, Some(-0.5)),
+            (2, f64::NAN, Some(f64::INFINITY)),
+            (3, f64::NEG_INFINITY, None),
+        ]
+        .into_iter()
+        .map(|(u, ema, own)| {
+            let s = ScoreState {
+                ema,
+                last_own: own,
+                last_random: None,
+            };
+            (u, s)
+        })
+        .collect();
+        let json = serde_json::to_string(&state).unwrap();
+        let back: BTreeMap<u16, ScoreState> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back[&1], state[&1]);
+        assert!(back[&2].ema.is_nan());
+        assert_eq!(back[&2].last_own, Some(f64::INFINITY));
+        assert_eq!(back[&3].ema, f64::NEG_INFINITY);
+        // State written before this format (plain numbers) still loads.
+        let old: ScoreState =
+            serde_json::from_str(r#"{"ema":0.5,"last_own":0.1,"last_random":null}"#).unwrap();
+        assert_eq!(
+            (old.ema, old.last_own, old.last_random),
+            (0.5, Some(0.1), None)
+        );
+        assert!(serde_json::from_str::<ScoreState>(r#"{"ema":"lots"}"#).is_err());
+    }
+
+    #[test]
+    fn evaluation_rotates_fairly() {
+        let uids: Vec<u16> = (0..10).collect();
+        assert_eq!(choose_for_eval(&uids[..3], 5, 4), vec![0, 1, 2]);
+        let mut counts = [0; 10];
+        for w in 0..10 {
+            for u in choose_for_eval(&uids, w, 3) {
+                counts[u as usize] += 1;
+            }
+        }
+        assert!(counts.iter().all(|&c| c == 3), "{counts:?}");
+    }
+}
