@@ -157,7 +157,10 @@ impl WindowOptimizer {
         })
     }
 
-    /// The merged update of all peers for every parameter (before the rule's step).
+    /// The merged update of all peers for every parameter (before the rule's step). A peer
+    /// whose values of a tensor are not all finite (dequantisation can overflow f32) is left
+    /// out of that tensor's mean, numerator and denominator alike, so it cannot turn the
+    /// step into NaN.
     pub fn aggregate(&self, codec: &Codec, peers: &[Vec<Selected>]) -> Vec<Tensor> {
         tch::no_grad(|| {
             codec
@@ -166,7 +169,11 @@ impl WindowOptimizer {
                 .iter()
                 .enumerate()
                 .map(|(i, layout)| {
-                    let of_tensor: Vec<&Selected> = peers.iter().map(|p| &p[i]).collect();
+                    let of_tensor: Vec<&Selected> = peers
+                        .iter()
+                        .map(|p| &p[i])
+                        .filter(|s| all_finite(&s.values))
+                        .collect();
                     let prepared = self.rule.prepare_peers(&of_tensor);
                     let refs: Vec<&Selected> = prepared.iter().collect();
                     codec.batch_decode(layout, &refs)
@@ -209,5 +216,64 @@ impl WindowOptimizer {
     /// Parameters in payload order (shallow handles on the model's tensors).
     pub fn params(&self) -> &[Tensor] {
         &self.params
+    }
+}
+
+fn all_finite(t: &Tensor) -> bool {
+    t.isfinite().all().int64_value(&[]) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hparams::OuterMode;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn a_peer_with_non_finite_values_is_left_out_of_the_mean() {
+        for mode in [OuterMode::Demo, OuterMode::Sparseloco] {
+            let mut hp = Hparams::default();
+            hp.model.size = "tiny".into();
+            hp.outer.mode = mode;
+            let model = Llama::new(&hp.model_config().unwrap(), Device::Cpu, 1);
+            let opt = WindowOptimizer::new(&hp, &model).unwrap();
+            let shapes: Vec<(String, Vec<i64>)> = model
+                .named_parameters()
+                .iter()
+                .map(|(n, t)| (n.clone(), t.size()))
+                .collect();
+            let codec = Codec::new(&hp.codec, &shapes);
+            tch::manual_seed(3);
+            let peer = |scale: f64| -> Vec<Selected> {
+                let tensors: Vec<Tensor> = codec
+                    .spec
+                    .layouts
+                    .iter()
+                    .map(|l| Tensor::randn(l.shape.as_slice(), (Kind::Float, Device::Cpu)) * scale)
+                    .collect();
+                codec.encode(&tensors)
+            };
+            let (a, b) = (peer(1.0), peer(0.5));
+            let mut broken = peer(1.0);
+            broken[0].values = broken[0].values.fill(f64::INFINITY);
+            let honest = opt.aggregate(
+                &codec,
+                &[
+                    a.iter().map(|s| s.shallow_clone()).collect(),
+                    b.iter().map(|s| s.shallow_clone()).collect(),
+                ],
+            );
+            let with_broken = opt.aggregate(&codec, &[a, b, broken]);
+            assert!(
+                with_broken[0].equal(&honest[0]),
+                "{mode:?}: the broken tensor changed the mean"
+            );
+            assert!(
+                with_broken
+                    .iter()
+                    .all(|t| t.isfinite().all().int64_value(&[]) != 0),
+                "{mode:?}"
+            );
+        }
     }
 }

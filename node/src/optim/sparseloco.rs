@@ -114,7 +114,8 @@ impl UpdateRule for SparseLoco {
     }
 }
 
-/// Each peer's whole-tensor value norm clipped to the median peer norm.
+/// Each peer's whole-tensor value norm clipped to the median peer norm; a peer whose norm is
+/// not finite (values so large their squares overflow) is dropped.
 fn clip_to_median_norm(peers: &[&Selected]) -> Vec<Selected> {
     let norms: Vec<f64> = peers
         .iter()
@@ -130,17 +131,10 @@ fn clip_to_median_norm(peers: &[&Selected]) -> Vec<Selected> {
     peers
         .iter()
         .zip(norms)
-        .map(|(p, n)| {
-            // A non-finite peer contributes nothing (0 * NaN would still be NaN).
-            let values = if n.is_finite() {
-                &p.values * (median / (n + 1e-8)).min(1.0)
-            } else {
-                p.values.zeros_like()
-            };
-            Selected {
-                indices: p.indices.shallow_clone(),
-                values,
-            }
+        .filter(|(_, n)| n.is_finite())
+        .map(|(p, n)| Selected {
+            indices: p.indices.shallow_clone(),
+            values: &p.values * (median / (n + 1e-8)).min(1.0),
         })
         .collect()
 }
@@ -172,8 +166,10 @@ mod tests {
             (norms[2] - 5.0).abs() < 1e-4,
             "the outlier is clipped to the median"
         );
-        let bad = [sel(&[f32::NAN, 1.0]), sel(&[1.0, 0.0])];
+        // Finite values whose norm overflows: dropped, not counted.
+        let bad = [sel(&[3e38, 3e38]), sel(&[1.0, 0.0])];
         let out = clip_to_median_norm(&bad.iter().collect::<Vec<_>>());
-        assert_eq!(out[0].values.abs().sum(Kind::Float).double_value(&[]), 0.0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].values.abs().sum(Kind::Float).double_value(&[]), 1.0);
     }
 }
