@@ -266,6 +266,33 @@ fn scales_outside_the_bounds_are_rejected() {
 }
 
 #[test]
+fn lookup_values_beyond_what_the_scale_allows_are_rejected() {
+    for bits in [2, 8] {
+        let c = codec(bits);
+        let (_, bytes) = valid_payload(&c);
+        // The attack seen on a devnet: lookup values times 1e15, scale left alone, digest
+        // recomputed.
+        let b = mutate(&bytes, |_, t| {
+            let e = t.get_mut("c.weight.qp").unwrap();
+            for at in 2..e.2.len() / 4 {
+                let x = f32::from_le_bytes(e.2[at * 4..at * 4 + 4].try_into().unwrap());
+                e.2[at * 4..at * 4 + 4].copy_from_slice(&(x * 1e15 + 1e15).to_le_bytes());
+            }
+        });
+        assert!(
+            matches!(
+                reject(&c, &b),
+                PayloadError::LookupOutOfRange { ref param, .. } if param == "c.weight"
+            ),
+            "bits {bits}"
+        );
+    }
+    // The bound itself: n values at scale s allow |lookup| <= s * bins * sqrt(n - 1) / 6.
+    let bound = templar_protocol::payload::Quantized::lookup_bound(0.5, 2, 10);
+    assert!((bound - 0.5 * 4.0 * 3.0 / 6.0).abs() < 2e-3, "{bound}");
+}
+
+#[test]
 fn altered_bytes_or_metadata_fail_the_digest() {
     let c = codec(2);
     let (_, bytes) = valid_payload(&c);

@@ -104,6 +104,25 @@ mod tests {
     }
 
     #[test]
+    fn lookup_stays_within_the_validators_bound_even_with_outliers() {
+        tch::manual_seed(9);
+        for bits in [2u8, 8] {
+            for n in [2i64, 8, 100, 4096] {
+                // One outlier holds almost all of the norm: the edge bin's mean is that value.
+                let v = Tensor::randn([n], (Kind::Float, Device::Cpu)) * 1e-3;
+                let _ = v.get(0).fill_(50.0);
+                let q = quantize(&v, bits);
+                let bound = Quantized::lookup_bound(q.scale, bits, n as usize);
+                let worst = q.lookup.iter().fold(0f32, |m, x| m.max(x.abs()));
+                assert!(
+                    (worst as f64) <= bound,
+                    "bits {bits}, n {n}: {worst} > {bound}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn constant_and_empty_vectors() {
         let v = Tensor::full([10], 0.25, (Kind::Float, Device::Cpu));
         let q = quantize(&v, 2);

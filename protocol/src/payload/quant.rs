@@ -29,4 +29,14 @@ impl Quantized {
     pub fn bins(bits: u8) -> usize {
         1usize << bits
     }
+
+    /// The largest |lookup| entry the quantiser can produce for `n` values at this `scale`:
+    /// a bin's mean is at most the largest centred value, which is at most the centred norm
+    /// std·√(n − 1) = scale·bins·√(n − 1)/6 (with slack for f32 rounding). A larger entry
+    /// did not come from quantising the values it claims to.
+    pub fn lookup_bound(scale: f32, bits: u8, n: usize) -> f64 {
+        let bins = Self::bins(bits) as f64;
+        let spread = (n.saturating_sub(1) as f64).sqrt();
+        scale.abs() as f64 * bins * spread / RANGE_SIGMAS * (1.0 + 1e-3) + 1e-30
+    }
 }

@@ -78,6 +78,14 @@ pub enum PayloadError {
     #[error("parameter {param:?} has scale {scale}, outside ({SCALE_MIN:e}, {SCALE_MAX:e})")]
     ScaleOutOfRange { param: String, scale: f32 },
     #[error(
+        "parameter {param:?} has lookup value {value:e}, beyond {bound:e} (what its scale and value count allow)"
+    )]
+    LookupOutOfRange {
+        param: String,
+        value: f32,
+        bound: f64,
+    },
+    #[error(
         "payload is for window {window} uid {uid}, expected window {expected_window} uid {expected_uid}"
     )]
     WrongSlot {
@@ -329,6 +337,16 @@ impl<'a> PayloadValidator<'a> {
                     return Err(PayloadError::ScaleOutOfRange {
                         param: name.into(),
                         scale,
+                    });
+                }
+                // Dequantisation is lookup[code] + shift. With the lookup bounded by the scale
+                // (< 1e4) and a finite shift, every decoded value is finite in f32.
+                let bound = Quantized::lookup_bound(scale, bits, n);
+                if let Some(&value) = qp[2..].iter().find(|x| x.abs() as f64 > bound) {
+                    return Err(PayloadError::LookupOutOfRange {
+                        param: name.into(),
+                        value,
+                        bound,
                     });
                 }
                 let codes = if bits == 2 {

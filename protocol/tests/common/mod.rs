@@ -70,8 +70,9 @@ pub fn payload_for(codec: &Codec, window: u64, uid: u16) -> (Payload, Vec<u8>) {
                         codes: (0..n).map(|_| (rng.next() % bins as u64) as u8).collect(),
                         shift: 0.01,
                         scale: 0.05,
+                        // Bin means a real quantiser could produce from 8 or more values.
                         lookup: (0..bins)
-                            .map(|i| (i as f32 - bins as f32 / 2.0) * 0.05)
+                            .map(|i| (i as f32 - bins as f32 / 2.0) * 0.01)
                             .collect(),
                     })
                 }
