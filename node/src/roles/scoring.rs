@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use templar_crds::hparams::NetworkParams;
 
 /// A miner's record, persisted so a restarted validator resumes where it stopped.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -33,6 +34,32 @@ pub fn update_score(entry: &mut ScoreState, result: Option<(f64, f64)>, alpha: f
             entry.last_random = None;
         }
     }
+}
+
+/// One window's scores: every chosen miner that submitted a valid payload is evaluated
+/// (`evaluate` gives its (own, random) improvement, `None` when it has no payload); every
+/// listed miner without a valid payload is penalised, chosen or not, so skipping a window is
+/// never free; miners no longer listed stop counting.
+pub fn score_window(
+    scores: &mut BTreeMap<u16, ScoreState>,
+    listed: &[u16],
+    chosen: &[u16],
+    submitted: &[u16],
+    mut evaluate: impl FnMut(u16) -> Option<(f64, f64)>,
+    n: &NetworkParams,
+) {
+    for &uid in listed {
+        let result = if !submitted.contains(&uid) {
+            None
+        } else if chosen.contains(&uid) {
+            evaluate(uid)
+        } else {
+            continue; // submitted, not evaluated this window: the average stands
+        };
+        let entry = scores.entry(uid).or_default();
+        update_score(entry, result, n.ema_alpha, n.missing_penalty);
+    }
+    scores.retain(|uid, _| listed.contains(uid));
 }
 
 /// Weights from moving-average scores: non-negative scores normalised, or a softmax with
@@ -227,6 +254,42 @@ mod tests {
             (0.5, Some(0.1), None)
         );
         assert!(serde_json::from_str::<ScoreState>(r#"{"ema":"lots"}"#).is_err());
+    }
+
+    #[test]
+    fn every_listed_miner_without_a_payload_is_penalised_chosen_or_not() {
+        let n = NetworkParams {
+            ema_alpha: 0.5,
+            missing_penalty: 0.5,
+            ..NetworkParams::default()
+        };
+        let mut s = scores(&[(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0), (9, 1.0)]);
+        let mut evaluated = Vec::new();
+        // Listed 1..=4; chosen 1 and 2; submitted 1 and 3 (4 submitted nothing).
+        score_window(
+            &mut s,
+            &[1, 2, 3, 4],
+            &[1, 2],
+            &[1, 3],
+            |uid| {
+                evaluated.push(uid);
+                Some((3.0, 0.0))
+            },
+            &n,
+        );
+        assert_eq!(
+            evaluated,
+            vec![1],
+            "only chosen miners with a payload are evaluated"
+        );
+        assert_eq!(s[&1].ema, 2.0, "evaluated: 0.5 * 3 + 0.5 * 1");
+        assert_eq!(s[&2].ema, 0.5, "chosen, no payload: penalised");
+        assert_eq!(s[&3].ema, 1.0, "submitted, not chosen: unchanged");
+        assert_eq!(
+            s[&4].ema, 0.5,
+            "not chosen, no payload: penalised all the same"
+        );
+        assert!(!s.contains_key(&9), "no longer listed");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! removes, keep a moving average, set weights, publish checkpoints.
 
 use super::NodeError;
-use super::scoring::{ScoreState, choose_for_eval, update_score, weights_from_scores};
+use super::scoring::{ScoreState, choose_for_eval, score_window, weights_from_scores};
 use crate::checkpoint::CheckpointPointer;
 use crate::data::Pages;
 use crate::engine::Engine;
@@ -139,15 +139,22 @@ impl Validator {
     fn score(&mut self, w: u64, peers: &[u16], ok: &[(u16, Payload)]) {
         let n = &self.ctx.hp.network;
         let chosen = choose_for_eval(peers, w, n.eval_miners);
-        for uid in &chosen {
-            let result = ok.iter().find(|(u, _)| u == uid).map(|(_, payload)| {
-                block_in_place(|| self.engine.evaluate(*uid, w, payload, n.eval_pages))
-            });
-            let entry = self.state.scores.entry(*uid).or_default();
-            update_score(entry, result, n.ema_alpha, n.missing_penalty);
-            tracing::info!(uid, window = w, ?result, ema = entry.ema, "scored");
-        }
-        self.state.scores.retain(|uid, _| peers.contains(uid));
+        let engine = &self.engine;
+        let evaluate = |uid: u16| {
+            let payload = &ok.iter().find(|(u, _)| *u == uid)?.1;
+            let result = block_in_place(|| engine.evaluate(uid, w, payload, n.eval_pages));
+            tracing::info!(uid, window = w, ?result, "evaluated");
+            Some(result)
+        };
+        let submitted: Vec<u16> = ok.iter().map(|(u, _)| *u).collect();
+        score_window(
+            &mut self.state.scores,
+            peers,
+            &chosen,
+            &submitted,
+            evaluate,
+            n,
+        );
     }
 
     /// Weights on chain every `weights_every` windows; the top validator's checkpoint (and
