@@ -126,12 +126,49 @@ impl Engine {
         })
     }
 
-    /// Loss improvement from applying one miner's update alone, on its own pages of window
-    /// `w` and on random pages: (own, random). The parameters are restored afterwards by
-    /// copying a snapshot back: subtracting the update again would not restore them when it
-    /// is huge (θ − d + d loses θ once |d| dwarfs it), so one extreme payload could wipe the
-    /// validator's model.
-    pub fn evaluate(&self, uid: u16, w: u64, payload: &Payload, eval_pages: u64) -> (f64, f64) {
+    /// Per parameter tensor, the lower median of the gathered peers' value norms: what an
+    /// evaluated update is clipped to, so that a miner cannot look better (or break the
+    /// evaluation) by scaling its update up. Non-finite norms do not count.
+    pub fn peer_norm_medians(&self, peers: &[Payload]) -> Vec<f64> {
+        let norms: Vec<Vec<f64>> = peers
+            .iter()
+            .map(|p| {
+                self.selected(p)
+                    .iter()
+                    .map(|s| s.values.norm().double_value(&[]))
+                    .collect()
+            })
+            .collect();
+        (0..self.codec.spec.layouts.len())
+            .map(|i| {
+                let mut of_tensor: Vec<f64> = norms
+                    .iter()
+                    .map(|n| n[i])
+                    .filter(|n| n.is_finite())
+                    .collect();
+                of_tensor.sort_by(|a, b| a.total_cmp(b));
+                of_tensor
+                    .get(of_tensor.len().saturating_sub(1) / 2)
+                    .copied()
+                    .unwrap_or(0.0)
+            })
+            .collect()
+    }
+
+    /// Loss improvement from applying one miner's update alone, its values clipped per tensor
+    /// to `medians` (from [`Engine::peer_norm_medians`] of the window), on its own pages of
+    /// window `w` and on random pages: (own, random). The parameters are restored afterwards
+    /// by copying a snapshot back: subtracting the update again would not restore them when
+    /// it is huge (θ − d + d loses θ once |d| dwarfs it), so one extreme payload could wipe
+    /// the validator's model.
+    pub fn evaluate(
+        &self,
+        uid: u16,
+        w: u64,
+        payload: &Payload,
+        eval_pages: u64,
+        medians: &[f64],
+    ) -> (f64, f64) {
         let own: Vec<u64> = self
             .sampler
             .pages(uid, w)
@@ -140,7 +177,25 @@ impl Engine {
             .collect();
         let random = self.sampler.random_pages(w, uid as u64, eval_pages);
         let before = (self.loss_on(&own), self.loss_on(&random));
-        let delta = self.opt.step_delta(&self.codec, &[self.selected(payload)]);
+        let clipped: Vec<Selected> = tch::no_grad(|| {
+            self.selected(payload)
+                .into_iter()
+                .zip(medians)
+                .map(|(s, &m)| {
+                    let n = s.values.norm().double_value(&[]);
+                    let factor = if n.is_finite() {
+                        (m / (n + 1e-8)).min(1.0)
+                    } else {
+                        0.0
+                    };
+                    Selected {
+                        values: &s.values * factor,
+                        indices: s.indices,
+                    }
+                })
+                .collect()
+        });
+        let delta = self.opt.step_delta(&self.codec, &[clipped]);
         let params = self.opt.params();
         let snapshot: Vec<Tensor> = tch::no_grad(|| params.iter().map(|p| p.copy()).collect());
         tch::no_grad(|| {
@@ -218,9 +273,44 @@ mod tests {
             }
         }
         let before: Vec<Tensor> = e.opt.params().iter().map(|p| p.copy()).collect();
-        let _ = e.evaluate(1, 0, &payload, 2);
+        // No clipping (infinite medians): the extreme update reaches the parameters.
+        let unclipped = vec![f64::INFINITY; payload.params.len()];
+        let _ = e.evaluate(1, 0, &payload, 2, &unclipped);
         for (p, b) in e.opt.params().iter().zip(&before) {
             assert!(p.equal(b), "a parameter changed after evaluation");
         }
+    }
+
+    #[test]
+    fn a_scaled_up_update_is_evaluated_at_the_windows_median_norm() {
+        let mut e = engine();
+        let hotkey = Hotkey::parse("m1").unwrap();
+        let (_, bytes) = e.train_and_compress(1, &hotkey, 0).unwrap();
+        let honest = e.decode(&bytes, 1, 0).unwrap();
+        let mut scaled = honest.clone();
+        for p in &mut scaled.params {
+            match &mut p.values {
+                Values::Quantized(q) => {
+                    q.shift *= 1000.0;
+                    q.lookup.iter_mut().for_each(|x| *x *= 1000.0);
+                }
+                Values::F32(v) => v.iter_mut().for_each(|x| *x *= 1000.0),
+            }
+        }
+        let medians = e.peer_norm_medians(std::slice::from_ref(&honest));
+        let fair = e.evaluate(1, 0, &honest, 2, &medians);
+        let gamed = e.evaluate(1, 0, &scaled, 2, &medians);
+        assert!(fair.0.is_finite() && fair.0.abs() > 0.0, "{fair:?}");
+        let tolerance = 1e-2 * fair.0.abs() + 1e-4;
+        assert!(
+            (gamed.0 - fair.0).abs() <= tolerance,
+            "clipped to the honest norm, the scaled update scores as the honest one: {gamed:?} vs {fair:?}"
+        );
+        let unclipped = vec![f64::INFINITY; medians.len()];
+        let raw = e.evaluate(1, 0, &scaled, 2, &unclipped);
+        assert!(
+            (raw.0 - fair.0).abs() > 10.0 * tolerance,
+            "unclipped it scores differently: {raw:?} vs {fair:?}"
+        );
     }
 }

@@ -140,9 +140,12 @@ impl Validator {
         let n = &self.ctx.hp.network;
         let chosen = choose_for_eval(peers, w, n.eval_miners);
         let engine = &self.engine;
+        let gathered: Vec<Payload> = ok.iter().map(|(_, p)| p.clone()).collect();
+        let medians = block_in_place(|| engine.peer_norm_medians(&gathered));
         let evaluate = |uid: u16| {
             let payload = &ok.iter().find(|(u, _)| *u == uid)?.1;
-            let result = block_in_place(|| engine.evaluate(uid, w, payload, n.eval_pages));
+            let result =
+                block_in_place(|| engine.evaluate(uid, w, payload, n.eval_pages, &medians));
             tracing::info!(uid, window = w, ?result, "evaluated");
             Some(result)
         };
