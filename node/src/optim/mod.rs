@@ -79,7 +79,10 @@ pub struct WindowOptimizer {
     params: Vec<Tensor>,
     /// Completed windows (outer steps).
     pub outer_step: u64,
-    /// Completed inner optimiser steps (sparseloco) or micro-batches (demo).
+    /// Inner optimiser steps (sparseloco) or micro-batches (demo) of the network so far:
+    /// outer steps × micro-batches per window at the start of each window, so the inner
+    /// schedule follows the global step (a node that joins late or restarts does not
+    /// re-warm from zero).
     pub inner_step: u64,
 }
 
@@ -128,6 +131,7 @@ impl WindowOptimizer {
             .iter()
             .map(|b| (b.size()[0] * (b.size()[1] - 1)) as u64)
             .sum();
+        self.inner_step = self.outer_step * batches.len() as u64;
         let lr = self.current_lr();
         let loss_sum =
             self.rule
@@ -228,6 +232,31 @@ mod tests {
     use super::*;
     use crate::hparams::OuterMode;
     use tch::{Device, Kind};
+
+    #[test]
+    fn the_inner_schedule_follows_the_global_step() {
+        let mut hp = Hparams::default();
+        hp.model.size = "tiny".into();
+        hp.outer.mode = OuterMode::Sparseloco;
+        hp.schedule.warmup_steps = 100;
+        let model = Llama::new(&hp.model_config().unwrap(), Device::Cpu, 1);
+        let batch = Tensor::randint(
+            hp.model_config().unwrap().vocab_size,
+            [2, 9],
+            (Kind::Int64, Device::Cpu),
+        );
+        let batches = [batch.shallow_clone(), batch];
+        // A node that joins at global step 40 (e.g. from a checkpoint) trains at the
+        // network's inner step 80, as one that ran from the start would.
+        let mut joined = WindowOptimizer::new(&hp, &model).unwrap();
+        joined.outer_step = 40;
+        joined.train_window(&model, &batches).unwrap();
+        assert_eq!(joined.inner_step, 40 * 2 + 2);
+        let lr_at_join = schedule::lr_at(80, hp.sparseloco.inner_lr, &hp.schedule);
+        assert!(lr_at_join > 10.0 * schedule::lr_at(0, hp.sparseloco.inner_lr, &hp.schedule));
+        joined.inner_step = 80;
+        assert_eq!(joined.current_lr(), lr_at_join);
+    }
 
     #[test]
     fn a_peer_with_non_finite_values_is_left_out_of_the_mean() {
