@@ -1,6 +1,6 @@
 //! The miner: sync, train on its pages, upload, gather, step.
 
-use super::NodeError;
+use super::{Gathered, NodeError, gather_closed_window};
 use crate::checkpoint::CheckpointPointer;
 use crate::data::Pages;
 use crate::engine::Engine;
@@ -110,12 +110,10 @@ impl Miner {
     /// After the window closed: gather every peer (own included) and take the outer step.
     pub async fn finish_window(&mut self, w: u64) -> Result<(), NodeError> {
         let ctx = self.ctx.clone();
-        ctx.observe_window(w + 1);
-        let peers = ctx.peers_for(w).await?;
-        let range = ctx.accept_range(w);
-        let validator = self.engine.payload_validator();
-        let (ok, skipped) = gather(&ctx, &validator, w, &peers, range).await;
-        let payloads: Vec<_> = ok.into_iter().map(|(_, p)| p).collect();
+        let Gathered {
+            payloads, skipped, ..
+        } = gather_closed_window(&ctx, &self.engine, w).await?;
+        let payloads: Vec<_> = payloads.into_iter().map(|(_, p)| p).collect();
         block_in_place(|| self.engine.apply(&payloads));
         ctx.update_status(|s| {
             s.global_step = self.engine.global_step();

@@ -13,10 +13,12 @@ pub mod run;
 pub mod scoring;
 pub mod validator;
 
-use crate::engine::EngineError;
+use crate::engine::{Engine, EngineError};
+use templar_crds::SkippedPeer;
 use templar_protocol::chain::ChainError;
 use templar_protocol::identity::InvalidHotkey;
-use templar_protocol::network::PeerError;
+use templar_protocol::network::{NodeContext, PeerError, gather};
+use templar_protocol::payload::Payload;
 use templar_protocol::storage::StorageError;
 
 /// Why a role's step failed (the run loop records it and goes on with the next window).
@@ -32,4 +34,30 @@ pub enum NodeError {
     Hotkey(#[from] InvalidHotkey),
     #[error(transparent)]
     Peer(#[from] PeerError),
+}
+
+/// What a closed window brought: the listed peers, the valid payloads in uid order, and the
+/// peers left out with their reasons.
+pub struct Gathered {
+    pub listed: Vec<u16>,
+    pub payloads: Vec<(u16, Payload)>,
+    pub skipped: Vec<SkippedPeer>,
+}
+
+/// Window `w` has closed (the next one is seen to begin now): gather its listed peers'
+/// payloads within the window's time bounds.
+pub async fn gather_closed_window(
+    ctx: &NodeContext,
+    engine: &Engine,
+    w: u64,
+) -> Result<Gathered, NodeError> {
+    ctx.observe_window(w + 1);
+    let listed = ctx.peers_for(w).await?;
+    let range = ctx.accept_range(w);
+    let (payloads, skipped) = gather(ctx, &engine.payload_validator(), w, &listed, range).await;
+    Ok(Gathered {
+        listed,
+        payloads,
+        skipped,
+    })
 }

@@ -1,8 +1,8 @@
 //! The validator: publish the peer list, gather, score each miner by the loss its update
 //! removes, keep a moving average, set weights, publish checkpoints.
 
-use super::NodeError;
 use super::scoring::{ScoreState, choose_for_eval, score_window, weights_from_scores};
+use super::{Gathered, NodeError, gather_closed_window};
 use crate::checkpoint::CheckpointPointer;
 use crate::data::Pages;
 use crate::engine::Engine;
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tch::Device;
 use templar_crds::{MinerScore, SkippedPeer};
-use templar_protocol::network::{NodeContext, gather};
+use templar_protocol::network::NodeContext;
 use templar_protocol::payload::Payload;
 use templar_protocol::storage::StorageError;
 use tokio::task::block_in_place;
@@ -111,10 +111,11 @@ impl Validator {
     /// Window `w` has closed: gather, score, step, set weights, checkpoint, persist.
     pub async fn finish_window(&mut self, w: u64) -> Result<(), NodeError> {
         let ctx = self.ctx.clone();
-        ctx.observe_window(w + 1);
-        let peers = ctx.peers_for(w).await?;
-        let range = ctx.accept_range(w);
-        let (ok, skipped) = gather(&ctx, &self.engine.payload_validator(), w, &peers, range).await;
+        let Gathered {
+            listed: peers,
+            payloads: ok,
+            skipped,
+        } = gather_closed_window(&ctx, &self.engine, w).await?;
         // Score on the model as it was before this window's step.
         self.score(w, &peers, &ok);
         let submitted = ok.len();
