@@ -159,9 +159,13 @@ impl Chain for DevnetChain {
     async fn register(&self, hotkey: &Hotkey, request: RegisterRequest) -> Result<u16, ChainError> {
         let RegisterRequest { stake, uid } = request;
         let existing = self.registrations().await?;
-        if let Some(r) = existing.values().find(|r| r.hotkey == *hotkey)
-            && uid.is_none_or(|u| u == r.uid)
-        {
+        if let Some(r) = existing.values().find(|r| r.hotkey == *hotkey) {
+            if uid.is_some_and(|u| u != r.uid) {
+                return Err(ChainError::HotkeyRegistered {
+                    hotkey: hotkey.clone(),
+                    uid: r.uid,
+                });
+            }
             let updated = Registration { stake, ..r.clone() };
             write_json(self.store.as_ref(), &key("neurons", r.uid), &updated).await?;
             return Ok(r.uid);
@@ -327,6 +331,15 @@ mod tests {
             c.register(&hk("other"), stake(0.0, Some(10))).await,
             Err(ChainError::UidTaken { uid: 10 })
         );
+        // One hotkey, one uid: asking for a second one is refused.
+        assert_eq!(
+            c.register(&hk("miner-a"), stake(0.0, Some(11))).await,
+            Err(ChainError::HotkeyRegistered {
+                hotkey: hk("miner-a"),
+                uid: 10
+            })
+        );
+        assert_eq!(c.metagraph().await.unwrap().neurons.len(), 4);
 
         let commit = Commitment {
             endpoint: "file:///tmp/x".into(),

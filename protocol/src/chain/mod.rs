@@ -54,6 +54,8 @@ pub enum ChainError {
     NotRegistered(Hotkey),
     #[error("uid {uid} is taken by another hotkey")]
     UidTaken { uid: u16 },
+    #[error("hotkey {hotkey} already holds uid {uid}; one hotkey, one uid")]
+    HotkeyRegistered { hotkey: Hotkey, uid: u16 },
     #[error("no free uid (all {0} taken)")]
     Full(u16),
     #[error(
