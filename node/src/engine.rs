@@ -6,6 +6,7 @@ use crate::codec::{Codec, Selected};
 use crate::data::{PageSampler, Pages, window_batches};
 use crate::hparams::{Hparams, HparamsError};
 use crate::model::Llama;
+use crate::optim::sparseloco::{clip_to_norm, lower_median, values_norm};
 use crate::optim::{OptimError, WindowOptimizer, WindowStats};
 use tch::{Device, Tensor};
 use templar_protocol::Hotkey;
@@ -111,7 +112,12 @@ impl Engine {
     /// The outer step with these peers' payloads (own included, in uid order).
     pub fn apply(&mut self, peers: &[Payload]) {
         let sel: Vec<Vec<Selected>> = peers.iter().map(|p| self.selected(p)).collect();
-        self.opt.apply(&self.codec, &sel);
+        self.apply_selected(&sel);
+    }
+
+    /// [`Engine::apply`] with payloads already dequantised by [`Engine::selected`].
+    pub fn apply_selected(&mut self, peers: &[Vec<Selected>]) {
+        self.opt.apply(&self.codec, peers);
     }
 
     pub fn global_step(&self) -> u64 {
@@ -129,35 +135,16 @@ impl Engine {
     /// Per parameter tensor, the lower median of the gathered peers' value norms: what an
     /// evaluated update is clipped to, so that a miner cannot look better (or break the
     /// evaluation) by scaling its update up. Non-finite norms do not count.
-    pub fn peer_norm_medians(&self, peers: &[Payload]) -> Vec<f64> {
-        let norms: Vec<Vec<f64>> = peers
-            .iter()
-            .map(|p| {
-                self.selected(p)
-                    .iter()
-                    .map(|s| s.values.norm().double_value(&[]))
-                    .collect()
-            })
-            .collect();
+    pub fn peer_norm_medians(&self, peers: &[Vec<Selected>]) -> Vec<f64> {
         (0..self.codec.spec.layouts.len())
-            .map(|i| {
-                let mut of_tensor: Vec<f64> = norms
-                    .iter()
-                    .map(|n| n[i])
-                    .filter(|n| n.is_finite())
-                    .collect();
-                of_tensor.sort_by(|a, b| a.total_cmp(b));
-                of_tensor
-                    .get(of_tensor.len().saturating_sub(1) / 2)
-                    .copied()
-                    .unwrap_or(0.0)
-            })
+            .map(|i| lower_median(peers.iter().map(|p| values_norm(&p[i]))))
             .collect()
     }
 
-    /// Loss improvement from applying one miner's update alone, its values clipped per tensor
-    /// to `medians` (from [`Engine::peer_norm_medians`] of the window), on its own pages of
-    /// window `w` and on random pages: (own, random). The parameters are restored afterwards
+    /// Loss improvement from applying one miner's update (dequantised by
+    /// [`Engine::selected`]) alone, its values clipped per tensor to `medians` (from
+    /// [`Engine::peer_norm_medians`] of the window), on its own pages of window `w` and on
+    /// random pages: (own, random). The parameters are restored afterwards
     /// by copying a snapshot back: subtracting the update again would not restore them when
     /// it is huge (θ − d + d loses θ once |d| dwarfs it), so one extreme payload could wipe
     /// the validator's model.
@@ -165,7 +152,7 @@ impl Engine {
         &self,
         uid: u16,
         w: u64,
-        payload: &Payload,
+        update: &[Selected],
         eval_pages: u64,
         medians: &[f64],
     ) -> (f64, f64) {
@@ -178,21 +165,10 @@ impl Engine {
         let random = self.sampler.random_pages(w, uid as u64, eval_pages);
         let before = (self.loss_on(&own), self.loss_on(&random));
         let clipped: Vec<Selected> = tch::no_grad(|| {
-            self.selected(payload)
-                .into_iter()
+            update
+                .iter()
                 .zip(medians)
-                .map(|(s, &m)| {
-                    let n = s.values.norm().double_value(&[]);
-                    let factor = if n.is_finite() {
-                        (m / (n + 1e-8)).min(1.0)
-                    } else {
-                        0.0
-                    };
-                    Selected {
-                        values: &s.values * factor,
-                        indices: s.indices,
-                    }
-                })
+                .map(|(s, &m)| clip_to_norm(s, values_norm(s), m))
                 .collect()
         });
         let delta = self.opt.step_delta(&self.codec, &[clipped]);
@@ -275,7 +251,7 @@ mod tests {
         let before: Vec<Tensor> = e.opt.params().iter().map(|p| p.copy()).collect();
         // No clipping (infinite medians): the extreme update reaches the parameters.
         let unclipped = vec![f64::INFINITY; payload.params.len()];
-        let _ = e.evaluate(1, 0, &payload, 2, &unclipped);
+        let _ = e.evaluate(1, 0, &e.selected(&payload), 2, &unclipped);
         for (p, b) in e.opt.params().iter().zip(&before) {
             assert!(p.equal(b), "a parameter changed after evaluation");
         }
@@ -297,6 +273,7 @@ mod tests {
                 Values::F32(v) => v.iter_mut().for_each(|x| *x *= 1000.0),
             }
         }
+        let (honest, scaled) = (e.selected(&honest), e.selected(&scaled));
         let medians = e.peer_norm_medians(std::slice::from_ref(&honest));
         let fair = e.evaluate(1, 0, &honest, 2, &medians);
         let gamed = e.evaluate(1, 0, &scaled, 2, &medians);

@@ -114,28 +114,46 @@ impl UpdateRule for SparseLoco {
     }
 }
 
+/// The lower median of the finite values among `norms` (0 when none): with two peers the
+/// smaller norm bounds both.
+pub fn lower_median(norms: impl IntoIterator<Item = f64>) -> f64 {
+    let mut sorted: Vec<f64> = norms.into_iter().filter(|n| n.is_finite()).collect();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted
+        .get(sorted.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// `s` with its values scaled by min(1, bound / (norm + 1e-8)), `norm` being their L2 norm;
+/// all zero when that norm is not finite.
+pub fn clip_to_norm(s: &Selected, norm: f64, bound: f64) -> Selected {
+    let factor = if norm.is_finite() {
+        (bound / (norm + 1e-8)).min(1.0)
+    } else {
+        0.0
+    };
+    Selected {
+        indices: s.indices.shallow_clone(),
+        values: &s.values * factor,
+    }
+}
+
+/// The L2 norm of a tensor's transmitted values.
+pub fn values_norm(s: &Selected) -> f64 {
+    s.values.norm().double_value(&[])
+}
+
 /// Each peer's whole-tensor value norm clipped to the median peer norm; a peer whose norm is
 /// not finite (values so large their squares overflow) is dropped.
 fn clip_to_median_norm(peers: &[&Selected]) -> Vec<Selected> {
-    let norms: Vec<f64> = peers
-        .iter()
-        .map(|p| p.values.norm().double_value(&[]))
-        .collect();
-    let mut sorted: Vec<f64> = norms.iter().copied().filter(|n| n.is_finite()).collect();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    // Lower median: with two peers the smaller norm bounds both.
-    let median = sorted
-        .get(sorted.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(0.0);
+    let norms: Vec<f64> = peers.iter().map(|p| values_norm(p)).collect();
+    let median = lower_median(norms.iter().copied());
     peers
         .iter()
         .zip(norms)
         .filter(|(_, n)| n.is_finite())
-        .map(|(p, n)| Selected {
-            indices: p.indices.shallow_clone(),
-            values: &p.values * (median / (n + 1e-8)).min(1.0),
-        })
+        .map(|(p, n)| clip_to_norm(p, n, median))
         .collect()
 }
 

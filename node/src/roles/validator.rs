@@ -4,6 +4,7 @@
 use super::scoring::{ScoreState, choose_for_eval, score_window, weights_from_scores};
 use super::{Gathered, NodeError, gather_closed_window};
 use crate::checkpoint::CheckpointPointer;
+use crate::codec::Selected;
 use crate::data::Pages;
 use crate::engine::Engine;
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use tch::Device;
 use templar_crds::{MinerScore, SkippedPeer};
 use templar_protocol::network::NodeContext;
-use templar_protocol::payload::Payload;
 use templar_protocol::storage::StorageError;
 use tokio::task::block_in_place;
 
@@ -117,10 +117,12 @@ impl Validator {
             skipped,
         } = gather_closed_window(&ctx, &self.engine, w).await?;
         // Score on the model as it was before this window's step.
-        self.score(w, &peers, &ok);
-        let submitted = ok.len();
-        let payloads: Vec<_> = ok.into_iter().map(|(_, p)| p).collect();
-        block_in_place(|| self.engine.apply(&payloads));
+        // Each payload is dequantised once, for the scores and for the step.
+        let selected: Vec<Vec<Selected>> =
+            block_in_place(|| ok.iter().map(|(_, p)| self.engine.selected(p)).collect());
+        let submitted: Vec<u16> = ok.iter().map(|(u, _)| *u).collect();
+        self.score(w, &peers, &submitted, &selected);
+        block_in_place(|| self.engine.apply_selected(&selected));
 
         let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
         self.publish(w, &weights).await?;
@@ -131,31 +133,31 @@ impl Validator {
                 serde_json::to_vec_pretty(&self.state).expect("json"),
             )
             .await?;
-        self.report(submitted, skipped, &weights);
+        self.report(submitted.len(), skipped, &weights);
         Ok(())
     }
 
     /// Update the moving average of each miner chosen for evaluation in window `w`; miners
     /// no longer listed stop counting.
-    fn score(&mut self, w: u64, peers: &[u16], ok: &[(u16, Payload)]) {
+    /// `submitted` are the uids of the valid payloads, `selected` those payloads dequantised,
+    /// in the same order.
+    fn score(&mut self, w: u64, peers: &[u16], submitted: &[u16], selected: &[Vec<Selected>]) {
         let n = &self.ctx.hp.network;
         let chosen = choose_for_eval(peers, w, n.eval_miners);
         let engine = &self.engine;
-        let gathered: Vec<Payload> = ok.iter().map(|(_, p)| p.clone()).collect();
-        let medians = block_in_place(|| engine.peer_norm_medians(&gathered));
+        let medians = block_in_place(|| engine.peer_norm_medians(selected));
         let evaluate = |uid: u16| {
-            let payload = &ok.iter().find(|(u, _)| *u == uid)?.1;
+            let at = submitted.iter().position(|u| *u == uid)?;
             let result =
-                block_in_place(|| engine.evaluate(uid, w, payload, n.eval_pages, &medians));
+                block_in_place(|| engine.evaluate(uid, w, &selected[at], n.eval_pages, &medians));
             tracing::info!(uid, window = w, ?result, "evaluated");
             Some(result)
         };
-        let submitted: Vec<u16> = ok.iter().map(|(u, _)| *u).collect();
         score_window(
             &mut self.state.scores,
             peers,
             &chosen,
-            &submitted,
+            submitted,
             evaluate,
             n,
         );
