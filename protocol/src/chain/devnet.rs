@@ -117,10 +117,6 @@ impl DevnetChain {
         })
     }
 
-    pub fn genesis(&self) -> &Genesis {
-        &self.genesis
-    }
-
     /// Wall time at which `block` starts.
     pub fn block_time(&self, block: u64) -> std::time::SystemTime {
         UNIX_EPOCH
