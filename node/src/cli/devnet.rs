@@ -72,15 +72,20 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     v.map_or("-".into(), |x| format!("{x:.prec$}"))
 }
 
+/// The validator's `/status` among the nodes' (none while it has not answered yet).
+fn validator_status(statuses: &[Option<NodeStatus>]) -> Option<&NodeStatus> {
+    statuses
+        .iter()
+        .flatten()
+        .find(|s| s.role == NodeRole::Validator)
+}
+
 fn render_table(
     nodes: &[NodeHandle],
     statuses: &[Option<NodeStatus>],
     elapsed: Duration,
 ) -> String {
-    let validator = statuses
-        .iter()
-        .flatten()
-        .find(|s| s.role == NodeRole::Validator);
+    let validator = validator_status(statuses);
     let mut out = format!(
         "templar devnet  {:>5.0}s  (Ctrl-C stops)\n\n{:<10} {:>4} {:>7} {:>8} {:>10} {:>8} {:>8}  {}\n",
         elapsed.as_secs_f64(),
@@ -198,10 +203,7 @@ fn new_rows(
     statuses: &[Option<NodeStatus>],
     recorded: &mut BTreeMap<(String, u64), ()>,
 ) -> Vec<Row> {
-    let validator = statuses
-        .iter()
-        .flatten()
-        .find(|s| s.role == NodeRole::Validator);
+    let validator = validator_status(statuses);
     let mut rows = Vec::new();
     for (n, s) in nodes.iter().zip(statuses) {
         let Some(s) = s else { continue };
@@ -257,10 +259,7 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
             statuses.push(fetch_status(n.port, Duration::from_secs(2)).await);
         }
         rows.extend(new_rows(&nodes, &statuses, &mut recorded));
-        let validator = statuses
-            .iter()
-            .flatten()
-            .find(|s| s.role == NodeRole::Validator);
+        let validator = validator_status(&statuses);
         let table = render_table(&nodes, &statuses, started.elapsed());
         let shown = validator.and_then(|v| v.window);
         if tty {
