@@ -35,9 +35,47 @@ fn schema_has_rules_scale_and_columns() {
             .map(|c| c["name"].as_str().unwrap())
             .collect();
         assert_eq!(columns, ["Ready", "Window", "Loss", "Score", "Age"]);
+        assert_eq!(
+            v["subresources"]["scale"]["labelSelectorPath"], ".status.selector",
+            "HPA and KEDA can target the kinds"
+        );
+        assert_eq!(crd["spec"]["names"]["categories"][0], "templar");
         let schema = &v["schema"]["openAPIV3Schema"];
+        assert!(
+            schema["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("A set of templar")
+        );
         let rules = schema["x-kubernetes-validations"].as_array().unwrap();
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 4);
+        for rule in rules {
+            assert!(rule["message"].as_str().unwrap().len() > 20, "{rule}");
+        }
+        let immutable: Vec<&str> = rules
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap())
+            .filter(|r| r.contains("oldSelf.spec.cache"))
+            .collect();
+        assert_eq!(immutable.len(), 2, "cache presence and size are immutable");
+        let conditions = &schema["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
+        let resources = &schema["properties"]["spec"]["properties"]["resources"]["properties"];
+        for quantity in ["cpu", "memory", "shmSize"] {
+            let q = &resources[quantity];
+            assert_eq!(q["x-kubernetes-int-or-string"], true, "{quantity}");
+            assert!(
+                q["x-kubernetes-validations"][0]["rule"]
+                    .as_str()
+                    .unwrap()
+                    .contains("isQuantity"),
+                "{quantity}: the API server refuses a bad quantity"
+            );
+        }
+        for part in ["spec", "status"] {
+            undocumented(&schema["properties"][part], part);
+        }
         let spec = &schema["properties"]["spec"];
         assert!(
             spec["properties"]["wallet_secret"].is_null(),
@@ -80,4 +118,21 @@ spec:
         "apiVersion: templar.tplr.ai/v1alpha1\nkind: TemplarMiner\nmetadata: {name: m}\nspec: {image: x}\n",
     );
     assert!(missing.unwrap_err().to_string().contains("storage"));
+}
+
+/// Panics naming the first field of `schema` (recursively) without a description, so that
+/// `kubectl explain` documents every field. Objects from Kubernetes itself carry theirs.
+fn undocumented(schema: &serde_json::Value, path: &str) {
+    let Some(props) = schema["properties"].as_object() else {
+        return;
+    };
+    for (name, field) in props {
+        let here = format!("{path}.{name}");
+        assert!(
+            field["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{here} has no description"
+        );
+        undocumented(field, &here);
+        undocumented(&field["items"], &format!("{here}[]"));
+    }
 }

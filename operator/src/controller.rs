@@ -2,12 +2,14 @@
 //! operator replica reconciles at a time; graceful shutdown on SIGTERM / Ctrl-C.
 
 use crate::nodeset::NodeSet;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, ReconcileError, error_policy, reconcile};
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::runtime::Controller;
-use kube::runtime::watcher;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Error as ControllerError};
+use kube::runtime::utils::Predicate;
+use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,44 +29,133 @@ pub enum RunError {
 /// Label of everything the operator creates; its watches only see those objects.
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by=templar-operator";
 
+/// Where the controllers look: every namespace (cluster-wide RBAC), or the named ones
+/// (a Role and RoleBinding in each, for clusters that forbid cluster-wide secret reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    AllNamespaces,
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    /// From `--namespace` values: none means all namespaces.
+    pub fn from_namespaces(namespaces: Vec<String>) -> Self {
+        let mut names: Vec<String> = namespaces
+            .into_iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            Self::AllNamespaces
+        } else {
+            Self::Namespaces(names)
+        }
+    }
+
+    fn apis<T>(&self, client: &Client) -> Vec<Api<T>>
+    where
+        T: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match self {
+            Self::AllNamespaces => vec![Api::all(client.clone())],
+            Self::Namespaces(names) => names
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect(),
+        }
+    }
+}
+
+/// Reconcile a resource that may not parse: one that does not is reported (warn, metric)
+/// and skipped until it changes, instead of stopping the controller for its whole kind.
+async fn reconcile_guarded<K: NodeSet>(
+    obj: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    match &obj.0 {
+        Ok(k) => reconcile::<K>(Arc::new(k.clone()), ctx).await,
+        Err(invalid) => {
+            ctx.metrics.invalid_object(K::KIND);
+            tracing::warn!(
+                kind = K::KIND,
+                namespace = invalid.metadata.namespace.as_deref().unwrap_or_default(),
+                object = invalid.metadata.name.as_deref().unwrap_or_default(),
+                error = %invalid.error,
+                "resource does not parse; skipped until it changes"
+            );
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn error_policy_guarded<K: NodeSet>(
+    obj: Arc<DeserializeGuard<K>>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    match &obj.0 {
+        Ok(k) => error_policy::<K>(Arc::new(k.clone()), err, ctx),
+        Err(_) => Action::await_change(),
+    }
+}
+
+/// One controller for kind `K` over `api`. Its own resource triggers a reconcile only when
+/// the spec (generation), labels or annotations change: a status write does not come back
+/// as work. The owned StatefulSet's changes (rollout progress) do. Nodes are polled on the
+/// requeue period.
 async fn run_one<K: NodeSet>(
-    client: Client,
-    namespace: Option<&str>,
+    api: Api<DeserializeGuard<K>>,
+    owned: Api<StatefulSet>,
     ctx: Arc<Context>,
     stop: Stop,
 ) {
-    let (api, owned): (Api<K>, Api<StatefulSet>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
-    Controller::new(api, watcher::Config::default())
+    let (reader, writer) = reflector::store();
+    let spec_changes = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::labels)
+                .combine(predicates::annotations),
+            Default::default(),
+        );
+    let metrics = ctx.metrics.clone();
+    Controller::for_stream(spec_changes, reader)
         .owns(owned, watcher::Config::default().labels(MANAGED_BY))
         .graceful_shutdown_on(stop)
-        .run(reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|result| async move {
+        .run(reconcile_guarded::<K>, error_policy_guarded::<K>, ctx)
+        .for_each(|result| {
             match result {
                 Ok((obj, _)) => tracing::debug!(kind = K::KIND, object = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(kind = K::KIND, error = %e, "controller event"),
+                // Logged (with its backoff) by the error policy.
+                Err(ControllerError::ReconcilerFailed(..)) => {}
+                Err(e) => {
+                    metrics.watch_error(K::KIND);
+                    tracing::warn!(kind = K::KIND, error = %e, "watch or queue error");
+                }
             }
+            std::future::ready(())
         })
         .await;
 }
 
-/// Run the TemplarMiner and TemplarValidator controllers until `stop`.
-pub async fn run_controllers(
-    client: Client,
-    namespace: Option<String>,
-    ctx: Arc<Context>,
-    stop: Stop,
-) {
-    let ns = namespace.as_deref();
-    futures::join!(
-        run_one::<TemplarMiner>(client.clone(), ns, ctx.clone(), stop.clone()),
-        run_one::<TemplarValidator>(client, ns, ctx, stop),
-    );
+/// Run the TemplarMiner and TemplarValidator controllers (one pair per watched namespace)
+/// until `stop`.
+pub async fn run_controllers(client: Client, scope: Scope, ctx: Arc<Context>, stop: Stop) {
+    let miners = scope
+        .apis::<DeserializeGuard<TemplarMiner>>(&client)
+        .into_iter()
+        .zip(scope.apis::<StatefulSet>(&client))
+        .map(|(api, owned)| run_one(api, owned, ctx.clone(), stop.clone()).boxed());
+    let validators = scope
+        .apis::<DeserializeGuard<TemplarValidator>>(&client)
+        .into_iter()
+        .zip(scope.apis::<StatefulSet>(&client))
+        .map(|(api, owned)| run_one(api, owned, ctx.clone(), stop.clone()).boxed());
+    futures::future::join_all(miners.chain(validators)).await;
 }
 
 /// Leader election settings.
@@ -83,7 +174,7 @@ pub struct Election {
 /// and restarts as a candidate, as client-go controllers do.
 pub async fn run_elected(
     client: Client,
-    namespace: Option<String>,
+    scope: Scope,
     ctx: Arc<Context>,
     election: Election,
     ready: Arc<AtomicBool>,
@@ -127,7 +218,7 @@ pub async fn run_elected(
         .boxed()
         .shared()
     };
-    run_controllers(client, namespace, ctx.clone(), lost_or_stop).await;
+    run_controllers(client, scope, ctx.clone(), lost_or_stop).await;
     ctx.metrics.set_leader(false);
     let lost_lease = lost.now_or_never().is_some();
     // Dropping the receivers releases the lease for the next replica.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use templar_operator::controller::{Election, Stop, run_controllers, run_elected};
+use templar_operator::controller::{Election, Scope, Stop, run_controllers, run_elected};
 use templar_operator::metrics::Metrics;
 use templar_operator::probe::StatusProbe;
 use templar_operator::reconcile::{Context, Timing};
@@ -40,9 +40,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Watch one namespace only (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag, or comma-separate in WATCH_NAMESPACE);
+    /// the operator then needs a Role in each instead of cluster-wide RBAC. Default: all.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -140,10 +141,11 @@ async fn run(args: RunArgs) -> Result<()> {
         ..Timing::default()
     };
     let ctx = Arc::new(Context::new(client.clone(), metrics, probe, timing));
-    tracing::info!(namespace = ?args.namespace, listen = %args.listen, "templar-operator starting");
+    let scope = Scope::from_namespaces(args.namespaces);
+    tracing::info!(scope = ?scope, listen = %args.listen, "templar-operator starting");
     let result = if args.no_leader_election {
         ready.store(true, Ordering::Relaxed);
-        run_controllers(client, args.namespace, ctx, stop).await;
+        run_controllers(client, scope, ctx, stop).await;
         Ok(())
     } else {
         let identity = std::env::var("POD_NAME")
@@ -154,7 +156,7 @@ async fn run(args: RunArgs) -> Result<()> {
             identity,
             lease_duration_secs: args.lease_duration_secs,
         };
-        run_elected(client, args.namespace, ctx, election, ready, stop).await
+        run_elected(client, scope, ctx, election, ready, stop).await
     };
     server.abort();
     result.map_err(Into::into)

@@ -2,6 +2,7 @@
 //! a timeout per read and a bound on reads in flight.
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -97,5 +98,24 @@ impl StatusProbe {
             .buffer_unordered(self.concurrency)
             .collect()
             .await
+    }
+}
+
+/// Where the reconcile reads the nodes' `/status` documents: over HTTP in a cluster
+/// ([`StatusProbe`]); tests with simulated time plug in a table.
+pub trait NodeStatusReader: Send + Sync {
+    /// The document of every `(pod, ip)`, or why it could not be read.
+    fn read_all(
+        &self,
+        pods: Vec<(String, String)>,
+    ) -> BoxFuture<'_, BTreeMap<String, Result<NodeStatus, ProbeError>>>;
+}
+
+impl NodeStatusReader for StatusProbe {
+    fn read_all(
+        &self,
+        pods: Vec<(String, String)>,
+    ) -> BoxFuture<'_, BTreeMap<String, Result<NodeStatus, ProbeError>>> {
+        Box::pin(StatusProbe::read_all(self, pods))
     }
 }

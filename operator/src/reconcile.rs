@@ -1,20 +1,24 @@
 //! One reconcile of a TemplarMiner or TemplarValidator, one function per step:
 //! [`read_inputs`] (secrets, ConfigMap) -> `validate` (pure) -> [`apply_desired`] (pure
-//! builders, server-side apply) -> [`observe`] (pods, each ready pod's `/status`) ->
-//! `status::compute` (pure) -> [`write_status`] -> [`publish_events`] for what changed.
+//! builders, server-side apply; a suspended resource with a bad spec is still scaled to zero)
+//! -> [`observe`] (the StatefulSet's pods, each ready pod's `/status`) -> `status::compute`
+//! (pure) -> [`write_status`] when more than timestamps changed -> [`publish_events`].
 
 use crate::build::{Owner, desired};
 use crate::metrics::Metrics;
 use crate::nodeset::NodeSet;
-use crate::probe::StatusProbe;
-use crate::status::{Input, Notice, Observed, compute, pod_condition_true};
+use crate::probe::NodeStatusReader;
+use crate::status::{
+    Input, Notice, Observed, compute, controlled_by, host_network, needs_write, pod_condition_true,
+};
 use crate::validate::{
     Inputs, Problem, Validated, referenced_config_map, referenced_secrets, validate,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -37,6 +41,8 @@ pub enum ReconcileError {
     ReadInput { what: String, source: kube::Error },
     #[error("applying {what}: {source}")]
     Apply { what: String, source: kube::Error },
+    #[error("reading the StatefulSet: {0}")]
+    ReadStatefulSet(kube::Error),
     #[error("listing pods: {0}")]
     ListPods(kube::Error),
     #[error("writing status: {0}")]
@@ -50,6 +56,7 @@ impl ReconcileError {
             Self::NoNamespace(_) => "no_namespace",
             Self::ReadInput { .. } => "read_input",
             Self::Apply { .. } => "apply",
+            Self::ReadStatefulSet(_) => "read_statefulset",
             Self::ListPods(_) => "list_pods",
             Self::WriteStatus(_) => "write_status",
         }
@@ -66,6 +73,8 @@ pub struct Timing {
     /// First retry after an error; doubles per consecutive error up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// An unchanged status is still written this often, so `lastSeen` stays recent.
+    pub heartbeat: Duration,
 }
 
 impl Default for Timing {
@@ -75,6 +84,7 @@ impl Default for Timing {
             unsettled: Duration::from_secs(10),
             backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
+            heartbeat: Duration::from_secs(600),
         }
     }
 }
@@ -83,14 +93,19 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    pub probe: StatusProbe,
+    pub probe: Box<dyn NodeStatusReader>,
     pub timing: Timing,
     /// Consecutive failures per object, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, probe: StatusProbe, timing: Timing) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        probe: impl NodeStatusReader + 'static,
+        timing: Timing,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -99,7 +114,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            probe,
+            probe: Box::new(probe),
             timing,
             failures: Mutex::default(),
         }
@@ -180,6 +195,9 @@ async fn read_inputs(
                 .cloned()
                 .collect();
             inputs.secrets.insert(name.to_string(), keys);
+            if let Some(version) = secret.metadata.resource_version {
+                inputs.secret_versions.insert(name.to_string(), version);
+            }
         }
     }
     if let Some(name) = referenced_config_map(spec) {
@@ -200,7 +218,7 @@ async fn read_inputs(
     Ok(inputs)
 }
 
-async fn apply<T>(client: &Client, ns: &str, obj: &T) -> Result<(), ReconcileError>
+async fn apply<T>(client: &Client, ns: &str, obj: &T) -> Result<T, ReconcileError>
 where
     T: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -219,8 +237,60 @@ where
     .map_err(|source| ReconcileError::Apply {
         what: format!("{} {name}", T::kind(&())),
         source,
-    })?;
-    Ok(())
+    })
+}
+
+/// Delete the PodDisruptionBudget a spec no longer asks for (gone already is fine).
+async fn delete_budget(client: &Client, ns: &str, name: &str) -> Result<(), ReconcileError> {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(ReconcileError::Apply {
+            what: format!("PodDisruptionBudget {name} (delete)"),
+            source,
+        }),
+    }
+}
+
+/// A suspended resource whose spec cannot be built (a secret missing, say) still stops:
+/// scale the existing StatefulSet to zero without touching the rest of it.
+async fn scale_to_zero(
+    client: &Client,
+    owner: &Owner<'_>,
+) -> Result<Option<StatefulSet>, ReconcileError> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), owner.namespace);
+    let name = owner.object_name();
+    let patch = serde_json::json!({"spec": {"replicas": 0}});
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(sts) => Ok(Some(sts)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(source) => Err(ReconcileError::Apply {
+            what: format!("StatefulSet {name} (scale to zero)"),
+            source,
+        }),
+    }
+}
+
+/// The owned StatefulSet when nothing was applied this time.
+async fn read_stateful_set(
+    client: &Client,
+    owner: &Owner<'_>,
+) -> Result<Option<StatefulSet>, ReconcileError> {
+    Api::<StatefulSet>::namespaced(client.clone(), owner.namespace)
+        .get_opt(&owner.object_name())
+        .await
+        .map_err(ReconcileError::ReadStatefulSet)
+}
+
+/// What applying produced: a spec problem the API server found, and the StatefulSet as it
+/// answered (with its rollout status).
+struct Applied {
+    problem: Option<Problem>,
+    stateful_set: Option<StatefulSet>,
 }
 
 /// Apply what a valid spec asks for. A rejection by the API server itself (422, e.g. a
@@ -229,49 +299,71 @@ async fn apply_desired(
     ctx: &Context,
     owner: &Owner<'_>,
     valid: &Validated,
-) -> Result<Option<Problem>, ReconcileError> {
+) -> Result<Applied, ReconcileError> {
     let d = desired(owner, valid);
     let ns = owner.namespace;
     let applied = async {
         apply(&ctx.client, ns, &d.config_map).await?;
         apply::<Service>(&ctx.client, ns, &d.headless).await?;
         apply::<Service>(&ctx.client, ns, &d.metrics).await?;
-        apply::<StatefulSet>(&ctx.client, ns, &d.stateful_set).await
+        let sts = apply::<StatefulSet>(&ctx.client, ns, &d.stateful_set).await?;
+        match &d.disruption_budget {
+            Some(pdb) => apply(&ctx.client, ns, pdb).await.map(drop)?,
+            None => delete_budget(&ctx.client, ns, &owner.object_name()).await?,
+        }
+        Ok(sts)
     };
-    match applied.await {
-        Ok(()) => Ok(None),
+    let result = applied.await;
+    ctx.metrics.applied(owner.kind);
+    match result {
+        Ok(sts) => Ok(Applied {
+            problem: None,
+            stateful_set: Some(sts),
+        }),
         Err(ReconcileError::Apply {
             what,
             source: kube::Error::Api(status),
-        }) if status.code == 422 => Ok(Some(Problem {
-            reason: "ApplyRejected",
-            message: format!("{what}: {}", status.message),
-        })),
+        }) if status.code == 422 => Ok(Applied {
+            problem: Some(Problem {
+                reason: "ApplyRejected",
+                message: format!("{what}: {}", status.message),
+            }),
+            stateful_set: read_stateful_set(&ctx.client, owner).await?,
+        }),
         Err(e) => Err(e),
     }
 }
 
-/// The resource's pods, and the `/status` of each ready one.
-async fn observe(ctx: &Context, owner: &Owner<'_>) -> Result<Observed, ReconcileError> {
-    let selector = owner
-        .labels()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+/// The pods the StatefulSet controls, and the `/status` of each ready one (host-network
+/// pods are not probed: their IP is the node's).
+async fn observe(
+    ctx: &Context,
+    owner: &Owner<'_>,
+    stateful_set: Option<StatefulSet>,
+) -> Result<Observed, ReconcileError> {
+    let Some(sts) = stateful_set else {
+        return Ok(Observed::default());
+    };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), owner.namespace);
-    let pods = pods
-        .list(&ListParams::default().labels(&selector))
+    let pods: Vec<Pod> = pods
+        .list(&ListParams::default().labels(&owner.selector()))
         .await
         .map_err(ReconcileError::ListPods)?
-        .items;
+        .items
+        .into_iter()
+        .filter(|p| controlled_by(p, &sts))
+        .collect();
     let ready_ips: Vec<(String, String)> = pods
         .iter()
-        .filter(|p| pod_condition_true(p, "Ready"))
+        .filter(|p| pod_condition_true(p, "Ready") && !host_network(p))
         .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
         .collect();
     let probes = ctx.probe.read_all(ready_ips).await;
-    Ok(Observed { pods, probes })
+    Ok(Observed {
+        stateful_set: Some(sts),
+        pods,
+        probes,
+    })
 }
 
 /// Server-side apply of the status subresource.
@@ -340,22 +432,37 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
     };
 
     let inputs = read_inputs(&ctx.client, &ns, spec).await?;
-    let problem = match validate(spec, &inputs) {
+    let applied = match validate(spec, &inputs) {
         Ok(valid) => apply_desired(ctx, &owner, &valid).await?,
-        // A bad spec leaves what runs alone and says why in the status and an event.
-        Err(problem) => Some(problem),
+        // A bad spec leaves what runs alone and says why in the status and an event;
+        // suspending still stops the pods.
+        Err(problem) => Applied {
+            problem: Some(problem),
+            stateful_set: if spec.suspend {
+                scale_to_zero(&ctx.client, &owner).await?
+            } else {
+                read_stateful_set(&ctx.client, &owner).await?
+            },
+        },
     };
-    let observed = observe(ctx, &owner).await?;
+    let observed = observe(ctx, &owner, applied.stateful_set).await?;
+    let now = Timestamp::now();
     let outcome = compute(Input {
         role: K::ROLE,
         spec,
         generation: obj.meta().generation,
         previous: obj.node_status(),
-        problem: problem.as_ref(),
+        problem: applied.problem.as_ref(),
         observed: &observed,
-        now: Timestamp::now(),
+        selector: owner.selector(),
+        now,
     });
-    write_status::<K>(ctx, &owner, &outcome.status).await?;
+    let heartbeat = SignedDuration::try_from(ctx.timing.heartbeat).unwrap_or(SignedDuration::MAX);
+    let write = needs_write(&outcome.status, obj.node_status(), now, heartbeat);
+    if write {
+        write_status::<K>(ctx, &owner, &outcome.status).await?;
+    }
+    ctx.metrics.status_written(K::KIND, write);
     publish_events(ctx, obj, &outcome.notices).await;
     Ok(Action::requeue(if outcome.settled {
         ctx.timing.settled

@@ -2,16 +2,20 @@
 //! inputs first). A problem becomes a Degraded condition and a Warning event with a reason,
 //! never an error loop.
 
+use crate::build::OPERATOR_ENV;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use templar_crds::NodeSpec;
 use templar_crds::hparams::Hparams;
 use templar_crds::resources::ChainKind;
 
 /// What the spec refers to, as read from the API: the secrets and ConfigMaps that exist.
-/// Secret values are never kept, only their key names.
+/// Secret values are never kept, only their key names and resource versions.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     pub secrets: BTreeMap<String, BTreeSet<String>>,
+    /// `metadata.resourceVersion` of each secret found: a new version rolls the pods.
+    pub secret_versions: BTreeMap<String, String>,
     pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
 }
 
@@ -34,6 +38,9 @@ pub struct Validated {
     /// The hyperparameters file the nodes read (the spec's model size added when the text
     /// names none), already parsed by the nodes' own parser.
     pub hparams_file: String,
+    /// Digest of the hyperparameters file and the referenced secrets' versions: the pod
+    /// template carries it, so a change to any of them rolls the pods.
+    pub config_hash: String,
 }
 
 /// Keys of an S3 credentials secret.
@@ -43,7 +50,7 @@ pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
 /// The secrets the spec names, each once, in the order they are read.
 pub fn referenced_secrets(spec: &NodeSpec) -> Vec<&str> {
     let candidates = [
-        Some(spec.storage.write_secret.as_str()),
+        spec.storage.write_secret.as_deref(),
         spec.storage.read_secret.as_deref(),
         Some(spec.wallet_secret.as_str()),
     ];
@@ -109,14 +116,29 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
             "this operator version runs devnet chains only; subtensor support is coming".into(),
         ));
     }
+    if let Some(clash) = spec
+        .env
+        .iter()
+        .find(|e| OPERATOR_ENV.contains(&e.name.as_str()))
+    {
+        return Err(Problem::new(
+            "InvalidSpec",
+            format!(
+                "spec.env sets {:?}, which the operator sets itself (from spec.storage)",
+                clash.name
+            ),
+        ));
+    }
     let s3_keys = [ACCESS_KEY_ID.to_string(), SECRET_ACCESS_KEY.to_string()];
-    require_keys(
-        inputs,
-        &spec.storage.write_secret,
-        "storage.writeSecret",
-        &s3_keys,
-        "MissingSecretKey",
-    )?;
+    if let Some(write) = &spec.storage.write_secret {
+        require_keys(
+            inputs,
+            write,
+            "storage.writeSecret",
+            &s3_keys,
+            "MissingSecretKey",
+        )?;
+    }
     if let Some(read) = &spec.storage.read_secret {
         require_keys(
             inputs,
@@ -166,5 +188,25 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
     let hparams_file = render_hparams(spec, &text);
     Hparams::from_toml(&hparams_file)
         .map_err(|e| Problem::new("InvalidHyperparameters", e.to_string()))?;
-    Ok(Validated { hparams_file })
+    let config_hash = config_hash(&hparams_file, spec, inputs);
+    Ok(Validated {
+        hparams_file,
+        config_hash,
+    })
+}
+
+/// SHA-256 (first 16 hex digits) of the hyperparameters file and `name=version` of each
+/// referenced secret: what the pods read at start that the pod template does not show.
+fn config_hash(hparams_file: &str, spec: &NodeSpec, inputs: &Inputs) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(hparams_file.as_bytes());
+    for name in referenced_secrets(spec) {
+        let version = inputs
+            .secret_versions
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or("");
+        hasher.update(format!("\0{name}={version}").as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
 }

@@ -4,7 +4,8 @@ mod common;
 
 use templar_crds::{NodeRole, TemplarMiner, TemplarValidator};
 use templar_operator::build::{
-    Owner, STATUS_PORT, headless_service, hparams_configmap, metrics_service, statefulset,
+    Owner, STATUS_PORT, disruption_budget, headless_service, hparams_configmap, metrics_service,
+    statefulset,
 };
 use templar_operator::validate::render_hparams;
 
@@ -36,7 +37,7 @@ fn owner(cr: &TemplarMiner) -> Owner<'_> {
 #[test]
 fn minimal_miner_gets_a_gpu_statefulset_with_secrets_and_probes() {
     let cr = miner(MINIMAL);
-    let sts = statefulset(&owner(&cr));
+    let sts = statefulset(&owner(&cr), "hash");
     assert_eq!(sts.metadata.name.as_deref(), Some("alpha-miner"));
     let owner_ref = &sts.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
@@ -105,7 +106,7 @@ fn scheduling_cache_and_suspend_are_honoured() {
     let cr = miner(&format!(
         "{MINIMAL}  replicas: 4\n  suspend: true\n  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  nodeSelector: {{pool: gpu}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  priorityClassName: training\n  cache: {{size: 50Gi, storageClass: fast}}\n  imagePullSecrets: [regcred]\n"
     ));
-    let spec = statefulset(&owner(&cr)).spec;
+    let spec = statefulset(&owner(&cr), "hash").spec;
     assert_eq!(spec.replicas, Some(0), "suspend scales to zero");
     let pod = spec.template.spec.as_ref().unwrap();
     let sel = pod.node_selector.as_ref().unwrap();
@@ -162,7 +163,7 @@ fn validators_get_their_role_service_and_hyperparameters() {
         uid: "u",
         spec: &cr.spec.node,
     };
-    let sts = statefulset(&o);
+    let sts = statefulset(&o, "hash");
     assert_eq!(sts.metadata.name.as_deref(), Some("alpha-validator"));
     let args = sts.spec.template.spec.unwrap().containers[0]
         .args
@@ -198,13 +199,13 @@ fn validators_get_their_role_service_and_hyperparameters() {
 #[test]
 fn built_objects_pass_kubernetes_validate_strict() {
     let cr = miner(&format!(
-        "{MINIMAL}  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  cache: {{size: 50Gi}}\n  env: [{{name: RUST_LOG, value: info}}]\n"
+        "{MINIMAL}  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  cache: {{size: 50Gi, retention: {{whenScaled: Delete}}}}\n  env: [{{name: RUST_LOG, value: info}}]\n  disruptionBudget: {{maxUnavailable: 25%}}\n  podTemplate: {{runtimeClassName: nvidia, topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}}]}}\n"
     ));
     let o = owner(&cr);
     let objects = [
         (
             "statefulset.json",
-            serde_json::to_string(&statefulset(&o)).unwrap(),
+            serde_json::to_string(&statefulset(&o, "hash")).unwrap(),
         ),
         (
             "service.json",
@@ -217,6 +218,10 @@ fn built_objects_pass_kubernetes_validate_strict() {
         (
             "configmap.json",
             serde_json::to_string(&hparams_configmap(&o, &render_hparams(o.spec, ""))).unwrap(),
+        ),
+        (
+            "pdb.json",
+            serde_json::to_string(&disruption_budget(&o).unwrap()).unwrap(),
         ),
     ];
     for (_, json) in &objects {

@@ -181,7 +181,7 @@ fn candidate(identity: &str, store: Arc<Mutex<FakeLease>>) -> Candidate {
     };
     let run = tokio::spawn(run_elected(
         client,
-        None,
+        templar_operator::controller::Scope::AllNamespaces,
         ctx,
         election,
         ready.clone(),

@@ -116,21 +116,39 @@ impl MockApi {
     }
 
     /// The owned objects of `set` applied in order: ConfigMap, headless Service, metrics
-    /// Service, StatefulSet. Returns the applied bodies.
+    /// Service, StatefulSet (answered as rolled out), then the PodDisruptionBudget the spec
+    /// does not ask for deleted. Returns the applied bodies.
     async fn objects_applied(&mut self, set: &str) -> Vec<Value> {
+        let [cm, headless, metrics, sts] = object_paths(set);
         let mut bodies = Vec::new();
-        for path in object_paths(set) {
+        for path in [cm, headless, metrics] {
             bodies.push(self.apply(&path).await);
         }
+        bodies.push(self.stateful_set_applied(&sts).await);
+        self.budget_deleted(set).await;
         bodies
+    }
+
+    /// Expect the StatefulSet's apply; answer it with a uid and a finished rollout.
+    async fn stateful_set_applied(&mut self, path: &str) -> Value {
+        let (body, send) = self.expect("PATCH", &format!("{path}{APPLY}")).await;
+        send.send_response(json_response(200, &rolled_out(&body)));
+        body
+    }
+
+    async fn budget_deleted(&mut self, set: &str) {
+        let (_, send) = self
+            .expect(
+                "DELETE",
+                &format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{set}?"),
+            )
+            .await;
+        send.send_response(not_found_response());
     }
 
     async fn not_found(&mut self, uri: &str) {
         let (_, send) = self.expect("GET", uri).await;
-        send.send_response(json_response(
-            404,
-            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-        ));
+        send.send_response(not_found_response());
     }
 
     async fn pods(&mut self, items: Vec<Value>) {
@@ -188,6 +206,27 @@ fn object_paths(set: &str) -> [String; 4] {
     ]
 }
 
+fn not_found_response() -> Response<Body> {
+    json_response(
+        404,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+/// Uid of the StatefulSet the mock API server answers with.
+const STS_UID: &str = "sts-0001";
+
+/// `applied` as the API server would return it once its rollout is done.
+fn rolled_out(applied: &Value) -> Value {
+    let mut sts = applied.clone();
+    let replicas = sts["spec"]["replicas"].clone();
+    sts["metadata"]["uid"] = json!(STS_UID);
+    sts["metadata"]["generation"] = json!(4);
+    sts["status"] = json!({"replicas": replicas, "observedGeneration": 4, "updatedReplicas": replicas,
+                           "currentRevision": "r4", "updateRevision": "r4"});
+    sts
+}
+
 fn json_response(code: u16, v: &Value) -> Response<Body> {
     Response::builder()
         .status(code)
@@ -208,7 +247,10 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 fn pod(name: &str, ip: &str, ready: bool) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "creationTimestamp": "2026-11-27T00:00:00Z"},
+        "metadata": {"name": name, "namespace": NS, "creationTimestamp": "2026-11-27T00:00:00Z",
+                     "labels": {"controller-revision-hash": "r4"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "alpha-miner",
+                                          "uid": STS_UID, "controller": true}]},
         "status": {
             "phase": "Running",
             "podIP": ip,
@@ -363,7 +405,9 @@ async fn unschedulable_pod_sets_the_condition_and_a_warning_event() {
     let pending = |name: &str| {
         json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": NS, "creationTimestamp": created},
+            "metadata": {"name": name, "namespace": NS, "creationTimestamp": created,
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "alpha-miner",
+                                              "uid": STS_UID, "controller": true}]},
             "status": {"phase": "Pending", "conditions": [
                 {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
             ]}
@@ -397,7 +441,11 @@ async fn missing_secret_degrades_without_applying_anything() {
     api.not_found(&format!("/api/v1/namespaces/{NS}/secrets/s3-write"))
         .await;
     api.secret("hotkeys", &["hotkey-0", "hotkey-1"]).await;
-    api.pods(vec![]).await;
+    // Nothing applied: the StatefulSet is read as it is (none yet, so no pods to list).
+    api.not_found(&format!(
+        "/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-miner"
+    ))
+    .await;
     let status = api.status(&cr).await;
     let degraded = condition(&status, "Degraded");
     assert_eq!(degraded["status"], "True");
@@ -575,6 +623,13 @@ async fn a_rejected_apply_is_a_spec_problem_not_an_error_loop() {
         422,
         &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422, "message": message}),
     ));
+    // The StatefulSet that runs is read for its pods.
+    api.answer(
+        "GET",
+        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-miner"),
+        rolled_out(&body),
+    )
+    .await;
     api.pods(vec![]).await;
     let status = api.status(&cr).await;
     let degraded = condition(&status, "Degraded");

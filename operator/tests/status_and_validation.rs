@@ -148,11 +148,24 @@ fn run(
         previous,
         problem: None,
         observed: &Observed {
+            stateful_set: Some(rolled_out(spec.replicas)),
             pods,
             probes: BTreeMap::new(),
         },
+        selector: "app=a".into(),
         now,
     })
+}
+
+/// The owned StatefulSet with every replica at one revision.
+fn rolled_out(replicas: i32) -> k8s_openapi::api::apps::v1::StatefulSet {
+    serde_json::from_value(json!({
+        "metadata": {"name": "a-miner", "generation": 1, "uid": "sts-uid"},
+        "spec": {"selector": {}, "template": {}},
+        "status": {"replicas": replicas, "observedGeneration": 1, "updatedReplicas": replicas,
+                   "currentRevision": "r1", "updateRevision": "r1"}
+    }))
+    .unwrap()
 }
 
 fn cond<'a>(
@@ -312,9 +325,11 @@ fn a_node_reporting_an_error_degrades_with_its_message() {
         previous: None,
         problem: None,
         observed: &Observed {
+            stateful_set: Some(rolled_out(2)),
             pods: vec![p],
             probes: BTreeMap::from([("a-miner-0".to_string(), Ok(status))]),
         },
+        selector: "app=a".into(),
         now,
     });
     let d = cond(&o, "Degraded");

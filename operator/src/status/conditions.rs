@@ -1,8 +1,9 @@
 //! The four conditions (Scheduled, Ready, Progressing, Degraded) from what the pods and nodes
 //! show, and the events a change of them publishes.
 
+use super::pods::revision;
 use super::pods::{PodState, pod_condition_true};
-use super::{DEGRADED, Notice, PROGRESSING, READY, SCHEDULED};
+use super::{DEGRADED, Notice, PROGRESSING, READY, Rollout, SCHEDULED};
 use crate::validate::Problem;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -41,21 +42,32 @@ pub(super) struct Findings<'a> {
     pub desired: i32,
     pub pods: &'a [&'a Pod],
     pub states: &'a [PodState],
+    /// The StatefulSet's rollout: only a finished one is Ready.
+    pub rollout: Rollout,
     pub problem: Option<&'a Problem>,
     /// The first error a node reports, prefixed with its hotkey.
     pub node_error: Option<String>,
 }
 
 impl Findings<'_> {
+    /// Ready pods of the update revision (a ready pod of the old revision is on its way out).
     pub fn ready_count(&self) -> i32 {
-        self.states
+        let current = |p: &Pod| match (&self.rollout.update_revision, revision(p)) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        };
+        self.pods
             .iter()
-            .filter(|s| **s == PodState::Ready)
+            .zip(self.states)
+            .filter(|(p, s)| **s == PodState::Ready && current(p))
             .count() as i32
     }
 
     pub fn is_ready(&self) -> bool {
-        self.desired > 0 && self.ready_count() >= self.desired && self.problem.is_none()
+        self.desired > 0
+            && self.rollout.done
+            && self.ready_count() >= self.desired
+            && self.problem.is_none()
     }
 
     /// Why the resource is degraded, if it is: a spec problem first, then a failing
@@ -121,7 +133,11 @@ pub(super) fn conditions(
     } else {
         cond(SCHEDULED, true, "AllScheduled", String::new())
     };
-    let ready_message = format!("{}/{desired} replicas ready", f.ready_count());
+    let ready_message = format!(
+        "{}/{desired} replicas ready, {}/{desired} at the current revision",
+        f.ready_count(),
+        f.rollout.updated.min(desired)
+    );
     let is_ready = f.is_ready();
     let ready = if f.spec.suspend {
         cond(READY, false, "Suspended", suspended.into())

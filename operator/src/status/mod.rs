@@ -5,16 +5,18 @@
 mod conditions;
 mod pods;
 
-pub use pods::pod_condition_true;
+pub use pods::{controlled_by, host_network, pod_condition_true};
 
 use crate::probe::ProbeError;
 use crate::validate::Problem;
 use conditions::Findings;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use pods::{PodState, pod_state};
 use std::collections::BTreeMap;
-use templar_crds::resources::ReplicaStatus;
+use templar_crds::resources::{ReplicaStatus, truncate_node_string};
 use templar_crds::{NodeRole, NodeSetStatus, NodeSpec, NodeStatus};
 
 pub const SCHEDULED: &str = "Scheduled";
@@ -25,6 +27,9 @@ pub const DEGRADED: &str = "Degraded";
 /// What the reconcile saw this time.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
+    /// The owned StatefulSet as the API server returned it (with its rollout status).
+    pub stateful_set: Option<StatefulSet>,
+    /// The pods that StatefulSet controls.
     pub pods: Vec<Pod>,
     /// `/status` of ready pods by pod name: the document, or why it could not be read.
     pub probes: BTreeMap<String, Result<NodeStatus, ProbeError>>,
@@ -69,6 +74,8 @@ pub struct Input<'a> {
     pub previous: Option<&'a NodeSetStatus>,
     pub problem: Option<&'a Problem>,
     pub observed: &'a Observed,
+    /// The pods' label selector, for the scale subresource.
+    pub selector: String,
     pub now: Timestamp,
 }
 
@@ -98,24 +105,97 @@ fn replica_entries<'a>(
         match observed.probes.get(&name) {
             Some(Ok(s)) => {
                 entry.uid = s.uid;
-                entry.hotkey = Some(s.hotkey.clone());
+                entry.hotkey = Some(truncate_node_string(s.hotkey.as_str()));
                 entry.window = s.window;
                 entry.loss = s.last_loss;
                 entry.score = node_score(role, s);
                 entry.last_seen = Some(now.to_string());
-                entry.last_error = s.last_error.clone();
+                entry.last_error = s.last_error.as_deref().map(truncate_node_string);
                 reports.push(s);
             }
-            Some(Err(e)) => entry.last_error = Some(e.to_string()),
+            Some(Err(e)) => entry.last_error = Some(truncate_node_string(&e.to_string())),
             None => {
                 if let PodState::Failing { message, .. } = state {
-                    entry.last_error = Some(message.clone());
+                    entry.last_error = Some(truncate_node_string(message));
                 }
             }
         }
         nodes.push(entry);
     }
     (nodes, reports)
+}
+
+/// Where the owned StatefulSet's rollout stands, from its own status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Rollout {
+    /// The controller has seen the current spec, every replica runs the update revision,
+    /// and the current revision is the update revision.
+    pub done: bool,
+    /// Replicas at the update revision.
+    pub updated: i32,
+    /// The revision new pods get; only pods at it count as ready.
+    pub update_revision: Option<String>,
+}
+
+impl Rollout {
+    fn of(sts: Option<&StatefulSet>, desired: i32) -> Self {
+        let Some(sts) = sts else {
+            return Self::default();
+        };
+        let Some(st) = sts.status.as_ref() else {
+            return Self::default();
+        };
+        let observed = match (st.observed_generation, sts.metadata.generation) {
+            (Some(seen), Some(generation)) => seen >= generation,
+            _ => false,
+        };
+        let updated = st.updated_replicas.unwrap_or(0);
+        let same_revision =
+            st.current_revision.is_some() && st.current_revision == st.update_revision;
+        Self {
+            done: observed && updated >= desired && same_revision,
+            updated,
+            update_revision: st.update_revision.clone(),
+        }
+    }
+}
+
+/// What is worth writing changed: anything but the `lastSeen` and transition timestamps, or
+/// the previous read is older than `heartbeat` (so `lastSeen` never goes stale for long).
+/// Skipping the rest keeps a healthy resource from writing its status every refresh.
+pub fn needs_write(
+    new: &NodeSetStatus,
+    previous: Option<&NodeSetStatus>,
+    now: Timestamp,
+    heartbeat: SignedDuration,
+) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    let strip = |s: &NodeSetStatus| {
+        let mut s = s.clone();
+        s.nodes.iter_mut().for_each(|n| n.last_seen = None);
+        s.conditions
+            .iter_mut()
+            .for_each(|c| c.last_transition_time = Time(Timestamp::UNIX_EPOCH));
+        s
+    };
+    if strip(new) != strip(previous) {
+        return true;
+    }
+    // A node read now whose written `lastSeen` is older than the heartbeat. (A node that
+    // stopped answering keeps its old `lastSeen` and does not force writes.)
+    let seen = |n: &ReplicaStatus| n.last_seen.as_deref()?.parse::<Timestamp>().ok();
+    new.nodes.iter().any(|n| {
+        let before = previous
+            .nodes
+            .iter()
+            .find(|p| p.pod == n.pod)
+            .and_then(seen);
+        matches!((seen(n), before), (Some(read), Some(written))
+            if now.duration_since(read) < SignedDuration::from_secs(1)
+                && read.duration_since(written) >= heartbeat)
+    })
 }
 
 pub fn compute(input: Input) -> Outcome {
@@ -126,6 +206,7 @@ pub fn compute(input: Input) -> Outcome {
         previous,
         problem,
         observed,
+        selector,
         now,
     } = input;
     let desired = if spec.suspend { 0 } else { spec.replicas };
@@ -144,10 +225,13 @@ pub fn compute(input: Input) -> Outcome {
         desired,
         pods: &pods,
         states: &states,
+        rollout: Rollout::of(observed.stateful_set.as_ref(), desired),
         problem,
-        node_error: reports
-            .iter()
-            .find_map(|r| r.last_error.as_ref().map(|e| format!("{}: {e}", r.hotkey))),
+        node_error: reports.iter().find_map(|r| {
+            r.last_error
+                .as_ref()
+                .map(|e| truncate_node_string(&format!("{}: {e}", r.hotkey)))
+        }),
     };
     let prev_conditions = previous
         .map(|p| p.conditions.as_slice())
@@ -160,6 +244,7 @@ pub fn compute(input: Input) -> Outcome {
         conditions,
         replicas: pods.len() as i32,
         ready_replicas: ready,
+        selector: Some(selector),
         ready: Some(format!("{ready}/{desired}")),
         window: reports.iter().filter_map(|r| r.window).max(),
         global_step: reports.iter().map(|r| r.global_step).max(),

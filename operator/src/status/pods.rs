@@ -1,5 +1,6 @@
 //! Each pod's state as the conditions see it: ready, unschedulable, failing, late, starting.
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -66,15 +67,51 @@ pub(super) fn pod_state(pod: &Pod, deadline: SignedDuration, now: Timestamp) -> 
             };
         }
     }
-    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    if created.is_some_and(|c| now.duration_since(c) > deadline) {
-        return PodState::Late;
-    }
+    // A pod the scheduler cannot place is unschedulable however long it has waited.
     if let Some(c) = pod_condition(pod, "PodScheduled")
         && c.status == "False"
         && c.reason.as_deref() == Some("Unschedulable")
     {
         return PodState::Unschedulable(c.message.clone().unwrap_or_default());
     }
+    // Not ready since the Ready condition last changed (a ready pod that blips starts a
+    // new wait), or since creation when the kubelet has not reported it yet.
+    let since = pod_condition(pod, "Ready")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(pod.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0);
+    if since.is_some_and(|c| now.duration_since(c) > deadline) {
+        return PodState::Late;
+    }
     PodState::Starting
+}
+
+/// The pod's controller is this StatefulSet (not a foreign pod that matches the labels).
+pub fn controlled_by(pod: &Pod, stateful_set: &StatefulSet) -> bool {
+    let Some(uid) = stateful_set.metadata.uid.as_deref() else {
+        return false;
+    };
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.kind == "StatefulSet" && r.uid == uid)
+}
+
+/// The pod shares its node's network: its IP is the node's, so a `/status` read there
+/// might reach another process. Such pods are not probed.
+pub fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// The StatefulSet revision the pod was created from.
+pub(super) fn revision(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get("controller-revision-hash")
+        .map(String::as_str)
 }
