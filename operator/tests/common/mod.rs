@@ -1,4 +1,7 @@
-//! Shared by the operator's test files.
+//! Shared by the operator's test files; each uses a subset.
+#![allow(dead_code)]
+
+pub mod mock_api;
 
 /// Run `kubernetes-validate --strict` (offline schemas of Kubernetes 1.34; installed by
 /// `scripts/setup.sh --pytools`) over `(file name, JSON or YAML text)` objects and assert
