@@ -34,7 +34,8 @@ async fn suspend_stops_the_pods_even_when_the_spec_is_broken() {
         "status": {"replicas": 1, "observedGeneration": 4}
     });
     send.send_response(json_response(200, &scaled));
-    api.pods(vec![pod("alpha-miner-0", "10.0.0.9", false)]).await;
+    api.pods(vec![pod("alpha-miner-0", "10.0.0.9", false)])
+        .await;
     let status = api.status(&cr).await;
     assert_eq!(condition(&status, "Ready")["reason"], "Suspended");
     assert_eq!(condition(&status, "Degraded")["reason"], "MissingSecret");

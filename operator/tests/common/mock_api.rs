@@ -65,7 +65,11 @@ pub fn setup(status_port: u16) -> (MockApi, Arc<Context>) {
 
 impl MockApi {
     /// The next request: asserts method and URI, returns the JSON body (Null when empty).
-    pub async fn expect(&mut self, method: &str, uri: &str) -> (Value, SendResponse<Response<Body>>) {
+    pub async fn expect(
+        &mut self,
+        method: &str,
+        uri: &str,
+    ) -> (Value, SendResponse<Response<Body>>) {
         let (req, send) = tokio::time::timeout(Duration::from_secs(10), self.handle.next_request())
             .await
             .unwrap_or_else(|_| panic!("no request came; expected {method} {uri}"))
@@ -301,4 +305,3 @@ pub fn node(hotkey: &str, uid: u16, window: u64, loss: f64, incentive: f64) -> N
         ..Default::default()
     }
 }
-
