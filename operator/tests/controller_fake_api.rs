@@ -41,6 +41,8 @@ struct State {
     watches: Vec<(String, UnboundedSender<Bytes>)>,
     /// Requests the fake does not know, for the test to fail on.
     unknown: Vec<String>,
+    /// (API group, resource, verb) of every request, for the RBAC check.
+    calls: std::collections::BTreeSet<(String, String, String)>,
     /// Times (simulated, since start) of each StatefulSet apply and status write.
     applies: Vec<Duration>,
     status_writes: Vec<Duration>,
@@ -114,6 +116,8 @@ async fn handle(
     let mut s = state.lock().unwrap();
     let at = started.elapsed();
     let watch = query.contains("watch=true");
+    let call = rbac_call(&method, &path, watch);
+    s.calls.insert(call);
     match (method.as_str(), path.as_str()) {
         ("GET", p) if (p == MINERS || p == VALIDATORS || p == STATEFULSETS) && watch => {
             let (tx, rx) = unbounded::<Bytes>();
@@ -125,7 +129,17 @@ async fn handle(
                 .body(BodyExt::boxed(StreamBody::new(stream)))
                 .unwrap()
         }
-        ("GET", MINERS) => full(200, &list("TemplarMiner", s.version, vec![s.miner.clone()])),
+        ("GET", MINERS) => {
+            // Beside the healthy miner, one that no longer parses (an older schema, say): it
+            // must not stop the controller for the kind.
+            let broken = json!({"apiVersion": "templar.tplr.ai/v1alpha1", "kind": "TemplarMiner",
+                                "metadata": {"name": "broken", "namespace": NS, "uid": "b", "generation": 1},
+                                "spec": {"image": 5}});
+            full(
+                200,
+                &list("TemplarMiner", s.version, vec![s.miner.clone(), broken]),
+            )
+        }
         ("GET", VALIDATORS) => full(200, &list("TemplarValidator", s.version, vec![])),
         ("GET", STATEFULSETS) => {
             let items = s.stateful_set.iter().cloned().collect();
@@ -200,6 +214,32 @@ async fn handle(
             not_found()
         }
     }
+}
+
+/// The RBAC (group, resource, verb) a request is authorized as.
+fn rbac_call(method: &str, path: &str, watch: bool) -> (String, String, String) {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /api/v1/namespaces/NS/RES[/NAME[/SUB]] or /apis/GROUP/VERSION/namespaces/NS/RES[...]
+    let (group, rest) = match parts[0] {
+        "api" => ("", &parts[4..]),
+        _ => (parts[1], &parts[5..]),
+    };
+    let resource = match rest {
+        [res, _name, sub] => format!("{res}/{sub}"),
+        [res, ..] => res.to_string(),
+        [] => panic!("no resource in {path}"),
+    };
+    let named = rest.len() > 1;
+    let verb = match (method, named, watch) {
+        ("GET", _, true) => "watch",
+        ("GET", false, _) => "list",
+        ("GET", true, _) => "get",
+        ("PATCH", ..) => "patch",
+        ("POST", ..) => "create",
+        ("DELETE", ..) => "delete",
+        _ => panic!("{method} {path}"),
+    };
+    (group.to_string(), resource, verb.to_string())
 }
 
 /// Every ready node answers the same document: a healthy network, nothing changing.
@@ -329,8 +369,13 @@ async fn a_healthy_unchanged_resource_is_reconciled_on_the_refresh_period_only()
         REFRESH.as_secs()
     );
     assert!(c.status_writes <= 3, "{c:?}");
+    rbac_grants(&run.state.lock().unwrap().calls);
     assert!(c.status_skips >= expected - 5, "{c:?}");
     assert_eq!(c.watch_errors, 0);
+    assert_eq!(
+        c.invalid_objects, 1,
+        "the broken resource is reported once, then skipped"
+    );
     // No apply follows a status write closer than the refresh period (bar the one the
     // StatefulSet's creation triggers right after the first reconcile).
     let s = run.state.lock().unwrap();
@@ -376,4 +421,25 @@ async fn a_spec_change_is_reconciled_at_once() {
     let sts = s.stateful_set.as_ref().unwrap();
     assert_eq!(sts["spec"]["replicas"], 2);
     assert!(run.counts.reconciles <= 2 * 60 / REFRESH.as_secs() + 4);
+}
+
+/// Every call of the run is granted by the ClusterRole of `manifests/operator.yaml`.
+fn rbac_grants(calls: &std::collections::BTreeSet<(String, String, String)>) {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("manifests/operator.yaml")).unwrap();
+    let role: Value = text
+        .split("\n---\n")
+        .map(|d| serde_yaml::from_str::<Value>(d).unwrap())
+        .find(|d| d["kind"] == "ClusterRole")
+        .unwrap();
+    let granted = |(g, r, v): &(String, String, String)| {
+        role["rules"].as_array().unwrap().iter().any(|rule| {
+            let has = |k: &str, x: &str| rule[k].as_array().unwrap().iter().any(|e| e == x);
+            has("apiGroups", g) && has("resources", r) && has("verbs", v)
+        })
+    };
+    assert!(calls.len() >= 10, "{calls:?}");
+    for call in calls {
+        assert!(granted(call), "the ClusterRole does not grant {call:?}");
+    }
 }

@@ -37,7 +37,11 @@ fn kind(v: &Value) -> &str {
 #[test]
 fn built_in_objects_pass_kubernetes_validate_strict() {
     let mut objects = Vec::new();
-    for path in ["manifests/operator.yaml", "manifests/examples/devnet.yaml"] {
+    for path in [
+        "manifests/operator.yaml",
+        "manifests/namespaced-rbac.yaml",
+        "manifests/examples/devnet.yaml",
+    ] {
         for (i, doc) in documents(path).iter().enumerate() {
             let api = doc["apiVersion"].as_str().unwrap();
             if api.starts_with("templar.tplr.ai/") {
@@ -53,64 +57,119 @@ fn built_in_objects_pass_kubernetes_validate_strict() {
     common::kubernetes_validate_strict(&objects);
 }
 
-/// Every (API group, resource, verb) the operator uses, with the call that needs it.
+/// Every (API group, resource, verb) the operator uses, each with the call that needs it.
+/// The manifests must grant exactly these: nothing missing, nothing more.
 const NEEDED: &[(&str, &str, &str)] = &[
+    // The controllers' watches (list + watch) of both kinds.
+    ("templar.tplr.ai", "templarminers", "list"),
     ("templar.tplr.ai", "templarminers", "watch"),
     ("templar.tplr.ai", "templarvalidators", "list"),
+    ("templar.tplr.ai", "templarvalidators", "watch"),
+    // write_status: server-side apply of the status subresource.
     ("templar.tplr.ai", "templarminers/status", "patch"),
     ("templar.tplr.ai", "templarvalidators/status", "patch"),
+    // blockOwnerDeletion on the owned objects' owner references.
+    ("templar.tplr.ai", "templarminers/finalizers", "update"),
+    ("templar.tplr.ai", "templarvalidators/finalizers", "update"),
+    // apply (create + patch), the suspend scale-down (patch), read_stateful_set (get),
+    // the owned-object watch (list + watch).
+    ("apps", "statefulsets", "create"),
     ("apps", "statefulsets", "patch"),
+    ("apps", "statefulsets", "get"),
+    ("apps", "statefulsets", "list"),
     ("apps", "statefulsets", "watch"),
+    ("", "services", "create"),
     ("", "services", "patch"),
+    ("", "configmaps", "create"),
     ("", "configmaps", "patch"),
+    // read_inputs: the hyperparameters ConfigMap and the named secrets.
     ("", "configmaps", "get"),
     ("", "secrets", "get"),
+    // observe.
     ("", "pods", "list"),
+    // The disruption budget: applied, or deleted when the spec drops it.
+    ("policy", "poddisruptionbudgets", "create"),
+    ("policy", "poddisruptionbudgets", "patch"),
+    ("policy", "poddisruptionbudgets", "delete"),
+    // The event recorder (a repeated event is patched).
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
+];
+
+/// Leader election (kube-lease-manager): read, create and renew the Lease.
+const LEASE_NEEDED: &[(&str, &str, &str)] = &[
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),
     ("coordination.k8s.io", "leases", "patch"),
 ];
 
-#[test]
-fn rbac_grants_every_call_the_operator_makes_and_no_secret_listing() {
-    let docs = documents("manifests/operator.yaml");
+type Grants = BTreeSet<(String, String, String)>;
+
+/// (group, resource, verb) granted by the rules of `doc` (a Role or ClusterRole).
+fn grants(doc: &Value) -> Grants {
     let mut granted = BTreeSet::new();
-    for doc in docs
-        .iter()
-        .filter(|d| kind(d) == "ClusterRole" || kind(d) == "Role")
-    {
-        for rule in doc["rules"].as_sequence().unwrap() {
-            let strings = |k: &str| -> Vec<String> {
-                rule[k]
-                    .as_sequence()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap().to_string())
-                    .collect()
-            };
-            for g in strings("apiGroups") {
-                for r in strings("resources") {
-                    for v in strings("verbs") {
-                        granted.insert((g.clone(), r.clone(), v));
-                    }
+    for rule in doc["rules"].as_sequence().unwrap() {
+        let strings = |k: &str| -> Vec<String> {
+            rule[k]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        for g in strings("apiGroups") {
+            for r in strings("resources") {
+                for v in strings("verbs") {
+                    assert_ne!(v, "*", "no wildcard verbs");
+                    granted.insert((g.clone(), r.clone(), v));
                 }
             }
         }
     }
-    for (g, r, v) in NEEDED {
-        assert!(
-            granted.contains(&(g.to_string(), r.to_string(), v.to_string())),
-            "RBAC lacks {v} on {r} ({g:?})"
-        );
-    }
-    for verb in ["list", "watch"] {
-        assert!(
-            !granted.contains(&("".into(), "secrets".into(), verb.into())),
-            "the operator reads named secrets only"
-        );
-    }
+    granted
+}
+
+fn set(list: &[(&str, &str, &str)]) -> Grants {
+    list.iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect()
+}
+
+fn role<'a>(docs: &'a [Value], kind_: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| kind(d) == kind_ && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind_} {name}"))
+}
+
+/// Both directions: every call the operator makes is granted, and nothing else is.
+fn assert_exactly(granted: &Grants, needed: &Grants, what: &str) {
+    let missing: Vec<_> = needed.difference(granted).collect();
+    let extra: Vec<_> = granted.difference(needed).collect();
+    assert!(missing.is_empty(), "{what} lacks {missing:?}");
+    assert!(
+        extra.is_empty(),
+        "{what} grants more than needed: {extra:?}"
+    );
+}
+
+#[test]
+fn rbac_grants_exactly_the_calls_the_operator_makes() {
+    let docs = documents("manifests/operator.yaml");
+    let cluster = grants(role(&docs, "ClusterRole", "templar-operator"));
+    assert_exactly(&cluster, &set(NEEDED), "the ClusterRole");
+    let lease = grants(role(&docs, "Role", "templar-operator-leader-election"));
+    assert_exactly(&lease, &set(LEASE_NEEDED), "the leader-election Role");
+
+    let namespaced = documents("manifests/namespaced-rbac.yaml");
+    let scoped = grants(role(&namespaced, "Role", "templar-operator"));
+    assert_exactly(&scoped, &set(NEEDED), "the namespaced Role");
+    let binding = namespaced
+        .iter()
+        .find(|d| kind(d) == "RoleBinding")
+        .unwrap();
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["subjects"][0]["name"], "templar-operator");
+
     let deployment = docs.iter().find(|d| kind(d) == "Deployment").unwrap();
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["args"][0], "run");
