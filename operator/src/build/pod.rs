@@ -45,6 +45,7 @@ pub const OPERATOR_ENV: &[&str] = &[
     "TEMPLAR_S3_READ_ACCESS_KEY_ID",
     "TEMPLAR_S3_READ_SECRET_ACCESS_KEY",
     "POD_NAME",
+    "HOME",
 ];
 
 fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
@@ -120,6 +121,9 @@ fn env(o: &Owner) -> Vec<EnvVar> {
     let s = o.spec;
     let mut env = vec![
         plain_env("TEMPLAR_S3_BUCKET", &s.storage.bucket),
+        // The root is read-only: caches that libraries keep under $HOME (CUDA kernels) go to
+        // the writable scratch volume.
+        plain_env("HOME", "/tmp"),
         EnvVar {
             name: "POD_NAME".into(),
             value_from: Some(EnvVarSource {
