@@ -62,10 +62,17 @@ pub async fn fetch_status(port: u16, timeout: Duration) -> Option<NodeStatus> {
     tokio::time::timeout(timeout, fetch).await.ok().flatten()
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `n` distinct free loopback ports. All listeners are held until every port is chosen:
+/// one dropped before the next bind may be handed out again, and two nodes on one port
+/// made the second exit at start.
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
 }
 
 fn fmt_opt(v: Option<f64>, prec: usize) -> String {
@@ -150,16 +157,17 @@ async fn create_chain(opts: &DevnetOptions, now_ms: u64) -> anyhow::Result<(Gene
 
 /// One validator (uid 0) and the miners (uids 1..), each on a free loopback port.
 fn plan_nodes(miners: u16) -> anyhow::Result<Vec<NodeHandle>> {
+    let ports = free_ports(usize::from(miners) + 1)?;
     let mut nodes = vec![NodeHandle {
         name: "validator".into(),
         role: NodeRole::Validator,
-        port: free_port()?,
+        port: ports[0],
     }];
     for i in 1..=miners {
         nodes.push(NodeHandle {
             name: format!("miner-{i}"),
             role: NodeRole::Miner,
-            port: free_port()?,
+            port: ports[usize::from(i)],
         });
     }
     Ok(nodes)
@@ -278,9 +286,11 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
         }
         for (name, c) in &mut children.0 {
             if let Ok(Some(code)) = c.try_wait() {
+                let log = opts.out.join("logs").join(format!("{name}.log"));
                 anyhow::bail!(
-                    "{name} exited early ({code}); see {}/logs/{name}.log",
-                    opts.out.display()
+                    "{name} exited early ({code}); the end of {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 20)
                 );
             }
         }
@@ -307,4 +317,29 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
         opts.out.join("report.png").display()
     );
     Ok(rows)
+}
+
+/// The last `lines` lines of a node's log, for an error that says why it stopped.
+fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read it: {e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn planned_nodes_get_distinct_ports() {
+        for _ in 0..20 {
+            let nodes = super::plan_nodes(7).unwrap();
+            let mut ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+            ports.sort();
+            ports.dedup();
+            assert_eq!(ports.len(), 8);
+        }
+    }
 }

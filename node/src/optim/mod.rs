@@ -201,19 +201,23 @@ impl WindowOptimizer {
     /// Step 3: merge the gathered peers (own payload included) and take the outer step.
     /// Depends only on the peers' payloads and the step count, so a node that replays the
     /// same payloads from the same parameters reaches the same parameters.
+    ///
+    /// With no peer gathered there is nothing to step with: the parameters stay as they are
+    /// (no weight decay either, as the reference skips the step), while the step count still
+    /// advances with the window so the schedule stays in line with the network.
     pub fn apply(&mut self, codec: &Codec, peers: &[Vec<Selected>]) {
-        let decay = self.rule.outer_decay(self.current_lr());
-        let delta = (!peers.is_empty()).then(|| self.step_delta(codec, peers));
-        tch::no_grad(|| {
-            for (i, p) in self.params.iter_mut().enumerate() {
-                if decay != 1.0 {
-                    let _ = p.g_mul_scalar_(decay);
+        if !peers.is_empty() {
+            let decay = self.rule.outer_decay(self.current_lr());
+            let delta = self.step_delta(codec, peers);
+            tch::no_grad(|| {
+                for (p, d) in self.params.iter_mut().zip(&delta) {
+                    if decay != 1.0 {
+                        let _ = p.g_mul_scalar_(decay);
+                    }
+                    *p -= d;
                 }
-                if let Some(d) = &delta {
-                    *p -= &d[i];
-                }
-            }
-        });
+            });
+        }
         self.outer_step += 1;
     }
 
@@ -256,6 +260,36 @@ mod tests {
         assert!(lr_at_join > 10.0 * schedule::lr_at(0, hp.sparseloco.inner_lr, &hp.schedule));
         joined.inner_step = 80;
         assert_eq!(joined.current_lr(), lr_at_join);
+    }
+
+    #[test]
+    fn a_window_without_peers_leaves_the_parameters_alone() {
+        for mode in [OuterMode::Demo, OuterMode::Sparseloco] {
+            let mut hp = Hparams::default();
+            hp.model.size = "tiny".into();
+            hp.outer.mode = mode;
+            hp.schedule.warmup_steps = 0;
+            let model = Llama::new(&hp.model_config().unwrap(), Device::Cpu, 1);
+            let mut opt = WindowOptimizer::new(&hp, &model).unwrap();
+            let shapes: Vec<(String, Vec<i64>)> = model
+                .named_parameters()
+                .iter()
+                .map(|(n, t)| (n.clone(), t.size()))
+                .collect();
+            let codec = Codec::new(&hp.codec, &shapes);
+            // Past warm-up, where DeMo's decoupled weight decay would shrink the parameters.
+            opt.outer_step = 10;
+            assert!(opt.current_lr() > 0.0);
+            let before: Vec<Tensor> = opt.params().iter().map(|p| p.copy()).collect();
+            opt.apply(&codec, &[]);
+            assert_eq!(
+                opt.outer_step, 11,
+                "{mode:?}: the step count follows the window"
+            );
+            for (a, b) in before.iter().zip(opt.params()) {
+                assert!(a.equal(b), "{mode:?}: no decay, no step without peers");
+            }
+        }
     }
 
     #[test]
