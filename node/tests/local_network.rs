@@ -338,3 +338,33 @@ async fn an_s3_peer_dying_mid_gather_is_skipped_and_the_network_goes_on() {
         "the live miner outweighs the dead one"
     );
 }
+
+/// The chain's weights rate limit (half a window on the devnet): a second setting in the
+/// same window is skipped by the validator itself; a restarted validator that lost track is
+/// refused by the chain and skips too, without an error; the next window's weights go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_follow_the_chains_rate_limit() {
+    let net = Net::new(|_| {}).await;
+    assert_eq!(net.chain.weights_rate_limit().await.unwrap(), 2);
+    let mut validator = net.validator("val", 0).await.unwrap();
+    net.miner("m1", 1).await.unwrap();
+    net.enter_window(1);
+    validator.set_weights(1, &[(1, 1.0)]).await.unwrap();
+    assert_eq!(validator.state.last_weights_window, Some(1));
+    validator.set_weights(2, &[(1, 1.0)]).await.unwrap();
+    assert_eq!(
+        validator.state.last_weights_window,
+        Some(1),
+        "too soon: skipped"
+    );
+    let mut restarted = net.validator("val", 0).await.unwrap();
+    restarted.set_weights(2, &[(1, 1.0)]).await.unwrap();
+    assert_ne!(
+        restarted.state.last_weights_window,
+        Some(2),
+        "refused by the chain"
+    );
+    net.enter_window(2);
+    restarted.set_weights(2, &[(1, 1.0)]).await.unwrap();
+    assert_eq!(restarted.state.last_weights_window, Some(2));
+}

@@ -29,6 +29,7 @@ impl Network {
             genesis_unix_ms: 1_000,
             block_time_ms: 1_000,
             min_validator_stake: devnet::MIN_VALIDATOR_STAKE,
+            weights_rate_limit_blocks: 0,
         };
         DevnetChain::init(chain_store.as_ref(), genesis)
             .await

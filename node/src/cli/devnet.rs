@@ -136,7 +136,11 @@ fn render_table(
 
 /// Write the devnet's genesis (if none) and return it with the `--devnet`/`--store` argument
 /// the nodes get.
-async fn create_chain(opts: &DevnetOptions, now_ms: u64) -> anyhow::Result<(Genesis, String)> {
+async fn create_chain(
+    opts: &DevnetOptions,
+    now_ms: u64,
+    blocks_per_window: u64,
+) -> anyhow::Result<(Genesis, String)> {
     let net_root = opts.out.join("network");
     let chain_store: Box<dyn ObjectStore> = match &opts.store {
         StoreSpec::Fs(_) => Box::new(FsStore::new(net_root.join("chain"))),
@@ -150,6 +154,7 @@ async fn create_chain(opts: &DevnetOptions, now_ms: u64) -> anyhow::Result<(Gene
         genesis_unix_ms: now_ms,
         block_time_ms: opts.block_ms,
         min_validator_stake: devnet::MIN_VALIDATOR_STAKE,
+        weights_rate_limit_blocks: devnet::weights_rate_limit_for(blocks_per_window),
     };
     let genesis = DevnetChain::init(chain_store.as_ref(), genesis).await?;
     Ok((genesis, store_arg))
@@ -242,10 +247,10 @@ fn new_rows(
 pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
     std::fs::create_dir_all(opts.out.join("logs"))?;
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
-    let (genesis, store_arg) = create_chain(&opts, now_ms).await?;
     let blocks_per_window = crate::hparams::Hparams::load(&opts.hparams_file)?
         .network
         .blocks_per_window;
+    let (genesis, store_arg) = create_chain(&opts, now_ms, blocks_per_window).await?;
     let window_ms = opts.block_ms * blocks_per_window;
     let start_window = (now_ms.saturating_sub(genesis.genesis_unix_ms)) / window_ms;
     let nodes = plan_nodes(opts.miners)?;

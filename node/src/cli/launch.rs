@@ -159,6 +159,7 @@ const GENESIS_WAIT: Duration = Duration::from_secs(300);
 async fn open_chain(
     store: Arc<dyn ObjectStore>,
     init_block_ms: Option<u64>,
+    blocks_per_window: u64,
 ) -> Result<DevnetChain, LaunchError> {
     if let Some(block_time_ms) = init_block_ms {
         let now_ms = std::time::SystemTime::now()
@@ -169,6 +170,7 @@ async fn open_chain(
             genesis_unix_ms: now_ms,
             block_time_ms,
             min_validator_stake: devnet::MIN_VALIDATOR_STAKE,
+            weights_rate_limit_blocks: devnet::weights_rate_limit_for(blocks_per_window),
         };
         DevnetChain::init(store.as_ref(), genesis).await?;
     }
@@ -188,7 +190,14 @@ async fn open_chain(
 /// Register, commit, serve status and run the role until `windows` are done or Ctrl-C.
 pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
     let (chain_store, _) = open(&opts.devnet, "chain")?;
-    let chain = Arc::new(open_chain(chain_store, opts.init_devnet_block_ms).await?);
+    let chain = Arc::new(
+        open_chain(
+            chain_store,
+            opts.init_devnet_block_ms,
+            opts.hparams.network.blocks_per_window,
+        )
+        .await?,
+    );
     let request = RegisterRequest {
         stake: opts.stake,
         uid: opts.uid,

@@ -41,6 +41,7 @@ impl LocalNetwork {
             genesis_unix_ms: GENESIS_MS,
             block_time_ms: BLOCK_MS,
             min_validator_stake: devnet::MIN_VALIDATOR_STAKE,
+            weights_rate_limit_blocks: devnet::weights_rate_limit_for(hp.network.blocks_per_window),
         };
         DevnetChain::init(chain_store.as_ref(), genesis).await?;
         let clock = Arc::new(ManualClock::new(

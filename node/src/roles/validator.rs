@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tch::Device;
 use templar_crds::{MinerScore, SkippedPeer};
+use templar_protocol::chain::ChainError;
 use templar_protocol::network::NodeContext;
 use templar_protocol::storage::StorageError;
 use tokio::task::block_in_place;
@@ -30,6 +31,8 @@ pub struct Validator {
     pub ctx: Arc<NodeContext>,
     pub engine: Engine,
     pub state: ValidatorState,
+    /// The block of this process's last weights, for the chain's rate limit.
+    last_weights_block: Option<u64>,
 }
 
 impl Validator {
@@ -48,7 +51,12 @@ impl Validator {
             Err(StorageError::NotFound { .. }) => ValidatorState::default(),
             Err(e) => return Err(e.into()),
         };
-        Ok(Self { ctx, engine, state })
+        Ok(Self {
+            ctx,
+            engine,
+            state,
+            last_weights_block: None,
+        })
     }
 
     async fn is_top_validator(&self) -> Result<bool, NodeError> {
@@ -169,10 +177,7 @@ impl Validator {
         let ctx = self.ctx.clone();
         let n = &ctx.hp.network;
         if (w + 1).is_multiple_of(n.weights_every) && !weights.is_empty() {
-            match ctx.chain.set_weights(&ctx.hotkey, weights).await {
-                Ok(()) => self.state.last_weights_window = Some(w),
-                Err(e) => tracing::warn!(error = %e, "set_weights failed"),
-            }
+            self.set_weights(w, weights).await?;
         }
         if (w + 1).is_multiple_of(n.checkpoint_every) && self.is_top_validator().await? {
             let bytes = block_in_place(|| self.engine.checkpoint_bytes(w));
@@ -189,6 +194,39 @@ impl Validator {
                 )
                 .await?;
             self.state.last_checkpoint_window = Some(w);
+        }
+        Ok(())
+    }
+
+    /// Weights on chain, unless the chain's rate limit would refuse them: a refusal (say,
+    /// after a restart lost the last block) is expected and skipped, other errors are warned.
+    pub async fn set_weights(&mut self, w: u64, weights: &[(u16, f64)]) -> Result<(), NodeError> {
+        let chain = self.ctx.chain.clone();
+        let (block, limit) = (
+            chain.current_block().await?,
+            chain.weights_rate_limit().await?,
+        );
+        if let Some(last) = self.last_weights_block
+            && block < last.saturating_add(limit)
+        {
+            tracing::debug!(
+                window = w,
+                block,
+                last,
+                limit,
+                "weights rate limit: not yet"
+            );
+            return Ok(());
+        }
+        match chain.set_weights(&self.ctx.hotkey, weights).await {
+            Ok(()) => {
+                self.state.last_weights_window = Some(w);
+                self.last_weights_block = Some(block);
+            }
+            Err(e @ ChainError::WeightsRateLimited { .. }) => {
+                tracing::info!(window = w, reason = %e, "weights skipped");
+            }
+            Err(e) => tracing::warn!(error = %e, "set_weights failed"),
         }
         Ok(())
     }

@@ -40,6 +40,16 @@ pub struct Genesis {
     pub block_time_ms: u64,
     /// Neurons with at least this stake hold a validator permit.
     pub min_validator_stake: f64,
+    /// Blocks between two weight settings of one hotkey (Bittensor's `weights_rate_limit`);
+    /// 0 (and chains created before it existed) means no limit.
+    #[serde(default)]
+    pub weights_rate_limit_blocks: u64,
+}
+
+/// The devnet's weights rate limit for windows of `blocks_per_window`: twice a window at
+/// most, so a validator that sets weights once a window is never refused for jitter.
+pub fn weights_rate_limit_for(blocks_per_window: u64) -> u64 {
+    (blocks_per_window / 2).max(1)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,12 +265,30 @@ impl Chain for DevnetChain {
             ));
         }
         let uid = self.uid_of(hotkey).await?;
+        let block = self.current_block().await?;
+        let limit = self.genesis.weights_rate_limit_blocks;
+        if let Some(last) = read_json::<WeightsRecord>(self.store.as_ref(), &key("weights", uid))
+            .await?
+            .filter(|last| last.hotkey == *hotkey)
+        {
+            let next_block = last.block.saturating_add(limit);
+            if limit > 0 && block < next_block {
+                return Err(ChainError::WeightsRateLimited {
+                    last_block: last.block,
+                    next_block,
+                });
+            }
+        }
         let record = WeightsRecord {
-            block: self.current_block().await?,
+            block,
             hotkey: hotkey.clone(),
             weights: weights.to_vec(),
         };
         write_json(self.store.as_ref(), &key("weights", uid), &record).await
+    }
+
+    async fn weights_rate_limit(&self) -> Result<u64, ChainError> {
+        Ok(self.genesis.weights_rate_limit_blocks)
     }
 }
 
@@ -285,6 +313,7 @@ mod tests {
             genesis_unix_ms: 1_000_000,
             block_time_ms: 100,
             min_validator_stake: MIN_VALIDATOR_STAKE,
+            weights_rate_limit_blocks: 10,
         };
         DevnetChain::init(store.as_ref(), genesis).await.unwrap();
         let clock = Arc::new(ManualClock::new(
@@ -366,5 +395,28 @@ mod tests {
         assert_eq!(mg.top_validator().unwrap().hotkey, "val-a");
         assert_eq!(mg.miners().count(), 2);
         assert!(c.set_weights(&hk("val-a"), &[(1, f64::NAN)]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn weights_are_rate_limited_per_hotkey() {
+        let (_d, c, clock) = chain().await;
+        c.register(&hk("val-a"), stake(3000.0, None)).await.unwrap();
+        c.register(&hk("val-b"), stake(3000.0, None)).await.unwrap();
+        assert_eq!(c.weights_rate_limit().await.unwrap(), 10);
+        c.set_weights(&hk("val-a"), &[(1, 1.0)]).await.unwrap();
+        // Nine blocks later: refused, with the block it is allowed again.
+        clock.advance(Duration::from_millis(900));
+        let refused = c.set_weights(&hk("val-a"), &[(1, 1.0)]).await.unwrap_err();
+        assert_eq!(
+            refused,
+            ChainError::WeightsRateLimited {
+                last_block: 0,
+                next_block: 10
+            }
+        );
+        // Another validator has its own limit.
+        c.set_weights(&hk("val-b"), &[(1, 1.0)]).await.unwrap();
+        clock.advance(Duration::from_millis(100));
+        c.set_weights(&hk("val-a"), &[(1, 1.0)]).await.unwrap();
     }
 }

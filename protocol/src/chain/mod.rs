@@ -64,6 +64,10 @@ pub enum ChainError {
     NoGenesis,
     #[error("invalid weights: {0}")]
     InvalidWeights(String),
+    #[error(
+        "weights were set at block {last_block}; the rate limit allows the next at block {next_block}"
+    )]
+    WeightsRateLimited { last_block: u64, next_block: u64 },
 }
 
 /// One registered node.
@@ -151,6 +155,10 @@ pub trait Chain: Send + Sync {
     async fn metagraph(&self) -> Result<Metagraph, ChainError>;
     async fn commit(&self, hotkey: &Hotkey, commitment: &Commitment) -> Result<(), ChainError>;
     async fn commitment(&self, uid: u16) -> Result<Option<Commitment>, ChainError>;
-    /// Weights by uid from `hotkey` (a validator); they are normalised by the chain.
+    /// Weights by uid from `hotkey` (a validator); they are normalised by the chain. Refused
+    /// with [`ChainError::WeightsRateLimited`] sooner than [`Chain::weights_rate_limit`]
+    /// blocks after the hotkey's last weights.
     async fn set_weights(&self, hotkey: &Hotkey, weights: &[(u16, f64)]) -> Result<(), ChainError>;
+    /// Blocks that must pass between two `set_weights` of one hotkey (0: no limit).
+    async fn weights_rate_limit(&self) -> Result<u64, ChainError>;
 }
