@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{codec, payload_for};
+use common::{codec, payload_by};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use templar_crds::NodeStatus;
@@ -85,12 +85,18 @@ async fn each_peer_is_gathered_or_skipped_with_its_reason() {
     let key = |uid| ctx.keys.gradient(w, uid);
 
     let honest = net.node("honest", 1, 0.0, true).await;
-    let (expected, bytes) = payload_for(&spec, w, 1);
+    let (expected, bytes) = payload_by(&spec, w, 1, "honest");
     honest.put(&key(1), bytes).await.unwrap();
     // Last window's payload uploaded again under this window's key.
     let stale = net.node("stale", 2, 0.0, true).await;
     stale
-        .put(&key(2), payload_for(&spec, w - 1, 2).1)
+        .put(&key(2), payload_by(&spec, w - 1, 2, "stale").1)
+        .await
+        .unwrap();
+    // A well-formed payload for its own slot that names another node's hotkey.
+    let impostor = net.node("impostor", 5, 0.0, true).await;
+    impostor
+        .put(&key(5), payload_by(&spec, w, 5, "honest").1)
         .await
         .unwrap();
     // Registered and committed, uploads nothing.
@@ -103,13 +109,22 @@ async fn each_peer_is_gathered_or_skipped_with_its_reason() {
     // Registered without a commitment: no bucket to read.
     net.node("silent", 9, 0.0, false).await;
 
-    // Listed twice and out of order: gathered once, merged in uid order.
-    let peers = [9, 4, 3, 2, 1, 1];
+    // Listed twice and out of order: gathered once, merged in uid order. Uid 42 is on the
+    // list but not on the chain.
+    let peers = [42, 9, 5, 4, 3, 2, 1, 1];
     let (ok, skipped) = gather(&ctx, &validator, w, &peers, None).await;
     assert_eq!(ok.len(), 1);
     assert_eq!(ok[0], (1, expected));
     let reasons: Vec<(u16, &str)> = skipped.iter().map(|s| (s.uid, s.reason.as_str())).collect();
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons.len(), 6, "{reasons:?}");
+    assert_eq!(
+        reasons[3],
+        (
+            5,
+            "payload names hotkey honest, but uid 5 is held by impostor"
+        )
+    );
+    assert_eq!(reasons[5], (42, "not registered"));
     assert_eq!(
         reasons[0],
         (
@@ -125,7 +140,7 @@ async fn each_peer_is_gathered_or_skipped_with_its_reason() {
             .starts_with("invalid: not a readable safetensors file"),
         "{reasons:?}"
     );
-    assert_eq!(reasons[3], (9, "no commitment on chain"));
+    assert_eq!(reasons[4], (9, "no commitment on chain"));
 }
 
 #[tokio::test]
@@ -136,7 +151,7 @@ async fn uploads_outside_the_window_bounds_are_too_early_or_too_late() {
     let validator = PayloadValidator::new(&spec);
     let miner = net.node("miner", 1, 0.0, true).await;
     miner
-        .put(&ctx.keys.gradient(3, 1), payload_for(&spec, 3, 1).1)
+        .put(&ctx.keys.gradient(3, 1), payload_by(&spec, 3, 1, "miner").1)
         .await
         .unwrap();
     let now = SystemTime::now();
@@ -180,4 +195,57 @@ async fn a_peer_list_comes_from_the_top_validator_or_the_committed_miners() {
         .await
         .unwrap();
     assert_eq!(ctx.peers_for(9).await.unwrap(), vec![1, 2]);
+}
+
+/// Fifty peers whose S3 endpoint accepts connections and never answers: downloads run
+/// `FETCH_FAN_OUT` at a time, each ends at the peer timeout, and the whole gather ends at its
+/// deadline (three peer timeouts) with the peers not reached skipped for that reason.
+#[tokio::test]
+async fn a_long_list_of_silent_peers_is_bounded_by_fan_out_and_one_deadline() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+        }
+    });
+    let net = Network::new().await;
+    let mut ctx = net.context("validator", 0).await;
+    ctx.peer_timeout = Duration::from_millis(300);
+    let peers: Vec<u16> = (1..=50).collect();
+    for &uid in &peers {
+        let hotkey = Hotkey::parse(&format!("silent-{uid}")).unwrap();
+        let request = RegisterRequest {
+            stake: 0.0,
+            uid: Some(uid),
+        };
+        net.chain.register(&hotkey, request).await.unwrap();
+        let commitment = Commitment {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            region: "garage".into(),
+            bucket: format!("b{uid}"),
+            access_key_id: "GK0123456789abcdef01234567".into(),
+            secret_access_key: "0".repeat(64),
+        };
+        net.chain.commit(&hotkey, &commitment).await.unwrap();
+    }
+    let spec = codec(2);
+    let validator = PayloadValidator::new(&spec);
+    let started = std::time::Instant::now();
+    let (ok, skipped) = gather(&ctx, &validator, 3, &peers, None).await;
+    let took = started.elapsed();
+    assert!(ok.is_empty());
+    assert_eq!(skipped.len(), 50);
+    assert!(
+        took < Duration::from_millis(300 * 3 + 2000),
+        "the gather took {took:?}"
+    );
+    let late = skipped
+        .iter()
+        .filter(|s| s.reason == "the gather's deadline passed")
+        .count();
+    // 50 peers at 16 a time need 4 rounds of 300 ms; the deadline allows 3.
+    assert!(late >= 2, "{skipped:?}");
+    assert!(skipped.iter().any(|s| s.reason.starts_with("timed out")));
 }

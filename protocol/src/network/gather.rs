@@ -1,11 +1,22 @@
-//! Gathering a window: every listed peer's payload fetched (bounded in time and size) and
-//! validated, or left out with a reason.
+//! Gathering a window: every listed peer's payload fetched (bounded in time, size and
+//! fan-out) and validated against the payload format and the metagraph's hotkey, or left out
+//! with a reason.
 
 use super::NodeContext;
+use crate::identity::Hotkey;
 use crate::payload::{Payload, PayloadValidator};
 use crate::storage::StorageError;
+use futures::StreamExt;
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 use templar_crds::node_status::SkippedPeer;
+
+/// Downloads in flight at once: a long peer list cannot open hundreds of connections.
+pub const FETCH_FAN_OUT: usize = 16;
+
+/// The whole gather ends this many peer timeouts after it starts, however long the list:
+/// peers not fetched by then are skipped.
+const GATHER_DEADLINE_PEER_TIMEOUTS: u32 = 3;
 
 /// One peer's bytes for window `w`, or the reason they are left out.
 pub async fn fetch_payload(
@@ -59,21 +70,62 @@ pub async fn gather(
     let mut uids = peers.to_vec();
     uids.sort_unstable();
     uids.dedup();
-    // Downloads run concurrently, each bounded by the peer timeout; validation follows.
-    let downloads = uids
-        .iter()
-        .map(|&uid| fetch_payload(ctx, uid, w, max_bytes, range));
-    let results = futures::future::join_all(downloads).await;
-    let mut ok = Vec::new();
     let mut skipped = Vec::new();
+    // A payload speaks for the hotkey that holds its uid now; unregistered uids (a peer list
+    // longer than the metagraph) are not fetched at all.
+    let hotkeys: BTreeMap<u16, Hotkey> = match ctx.chain.metagraph().await {
+        Ok(mg) => mg.neurons.into_iter().map(|n| (n.uid, n.hotkey)).collect(),
+        Err(e) => {
+            let reason = format!("metagraph unavailable: {e}");
+            let all = uids.into_iter().map(|uid| SkippedPeer {
+                uid,
+                reason: reason.clone(),
+            });
+            return (Vec::new(), all.collect());
+        }
+    };
+    uids.retain(|uid| {
+        let registered = hotkeys.contains_key(uid);
+        if !registered {
+            skipped.push(SkippedPeer {
+                uid: *uid,
+                reason: "not registered".into(),
+            });
+        }
+        registered
+    });
+    // Downloads run FETCH_FAN_OUT at a time, each bounded by the peer timeout and all by one
+    // deadline; validation follows.
+    let deadline = tokio::time::Instant::now() + ctx.peer_timeout * GATHER_DEADLINE_PEER_TIMEOUTS;
+    let results: Vec<Result<Vec<u8>, SkippedPeer>> = futures::stream::iter(uids.iter().copied())
+        .map(|uid| async move {
+            tokio::time::timeout_at(deadline, fetch_payload(ctx, uid, w, max_bytes, range))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SkippedPeer {
+                        uid,
+                        reason: "the gather's deadline passed".into(),
+                    })
+                })
+        })
+        .buffered(FETCH_FAN_OUT)
+        .collect()
+        .await;
+    let mut ok = Vec::new();
     for (uid, r) in uids.into_iter().zip(results) {
         match r.and_then(|bytes| {
-            validator
+            let invalid = |reason: String| SkippedPeer { uid, reason };
+            let p = validator
                 .validate_for(&bytes, uid, w)
-                .map_err(|e| SkippedPeer {
-                    uid,
-                    reason: format!("invalid: {e}"),
-                })
+                .map_err(|e| invalid(format!("invalid: {e}")))?;
+            match hotkeys.get(&uid) {
+                Some(holder) if *holder == p.meta.hotkey => Ok(p),
+                Some(holder) => Err(invalid(format!(
+                    "payload names hotkey {}, but uid {uid} is held by {holder}",
+                    p.meta.hotkey
+                ))),
+                None => Err(invalid("not registered".into())),
+            }
         }) {
             Ok(p) => ok.push((uid, p)),
             Err(s) => {
@@ -82,5 +134,6 @@ pub async fn gather(
             }
         }
     }
+    skipped.sort_by_key(|s| s.uid);
     (ok, skipped)
 }

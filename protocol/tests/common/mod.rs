@@ -47,6 +47,16 @@ pub fn valid_payload(codec: &Codec) -> (Payload, Vec<u8>) {
 
 /// A well-formed update of `uid` for `window`.
 pub fn payload_for(codec: &Codec, window: u64, uid: u16) -> (Payload, Vec<u8>) {
+    payload_by(
+        codec,
+        window,
+        uid,
+        "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+    )
+}
+
+/// A well-formed update of `uid` for `window` that names `hotkey` as its sender.
+pub fn payload_by(codec: &Codec, window: u64, uid: u16, hotkey: &str) -> (Payload, Vec<u8>) {
     let mut rng = Lcg(11 + window * 131 + uid as u64);
     let bits = codec.params.value_bits;
     let params = codec
@@ -83,7 +93,7 @@ pub fn payload_for(codec: &Codec, window: u64, uid: u16) -> (Payload, Vec<u8>) {
     let meta = PayloadMeta {
         window,
         uid,
-        hotkey: Hotkey::parse("5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY").unwrap(),
+        hotkey: Hotkey::parse(hotkey).unwrap(),
         hparams_digest: "abc".into(),
     };
     let payload = Payload { meta, params };
