@@ -3,6 +3,7 @@
 //! (formulas: docs/algorithm.md).
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use templar_crds::hparams::NetworkParams;
 
@@ -90,17 +91,30 @@ pub fn weights_from_scores(scores: &BTreeMap<u16, ScoreState>, t: f64) -> Vec<(u
     raw.into_iter().map(|(u, w)| (u, w / sum)).collect()
 }
 
-/// The miners to score in window `w`: all when few, else a rotating contiguous slice of
-/// the sorted uids, so each miner is scored equally often.
-pub fn choose_for_eval(uids: &[u16], w: u64, count: usize) -> Vec<u16> {
-    let mut sorted = uids.to_vec();
-    sorted.sort_unstable();
-    if sorted.len() <= count {
-        return sorted;
+/// The miners to score in window `w`: all when few, else `count` of them. The uids are
+/// dealt in cycles of `ceil(n / count)` windows, each cycle in an order drawn from `secret`
+/// (the validator's own, never published): every miner is scored once per cycle, and no
+/// miner can tell in advance in which window, so none can save its effort for that one.
+pub fn choose_for_eval(uids: &[u16], w: u64, count: usize, secret: u64) -> Vec<u16> {
+    let mut order = uids.to_vec();
+    order.sort_unstable();
+    order.dedup();
+    if order.len() <= count || count == 0 {
+        return order;
     }
-    let start = (w as usize * count) % sorted.len();
+    let per_cycle = order.len().div_ceil(count) as u64;
+    let (cycle, slot) = (w / per_cycle, (w % per_cycle) as usize);
+    let rank = |uid: &u16| {
+        let mut h = Sha256::new();
+        h.update(secret.to_le_bytes());
+        h.update(cycle.to_le_bytes());
+        h.update(uid.to_le_bytes());
+        let digest = h.finalize();
+        u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+    };
+    order.sort_by_cached_key(rank);
     (0..count)
-        .map(|i| sorted[(start + i) % sorted.len()])
+        .map(|i| order[(slot * count + i) % order.len()])
         .collect()
 }
 
@@ -293,15 +307,29 @@ mod tests {
     }
 
     #[test]
-    fn evaluation_rotates_fairly() {
-        let uids: Vec<u16> = (0..10).collect();
-        assert_eq!(choose_for_eval(&uids[..3], 5, 4), vec![0, 1, 2]);
-        let mut counts = [0; 10];
-        for w in 0..10 {
-            for u in choose_for_eval(&uids, w, 3) {
-                counts[u as usize] += 1;
+    fn evaluation_covers_everyone_each_cycle_in_a_secret_order() {
+        let uids: Vec<u16> = (0..12).collect();
+        assert_eq!(choose_for_eval(&uids[..3], 5, 4, 7), vec![0, 1, 2]);
+        // 12 miners, 3 a window: every cycle of 4 windows scores each exactly once.
+        for cycle in 0..5 {
+            let mut counts = [0; 12];
+            for w in cycle * 4..cycle * 4 + 4 {
+                for u in choose_for_eval(&uids, w, 3, 7) {
+                    counts[u as usize] += 1;
+                }
             }
+            assert!(counts.iter().all(|&c| c == 1), "{counts:?}");
         }
-        assert!(counts.iter().all(|&c| c == 3), "{counts:?}");
+        // The same validator is consistent; another secret (another validator, or a restart)
+        // deals another order, and the order changes from cycle to cycle.
+        let deal = |secret, cycle: u64| -> Vec<u16> {
+            (cycle * 4..cycle * 4 + 4)
+                .flat_map(|w| choose_for_eval(&uids, w, 3, secret))
+                .collect()
+        };
+        assert_eq!(deal(7, 0), deal(7, 0));
+        assert_ne!(deal(7, 0), deal(8, 0));
+        assert_ne!(deal(7, 0), deal(7, 1));
+        assert_ne!(deal(7, 0), uids, "not the sorted order");
     }
 }

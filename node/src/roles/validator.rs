@@ -9,6 +9,8 @@ use crate::data::Pages;
 use crate::engine::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use tch::Device;
 use templar_crds::{MinerScore, SkippedPeer};
@@ -33,6 +35,9 @@ pub struct Validator {
     pub state: ValidatorState,
     /// The block of this process's last weights, for the chain's rate limit.
     last_weights_block: Option<u64>,
+    /// Draws the order in which miners are evaluated. Random per process and never stored
+    /// (the validator's bucket is readable by peers), so miners cannot predict it.
+    eval_secret: u64,
 }
 
 impl Validator {
@@ -56,6 +61,8 @@ impl Validator {
             engine,
             state,
             last_weights_block: None,
+            // RandomState is keyed from the OS random source, fresh for each instance.
+            eval_secret: RandomState::new().hash_one(std::process::id()),
         })
     }
 
@@ -151,7 +158,7 @@ impl Validator {
     /// in the same order.
     fn score(&mut self, w: u64, peers: &[u16], submitted: &[u16], selected: &[Vec<Selected>]) {
         let n = &self.ctx.hp.network;
-        let chosen = choose_for_eval(peers, w, n.eval_miners);
+        let chosen = choose_for_eval(peers, w, n.eval_miners, self.eval_secret);
         let engine = &self.engine;
         let medians = block_in_place(|| engine.peer_norm_medians(selected));
         let evaluate = |uid: u16| {
