@@ -93,8 +93,9 @@ pub fn weights_from_scores(scores: &BTreeMap<u16, ScoreState>, t: f64) -> Vec<(u
 
 /// The miners to score in window `w`: all when few, else `count` of them. The uids are
 /// dealt in cycles of `ceil(n / count)` windows, each cycle in an order drawn from `secret`
-/// (the validator's own, never published): every miner is scored once per cycle, and no
-/// miner can tell in advance in which window, so none can save its effort for that one.
+/// (the validator's own, never published): every miner is scored at least once per cycle
+/// (exactly once when `count` divides the number of miners), and no miner can tell in
+/// advance in which window, so none can save its effort for that one.
 pub fn choose_for_eval(uids: &[u16], w: u64, count: usize, secret: u64) -> Vec<u16> {
     let mut order = uids.to_vec();
     order.sort_unstable();
