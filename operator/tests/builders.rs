@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::miner_owner;
+
 use templar_crds::{NodeRole, TemplarMiner, TemplarValidator};
 use templar_operator::build::{
     Owner, STATUS_PORT, disruption_budget, headless_service, hparams_configmap, metrics_service,
@@ -23,21 +25,10 @@ spec:
   walletSecret: alpha-hotkeys
 "#;
 
-fn owner(cr: &TemplarMiner) -> Owner<'_> {
-    Owner {
-        kind: "TemplarMiner",
-        role: NodeRole::Miner,
-        name: cr.metadata.name.as_deref().unwrap(),
-        namespace: cr.metadata.namespace.as_deref().unwrap(),
-        uid: cr.metadata.uid.as_deref().unwrap(),
-        spec: &cr.spec.node,
-    }
-}
-
 #[test]
 fn minimal_miner_gets_a_gpu_statefulset_with_secrets_and_probes() {
     let cr = miner(MINIMAL);
-    let sts = statefulset(&owner(&cr), "hash");
+    let sts = statefulset(&miner_owner(&cr), "hash");
     assert_eq!(sts.metadata.name.as_deref(), Some("alpha-miner"));
     let owner_ref = &sts.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
@@ -106,7 +97,7 @@ fn scheduling_cache_and_suspend_are_honoured() {
     let cr = miner(&format!(
         "{MINIMAL}  replicas: 4\n  suspend: true\n  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  nodeSelector: {{pool: gpu}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  priorityClassName: training\n  cache: {{size: 50Gi, storageClass: fast}}\n  imagePullSecrets: [regcred]\n"
     ));
-    let spec = statefulset(&owner(&cr), "hash").spec;
+    let spec = statefulset(&miner_owner(&cr), "hash").spec;
     assert_eq!(spec.replicas, Some(0), "suspend scales to zero");
     let pod = spec.template.spec.as_ref().unwrap();
     let sel = pod.node_selector.as_ref().unwrap();
@@ -201,7 +192,7 @@ fn built_objects_pass_kubernetes_validate_strict() {
     let cr = miner(&format!(
         "{MINIMAL}  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  cache: {{size: 50Gi, retention: {{whenScaled: Delete}}}}\n  env: [{{name: RUST_LOG, value: info}}]\n  disruptionBudget: {{maxUnavailable: 25%}}\n  podTemplate: {{runtimeClassName: nvidia, topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}}]}}\n"
     ));
-    let o = owner(&cr);
+    let o = miner_owner(&cr);
     let objects = [
         (
             "statefulset.json",

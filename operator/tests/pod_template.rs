@@ -1,9 +1,12 @@
 //! The node pod as built: the `restricted` Pod Security Standard, hyperparameters that roll
 //! the pods when they change, GPU vendors, and the overrides users expect.
 
+mod common;
+
+use common::miner_owner;
 use k8s_openapi::api::core::v1::PodSpec;
-use templar_crds::{NodeRole, TemplarMiner};
-use templar_operator::build::{CONFIG_HASH_ANNOTATION, Owner, disruption_budget, statefulset};
+use templar_crds::TemplarMiner;
+use templar_operator::build::{CONFIG_HASH_ANNOTATION, disruption_budget, statefulset};
 use templar_operator::validate::{Inputs, validate};
 
 const MINIMAL: &str = r#"
@@ -22,19 +25,12 @@ fn miner(extra: &str) -> TemplarMiner {
     serde_yaml::from_str(&format!("{MINIMAL}{extra}")).unwrap()
 }
 
-fn owner(cr: &TemplarMiner) -> Owner<'_> {
-    Owner {
-        kind: "TemplarMiner",
-        role: NodeRole::Miner,
-        name: "alpha",
-        namespace: "train",
-        uid: "1111-2222",
-        spec: &cr.spec.node,
-    }
-}
-
 fn pod(cr: &TemplarMiner) -> PodSpec {
-    statefulset(&owner(cr), "h").spec.template.spec.unwrap()
+    statefulset(&miner_owner(cr), "h")
+        .spec
+        .template
+        .spec
+        .unwrap()
 }
 
 fn inputs(secret_version: &str) -> Inputs {
@@ -133,7 +129,7 @@ fn hyperparameters_are_a_refreshed_folder_and_changes_roll_the_pods() {
 
     let hash = |cr: &TemplarMiner, version: &str| {
         let valid = validate(&cr.spec.node, &inputs(version)).unwrap();
-        let sts = statefulset(&owner(cr), &valid.config_hash);
+        let sts = statefulset(&miner_owner(cr), &valid.config_hash);
         sts.spec.template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
     };
     let base = hash(&cr, "1");
@@ -175,7 +171,7 @@ fn template_overrides_probes_and_grace_reach_the_pod() {
     let cr = miner(
         "  serviceAccountName: trainer\n  terminationGracePeriodSeconds: 600\n  startupDeadlineSeconds: 1200\n  podTemplate:\n    labels: {team: llm, app.kubernetes.io/name: hijack}\n    annotations: {prometheus.io/scrape: \"true\"}\n    runtimeClassName: nvidia\n    topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule}]\n  cache: {size: 10Gi, retention: {whenDeleted: Delete}}\n  disruptionBudget: {maxUnavailable: 1}\n",
     );
-    let sts = statefulset(&owner(&cr), "h");
+    let sts = statefulset(&miner_owner(&cr), "h");
     let meta = sts.spec.template.metadata.clone().unwrap();
     let labels = meta.labels.unwrap();
     assert_eq!(labels["team"], "llm");
@@ -203,12 +199,12 @@ fn template_overrides_probes_and_grace_reach_the_pod() {
     let retention = sts.spec.persistent_volume_claim_retention_policy.unwrap();
     assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
     assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
-    let pdb = disruption_budget(&owner(&cr)).unwrap().spec.unwrap();
+    let pdb = disruption_budget(&miner_owner(&cr)).unwrap().spec.unwrap();
     assert_eq!(
         pdb.selector.unwrap().match_labels,
         sts.spec.selector.match_labels
     );
-    assert!(disruption_budget(&owner(&miner(""))).is_none());
+    assert!(disruption_budget(&miner_owner(&miner(""))).is_none());
 }
 
 #[test]

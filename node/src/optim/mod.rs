@@ -235,7 +235,12 @@ fn all_finite(t: &Tensor) -> bool {
 mod tests {
     use super::*;
     use crate::hparams::OuterMode;
+    use crate::model::parameter_shapes;
     use tch::{Device, Kind};
+
+    fn tiny_codec(hp: &Hparams) -> Codec {
+        Codec::new(&hp.codec, &parameter_shapes(&hp.model_config().unwrap()))
+    }
 
     #[test]
     fn the_inner_schedule_follows_the_global_step() {
@@ -271,12 +276,7 @@ mod tests {
             hp.schedule.warmup_steps = 0;
             let model = Llama::new(&hp.model_config().unwrap(), Device::Cpu, 1);
             let mut opt = WindowOptimizer::new(&hp, &model).unwrap();
-            let shapes: Vec<(String, Vec<i64>)> = model
-                .named_parameters()
-                .iter()
-                .map(|(n, t)| (n.clone(), t.size()))
-                .collect();
-            let codec = Codec::new(&hp.codec, &shapes);
+            let codec = tiny_codec(&hp);
             // Past warm-up, where DeMo's decoupled weight decay would shrink the parameters.
             opt.outer_step = 10;
             assert!(opt.current_lr() > 0.0);
@@ -300,12 +300,7 @@ mod tests {
             hp.outer.mode = mode;
             let model = Llama::new(&hp.model_config().unwrap(), Device::Cpu, 1);
             let opt = WindowOptimizer::new(&hp, &model).unwrap();
-            let shapes: Vec<(String, Vec<i64>)> = model
-                .named_parameters()
-                .iter()
-                .map(|(n, t)| (n.clone(), t.size()))
-                .collect();
-            let codec = Codec::new(&hp.codec, &shapes);
+            let codec = tiny_codec(&hp);
             tch::manual_seed(3);
             let peer = |scale: f64| -> Vec<Selected> {
                 let tensors: Vec<Tensor> = codec

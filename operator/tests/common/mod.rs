@@ -3,6 +3,21 @@
 
 pub mod mock_api;
 
+use templar_crds::{NodeRole, TemplarMiner};
+use templar_operator::build::Owner;
+
+/// What the builders know of a TemplarMiner parsed from YAML (name, namespace and uid set).
+pub fn miner_owner(cr: &TemplarMiner) -> Owner<'_> {
+    Owner {
+        kind: "TemplarMiner",
+        role: NodeRole::Miner,
+        name: cr.metadata.name.as_deref().unwrap(),
+        namespace: cr.metadata.namespace.as_deref().unwrap(),
+        uid: cr.metadata.uid.as_deref().unwrap(),
+        spec: &cr.spec.node,
+    }
+}
+
 /// Run `kubernetes-validate --strict` (offline schemas of Kubernetes 1.34; installed by
 /// `scripts/setup.sh --pytools`) over `(file name, JSON or YAML text)` objects and assert
 /// that every one passed.
