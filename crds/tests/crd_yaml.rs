@@ -136,3 +136,41 @@ fn undocumented(schema: &serde_json::Value, path: &str) {
         undocumented(&field["items"], &format!("{here}[]"));
     }
 }
+
+/// Every `required` property of every object in `schema` (recursively) that is also
+/// `nullable`: a field the types treat as optional that the API server would demand.
+fn required_but_optional(schema: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+    if !schema.is_object() {
+        return;
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap();
+            if props[name]["nullable"] == true {
+                found.push(format!("{path}.{name}"));
+            }
+        }
+        for (name, field) in props {
+            required_but_optional(field, &format!("{path}.{name}"), found);
+        }
+    }
+    required_but_optional(&schema["items"], &format!("{path}[]"), found);
+}
+
+#[test]
+fn optional_fields_are_not_required_by_the_schema() {
+    let mut found = Vec::new();
+    for doc in CHECKED_IN.split("---\n") {
+        let crd: serde_json::Value = serde_yaml::from_str(doc).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        required_but_optional(
+            schema,
+            crd["spec"]["names"]["kind"].as_str().unwrap(),
+            &mut found,
+        );
+    }
+    assert!(
+        found.is_empty(),
+        "optional in the types, required by the CRD: {found:?}"
+    );
+}

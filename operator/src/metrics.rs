@@ -1,6 +1,7 @@
 //! Operator metrics in the Prometheus text format: reconciles, failures by error kind,
 //! reconcile duration, applies and status writes (skipped ones too), watcher errors,
-//! resources that do not parse, leadership.
+//! resources that do not parse, leadership; and per resource its Ready and Degraded
+//! conditions and its window (what the chart's alerts and dashboard read).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,11 +9,34 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
+}
+
+/// One TemplarMiner or TemplarValidator.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+/// A resource not reconciled for this long is dropped from the per-resource series: the
+/// controller sees no delete event, and a settled resource is reconciled every
+/// `--refresh-secs` (30 s), a failing one at least every 5 min.
+pub const RESOURCE_SERIES_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// What the per-resource gauges say about one resource.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResourceState {
+    pub ready: bool,
+    pub degraded: bool,
+    pub window: Option<u64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +67,10 @@ pub struct Metrics {
     watch_errors: Family<KindLabel, Counter>,
     invalid_objects: Family<KindLabel, Counter>,
     leader: Gauge,
+    resource_ready: Family<ResourceLabels, Gauge>,
+    resource_degraded: Family<ResourceLabels, Gauge>,
+    resource_window: Family<ResourceLabels, Gauge>,
+    resource_seen: Mutex<HashMap<ResourceLabels, Instant>>,
 }
 
 impl Default for Metrics {
@@ -103,8 +131,32 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let resource_gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<ResourceLabels, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let resource_ready = resource_gauge(
+            &mut registry,
+            "resource_ready",
+            "1 while the resource's Ready condition is True",
+        );
+        let resource_degraded = resource_gauge(
+            &mut registry,
+            "resource_degraded",
+            "1 while the resource's Degraded condition is True",
+        );
+        let resource_window = resource_gauge(
+            &mut registry,
+            "resource_window",
+            "Highest window its nodes report (absent until one does)",
+        );
         Self {
             registry,
+            resource_ready,
+            resource_degraded,
+            resource_window,
+            resource_seen: Mutex::default(),
             reconciles,
             failures,
             duration,
@@ -180,7 +232,85 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    /// Record one resource's state after its reconcile.
+    pub fn observe_resource(&self, kind: &str, namespace: &str, name: &str, state: ResourceState) {
+        self.observe_resource_at(kind, namespace, name, state, Instant::now());
+    }
+
+    pub fn observe_resource_at(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        state: ResourceState,
+        now: Instant,
+    ) {
+        let labels = ResourceLabels {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.resource_ready
+            .get_or_create(&labels)
+            .set(i64::from(state.ready));
+        self.resource_degraded
+            .get_or_create(&labels)
+            .set(i64::from(state.degraded));
+        match state.window {
+            Some(w) => {
+                self.resource_window
+                    .get_or_create(&labels)
+                    .set(i64::try_from(w).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.resource_window.remove(&labels);
+            }
+        }
+        self.seen().insert(labels, now);
+    }
+
+    /// Drop a resource's series (it is being deleted).
+    pub fn forget_resource(&self, kind: &str, namespace: &str, name: &str) {
+        let labels = ResourceLabels {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.remove_resource(&labels);
+        self.seen().remove(&labels);
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<ResourceLabels, Instant>> {
+        // The map stays consistent even if a holder panicked: each entry is one insert.
+        self.resource_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remove_resource(&self, labels: &ResourceLabels) {
+        self.resource_ready.remove(labels);
+        self.resource_degraded.remove(labels);
+        self.resource_window.remove(labels);
+    }
+
+    /// Drop the series of resources not reconciled within [`RESOURCE_SERIES_TTL`].
+    fn prune(&self, now: Instant) {
+        let mut seen = self.seen();
+        seen.retain(|labels, at| {
+            let live = now.saturating_duration_since(*at) < RESOURCE_SERIES_TTL;
+            if !live {
+                self.remove_resource(labels);
+            }
+            live
+        });
+    }
+
     pub fn encode(&self) -> String {
+        self.encode_at(Instant::now())
+    }
+
+    pub fn encode_at(&self, now: Instant) -> String {
+        self.prune(now);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -213,5 +343,61 @@ mod tests {
             "templar_operator_reconcile_duration_seconds_count{kind=\"TemplarMiner\"} 2"
         ));
         assert!(text.contains("templar_operator_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn resource_series_follow_the_last_reconcile_and_age_out() {
+        let m = Metrics::new();
+        let t0 = Instant::now();
+        let state = ResourceState {
+            ready: false,
+            degraded: true,
+            window: Some(42),
+        };
+        m.observe_resource_at("TemplarMiner", "train", "a", state, t0);
+        m.observe_resource_at(
+            "TemplarValidator",
+            "train",
+            "v",
+            ResourceState {
+                ready: true,
+                degraded: false,
+                window: None,
+            },
+            t0 + RESOURCE_SERIES_TTL / 2,
+        );
+        let text = m.encode_at(t0 + Duration::from_secs(1));
+        let a = r#"{kind="TemplarMiner",namespace="train",name="a"}"#;
+        let v = r#"{kind="TemplarValidator",namespace="train",name="v"}"#;
+        assert!(
+            text.contains(&format!("templar_operator_resource_degraded{a} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("templar_operator_resource_ready{a} 0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("templar_operator_resource_window{a} 42")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("templar_operator_resource_ready{v} 1")),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&format!("templar_operator_resource_window{v}")),
+            "{text}"
+        );
+
+        // Not reconciled for the TTL: gone; the other one stays.
+        let text = m.encode_at(t0 + RESOURCE_SERIES_TTL);
+        assert!(!text.contains(a), "{text}");
+        assert!(
+            text.contains(&format!("templar_operator_resource_ready{v} 1")),
+            "{text}"
+        );
+        m.forget_resource("TemplarValidator", "train", "v");
+        assert!(!m.encode_at(t0 + RESOURCE_SERIES_TTL).contains(v));
     }
 }

@@ -5,7 +5,7 @@
 //! (pure) -> [`write_status`] when more than timestamps changed -> [`publish_events`].
 
 use crate::build::{Owner, desired};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ResourceState};
 use crate::nodeset::NodeSet;
 use crate::probe::NodeStatusReader;
 use crate::status::{
@@ -411,12 +411,28 @@ async fn publish_events<K: NodeSet>(ctx: &Context, obj: &K, notices: &[Notice]) 
 }
 
 /// read inputs -> validate -> apply -> observe -> compute status -> write status -> events.
+/// The per-resource gauges' view of a status.
+fn resource_state(status: &NodeSetStatus) -> ResourceState {
+    let is_true = |kind: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == kind && c.status == "True")
+    };
+    ResourceState {
+        ready: is_true(crate::status::READY),
+        degraded: is_true(crate::status::DEGRADED),
+        window: status.window,
+    }
+}
+
 async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, ReconcileError> {
     let name = obj.name_any();
     let ns = obj
         .namespace()
         .ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
     if obj.meta().deletion_timestamp.is_some() {
+        ctx.metrics.forget_resource(K::KIND, &ns, &name);
         // Owner references hand the StatefulSet, Services and ConfigMap to the garbage
         // collector; nothing of ours outlives the resource.
         return Ok(Action::await_change());
@@ -463,6 +479,8 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
         write_status::<K>(ctx, &owner, &outcome.status).await?;
     }
     ctx.metrics.status_written(K::KIND, write);
+    ctx.metrics
+        .observe_resource(K::KIND, &ns, &name, resource_state(&outcome.status));
     publish_events(ctx, obj, &outcome.notices).await;
     Ok(Action::requeue(if outcome.settled {
         ctx.timing.settled

@@ -71,13 +71,17 @@ pub struct NodeResources {
     /// `NVIDIA-H100-80GB-HBM3`.
     pub gpu_type: Option<String>,
     /// CPU request per replica, a quantity (`2`, `500m`).
+    // `default` keeps it optional in the schema: `schema_with` hides the Option from schemars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_quantity_schema")]
     pub cpu: Option<Quantity>,
     /// Memory request and limit per replica, a quantity (`64Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_quantity_schema")]
     pub memory: Option<Quantity>,
     /// Size of the memory-backed `/dev/shm` (libtorch data loaders need more than the
     /// container default of 64 MiB); counts against the memory limit. Default `2Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_quantity_schema")]
     pub shm_size: Option<Quantity>,
 }
