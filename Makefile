@@ -43,6 +43,7 @@ bench-codec:
 bench-operator:
 	$(SETUP) && cargo run -q --release -p templar-operator -- bench --crs 1000 --json
 
-## Regenerate the checked-in CRD YAML from the types.
+## Regenerate the checked-in CRD YAML from the types (and the chart's copy).
 crds:
-	$(SETUP) && cargo run -q -p templar-operator -- crd > crds/templar.tplr.ai.yaml
+	$(SETUP) && cargo run -q -p templar-operator -- crd > crds/templar.tplr.ai.yaml && \
+	  cp crds/templar.tplr.ai.yaml charts/templar-operator/crds/templar.tplr.ai.yaml

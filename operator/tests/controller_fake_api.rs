@@ -423,10 +423,10 @@ async fn a_spec_change_is_reconciled_at_once() {
     assert!(run.counts.reconciles <= 2 * 60 / REFRESH.as_secs() + 4);
 }
 
-/// Every call of the run is granted by the ClusterRole of `manifests/operator.yaml`.
+/// Every call of the run is granted by the ClusterRole of the kustomize install.
 fn rbac_grants(calls: &std::collections::BTreeSet<(String, String, String)>) {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let text = std::fs::read_to_string(root.join("manifests/operator.yaml")).unwrap();
+    let text = std::fs::read_to_string(root.join("manifests/install/base/operator.yaml")).unwrap();
     let role: Value = text
         .split("\n---\n")
         .map(|d| serde_yaml::from_str::<Value>(d).unwrap())

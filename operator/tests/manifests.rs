@@ -1,188 +1,118 @@
-//! The plain manifests under `manifests/`: the built-in objects pass
-//! `kubernetes-validate --strict`, the operator's RBAC grants every call the reconcile and
-//! the leader election make, and the example resources validate against their own secrets
-//! and ConfigMaps with the operator's validation.
+//! The plain manifests under `manifests/`: the kustomize install (base and namespaced
+//! overlay, built with kubectl's kustomize) passes `kubernetes-validate --strict`, carries
+//! the generated CRDs and grants exactly the calls the operator makes; every example passes
+//! the CRD schema and the operator's own validation; the GitOps examples point at it.
 
 mod common;
 
+use common::rbac::{LEASE_NEEDED, NEEDED, assert_exactly, grants, role, set};
+use common::{documents, kind, kustomize, repo_root, validate_built_in};
 use serde_yaml::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use templar_crds::{TemplarMiner, TemplarValidator};
-use templar_operator::validate::{Inputs, validate};
+use templar_operator::validate::{Inputs, Problem, validate};
 
-fn documents(path: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(templar_root().join(path)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
+const BASE: &str = "manifests/install/base";
+const NAMESPACED: &str = "manifests/install/overlays/namespaced";
+const EXAMPLES: [&str; 3] = [
+    "manifests/examples/devnet.yaml",
+    "manifests/examples/gpu-scheduling.yaml",
+    "manifests/examples/bittensor.yaml",
+];
+
+#[test]
+fn kustomize_installs_pass_kubernetes_validate_strict() {
+    for dir in [BASE, NAMESPACED] {
+        let docs = kustomize(dir);
+        let built_in = validate_built_in(&docs, &dir.replace('/', "_"));
+        assert!(built_in >= 8, "{dir}: {built_in} objects");
+        // Everything namespaced lands in a namespace; the operator in templar-system.
+        let deployment = role(&docs, "Deployment", "templar-operator");
+        assert_eq!(deployment["metadata"]["namespace"], "templar-system");
+    }
+    let mut examples = Vec::new();
+    for path in EXAMPLES {
+        examples.extend(documents(path));
+    }
+    assert!(validate_built_in(&examples, "examples") >= 4);
 }
 
-use serde::Deserialize;
-
-fn templar_root() -> std::path::PathBuf {
-    // The runtime value: a target dir shared between checkouts may hold a build made elsewhere.
-    std::path::PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .parent()
-    .unwrap()
-    .to_path_buf()
-}
-
-fn kind(v: &Value) -> &str {
-    v["kind"].as_str().unwrap_or_default()
+/// `v` as JSON with every number as f64 (kustomize writes `3600.0` as `3600`).
+fn normalised(v: &Value) -> serde_json::Value {
+    fn walk(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        match v {
+            J::Number(n) => serde_json::json!(n.as_f64().unwrap()),
+            J::Array(a) => J::Array(a.into_iter().map(walk).collect()),
+            J::Object(o) => J::Object(o.into_iter().map(|(k, v)| (k, walk(v))).collect()),
+            other => other,
+        }
+    }
+    walk(serde_json::to_value(v).unwrap())
 }
 
 #[test]
-fn built_in_objects_pass_kubernetes_validate_strict() {
-    let mut objects = Vec::new();
-    for path in [
-        "manifests/operator.yaml",
-        "manifests/namespaced-rbac.yaml",
-        "manifests/examples/devnet.yaml",
-    ] {
-        for (i, doc) in documents(path).iter().enumerate() {
-            let api = doc["apiVersion"].as_str().unwrap();
-            if api.starts_with("templar.tplr.ai/") {
-                continue;
-            }
-            objects.push((
-                format!("{}-{i}-{}.yaml", path.replace('/', "_"), kind(doc)),
-                serde_yaml::to_string(doc).unwrap(),
-            ));
-        }
+fn kustomize_base_carries_the_generated_crds() {
+    let docs = kustomize(BASE);
+    let crds: Vec<serde_json::Value> = docs
+        .iter()
+        .filter(|d| kind(d) == "CustomResourceDefinition")
+        .map(normalised)
+        .collect();
+    let generated = documents("crds/templar.tplr.ai.yaml");
+    assert_eq!(crds.len(), generated.len());
+    for crd in &generated {
+        assert!(
+            crds.contains(&normalised(crd)),
+            "{:?} differs",
+            crd["metadata"]["name"]
+        );
     }
-    assert!(objects.len() >= 12, "{} objects", objects.len());
-    common::kubernetes_validate_strict(&objects);
-}
-
-/// Every (API group, resource, verb) the operator uses, each with the call that needs it.
-/// The manifests must grant exactly these: nothing missing, nothing more.
-const NEEDED: &[(&str, &str, &str)] = &[
-    // The controllers' watches (list + watch) of both kinds.
-    ("templar.tplr.ai", "templarminers", "list"),
-    ("templar.tplr.ai", "templarminers", "watch"),
-    ("templar.tplr.ai", "templarvalidators", "list"),
-    ("templar.tplr.ai", "templarvalidators", "watch"),
-    // write_status: server-side apply of the status subresource.
-    ("templar.tplr.ai", "templarminers/status", "patch"),
-    ("templar.tplr.ai", "templarvalidators/status", "patch"),
-    // blockOwnerDeletion on the owned objects' owner references.
-    ("templar.tplr.ai", "templarminers/finalizers", "update"),
-    ("templar.tplr.ai", "templarvalidators/finalizers", "update"),
-    // apply (create + patch), the suspend scale-down (patch), read_stateful_set (get),
-    // the owned-object watch (list + watch).
-    ("apps", "statefulsets", "create"),
-    ("apps", "statefulsets", "patch"),
-    ("apps", "statefulsets", "get"),
-    ("apps", "statefulsets", "list"),
-    ("apps", "statefulsets", "watch"),
-    ("", "services", "create"),
-    ("", "services", "patch"),
-    ("", "configmaps", "create"),
-    ("", "configmaps", "patch"),
-    // read_inputs: the hyperparameters ConfigMap and the named secrets.
-    ("", "configmaps", "get"),
-    ("", "secrets", "get"),
-    // observe.
-    ("", "pods", "list"),
-    // The disruption budget: applied, or deleted when the spec drops it.
-    ("policy", "poddisruptionbudgets", "create"),
-    ("policy", "poddisruptionbudgets", "patch"),
-    ("policy", "poddisruptionbudgets", "delete"),
-    // The event recorder (a repeated event is patched).
-    ("events.k8s.io", "events", "create"),
-    ("events.k8s.io", "events", "patch"),
-];
-
-/// Leader election (kube-lease-manager): read, create and renew the Lease.
-const LEASE_NEEDED: &[(&str, &str, &str)] = &[
-    ("coordination.k8s.io", "leases", "get"),
-    ("coordination.k8s.io", "leases", "create"),
-    ("coordination.k8s.io", "leases", "patch"),
-];
-
-type Grants = BTreeSet<(String, String, String)>;
-
-/// (group, resource, verb) granted by the rules of `doc` (a Role or ClusterRole).
-fn grants(doc: &Value) -> Grants {
-    let mut granted = BTreeSet::new();
-    for rule in doc["rules"].as_sequence().unwrap() {
-        let strings = |k: &str| -> Vec<String> {
-            rule[k]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect()
-        };
-        for g in strings("apiGroups") {
-            for r in strings("resources") {
-                for v in strings("verbs") {
-                    assert_ne!(v, "*", "no wildcard verbs");
-                    granted.insert((g.clone(), r.clone(), v));
-                }
-            }
-        }
-    }
-    granted
-}
-
-fn set(list: &[(&str, &str, &str)]) -> Grants {
-    list.iter()
-        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect()
-}
-
-fn role<'a>(docs: &'a [Value], kind_: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| kind(d) == kind_ && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind_} {name}"))
-}
-
-/// Both directions: every call the operator makes is granted, and nothing else is.
-fn assert_exactly(granted: &Grants, needed: &Grants, what: &str) {
-    let missing: Vec<_> = needed.difference(granted).collect();
-    let extra: Vec<_> = granted.difference(needed).collect();
-    assert!(missing.is_empty(), "{what} lacks {missing:?}");
-    assert!(
-        extra.is_empty(),
-        "{what} grants more than needed: {extra:?}"
-    );
 }
 
 #[test]
 fn rbac_grants_exactly_the_calls_the_operator_makes() {
-    let docs = documents("manifests/operator.yaml");
+    let docs = kustomize(BASE);
     let cluster = grants(role(&docs, "ClusterRole", "templar-operator"));
     assert_exactly(&cluster, &set(NEEDED), "the ClusterRole");
     let lease = grants(role(&docs, "Role", "templar-operator-leader-election"));
     assert_exactly(&lease, &set(LEASE_NEEDED), "the leader-election Role");
-
-    let namespaced = documents("manifests/namespaced-rbac.yaml");
-    let scoped = grants(role(&namespaced, "Role", "templar-operator"));
-    assert_exactly(&scoped, &set(NEEDED), "the namespaced Role");
-    let binding = namespaced
-        .iter()
-        .find(|d| kind(d) == "RoleBinding")
-        .unwrap();
-    assert_eq!(binding["roleRef"]["kind"], "Role");
-    assert_eq!(binding["subjects"][0]["name"], "templar-operator");
-
-    let deployment = docs.iter().find(|d| kind(d) == "Deployment").unwrap();
+    let deployment = role(&docs, "Deployment", "templar-operator");
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["args"][0], "run");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(deployment["spec"]["replicas"].as_i64().unwrap() >= 2);
+
+    // Namespaced: no cluster-wide grant, the same rules as a Role in the watched namespace,
+    // and the operator told to watch it.
+    let docs = kustomize(NAMESPACED);
+    assert!(
+        docs.iter()
+            .all(|d| !["ClusterRole", "ClusterRoleBinding"].contains(&kind(d))),
+        "the namespaced install grants nothing cluster-wide"
+    );
+    let scoped = role(&docs, "Role", "templar-operator");
+    assert_eq!(scoped["metadata"]["namespace"], "train");
+    assert_exactly(&grants(scoped), &set(NEEDED), "the namespaced Role");
+    let binding = role(&docs, "RoleBinding", "templar-operator");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["subjects"][0]["name"], "templar-operator");
+    assert_eq!(binding["subjects"][0]["namespace"], "templar-system");
+    let deployment = role(&docs, "Deployment", "templar-operator");
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_sequence()
+            .unwrap()
+            .contains(&Value::from("--namespace=train")),
+        "{args:?}"
+    );
 }
 
-#[test]
-fn example_resources_validate_against_their_secrets_and_config_maps() {
-    let docs = documents("manifests/examples/devnet.yaml");
+/// The Secrets and ConfigMaps of `docs` as the operator's validation reads them.
+fn inputs_of(docs: &[Value]) -> Inputs {
     let mut inputs = Inputs::default();
-    for d in &docs {
+    for d in docs {
         let name = d["metadata"]["name"].as_str().unwrap().to_string();
         let data: BTreeMap<String, String> = serde_yaml::from_value(
             d.get("stringData")
@@ -201,27 +131,117 @@ fn example_resources_validate_against_their_secrets_and_config_maps() {
             _ => {}
         }
     }
-    let mut checked = 0;
-    for d in &docs {
-        let spec = match kind(d) {
-            "TemplarMiner" => {
-                serde_yaml::from_value::<TemplarMiner>(d.clone())
-                    .unwrap()
-                    .spec
-                    .node
-            }
-            "TemplarValidator" => {
-                serde_yaml::from_value::<TemplarValidator>(d.clone())
-                    .unwrap()
-                    .spec
-                    .node
-            }
-            _ => continue,
-        };
-        let hparams = validate(&spec, &inputs)
-            .unwrap_or_else(|p| panic!("{} does not validate: {p:?}", kind(d)));
-        assert!(hparams.hparams_file.contains("blocks_per_window"));
-        checked += 1;
+    inputs
+}
+
+/// The operator's validation of every TemplarMiner / TemplarValidator in `docs`.
+fn validate_all(docs: &[Value], inputs: &Inputs) -> Vec<(String, Result<(), Problem>)> {
+    docs.iter()
+        .filter_map(|d| {
+            let spec = match kind(d) {
+                "TemplarMiner" => {
+                    serde_yaml::from_value::<TemplarMiner>(d.clone())
+                        .unwrap()
+                        .spec
+                        .node
+                }
+                "TemplarValidator" => {
+                    serde_yaml::from_value::<TemplarValidator>(d.clone())
+                        .unwrap()
+                        .spec
+                        .node
+                }
+                _ => return None,
+            };
+            let name = format!("{}/{}", kind(d), d["metadata"]["name"].as_str().unwrap());
+            Some((name, validate(&spec, inputs).map(|_| ())))
+        })
+        .collect()
+}
+
+#[test]
+fn every_example_passes_the_crd_schema() {
+    let mut resources = 0;
+    let mut passed = 0;
+    for path in EXAMPLES {
+        let docs = documents(path);
+        resources += docs
+            .iter()
+            .filter(|d| kind(d).starts_with("Templar"))
+            .count();
+        passed += common::validate_custom_resources(&docs);
     }
-    assert_eq!(checked, 2);
+    assert_eq!(resources, 6);
+    assert_eq!(
+        passed, resources,
+        "every example resource passes the schema"
+    );
+}
+
+#[test]
+fn devnet_examples_pass_the_operators_validation() {
+    // gpu-scheduling.yaml uses devnet.yaml's Secrets and ConfigMap.
+    let devnet = documents("manifests/examples/devnet.yaml");
+    let inputs = inputs_of(&devnet);
+    let mut checked = 0;
+    for path in [
+        "manifests/examples/devnet.yaml",
+        "manifests/examples/gpu-scheduling.yaml",
+    ] {
+        for (name, outcome) in validate_all(&documents(path), &inputs) {
+            outcome.unwrap_or_else(|p| panic!("{path} {name} does not validate: {p:?}"));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4);
+}
+
+#[test]
+fn bittensor_example_waits_for_the_subtensor_chain() {
+    let docs = documents("manifests/examples/bittensor.yaml");
+    let mut inputs = Inputs::default();
+    for (secret, keys) in [
+        ("r2-write", &["accessKeyId", "secretAccessKey"][..]),
+        ("r2-read", &["accessKeyId", "secretAccessKey"][..]),
+        ("miner-wallet", &["hotkey-0"][..]),
+        ("validator-wallet", &["hotkey-0"][..]),
+    ] {
+        inputs
+            .secrets
+            .insert(secret.into(), keys.iter().map(|k| k.to_string()).collect());
+    }
+    let outcomes = validate_all(&docs, &inputs);
+    assert_eq!(outcomes.len(), 2);
+    for (name, outcome) in outcomes {
+        let problem = outcome.expect_err("subtensor is refused until the chain lands");
+        assert!(problem.message.contains("subtensor"), "{name}: {problem:?}");
+    }
+}
+
+#[test]
+fn gitops_examples_point_at_the_kustomize_base() {
+    let argo = documents("manifests/examples/gitops/argocd-application.yaml");
+    let flux = documents("manifests/examples/gitops/flux-kustomization.yaml");
+    let app = role(&argo, "Application", "templar-operator");
+    let path = app["spec"]["source"]["path"].as_str().unwrap();
+    assert_eq!(path, BASE);
+    assert!(
+        app["spec"]["syncPolicy"]["syncOptions"]
+            .as_sequence()
+            .unwrap()
+            .contains(&Value::from("ServerSideApply=true")),
+        "the CRDs are too large for client-side apply"
+    );
+    let ks = role(&flux, "Kustomization", "templar-operator");
+    let flux_path = ks["spec"]["path"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("./");
+    assert_eq!(flux_path, BASE);
+    let repo = role(&flux, "GitRepository", "templar-rs");
+    assert_eq!(repo["spec"]["url"], app["spec"]["source"]["repoURL"]);
+    assert_eq!(ks["spec"]["sourceRef"]["name"], "templar-rs");
+    // The path they apply builds.
+    assert!(repo_root().join(path).join("kustomization.yaml").exists());
+    assert!(!kustomize(path).is_empty());
 }
