@@ -8,7 +8,7 @@ WINDOWS ?= 10
 HPARAMS ?= hparams/devnet.toml
 STEPS ?= 30
 
-.PHONY: demo devnet train test lint unit bench-codec bench-operator crds setup
+.PHONY: demo devnet train test lint unit bench-codec bench-operator crds setup images e2e-cluster
 
 setup:
 	$(SETUP)
@@ -47,3 +47,14 @@ bench-operator:
 crds:
 	$(SETUP) && cargo run -q -p templar-operator -- crd > crds/templar.tplr.ai.yaml && \
 	  cp crds/templar.tplr.ai.yaml charts/templar-operator/crds/templar.tplr.ai.yaml
+
+## Container images of the node and the operator (needs docker or podman; none runs on the
+## project's CI machines, where e2e/tests/images.rs checks the Dockerfiles instead).
+CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman)
+IMAGE_REPO ?= ghcr.io/templar-rs
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+images:
+	@if [ -z "$(CONTAINER_ENGINE)" ]; then \
+	  echo "make images: no container engine (docker or podman) on this machine" >&2; exit 2; fi
+	$(CONTAINER_ENGINE) build -f images/node/Dockerfile -t $(IMAGE_REPO)/templar-node:$(VERSION) .
+	$(CONTAINER_ENGINE) build -f images/operator/Dockerfile -t $(IMAGE_REPO)/templar-operator:$(VERSION) .
