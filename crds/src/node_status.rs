@@ -68,4 +68,12 @@ pub struct NodeStatus {
     pub last_error: Option<String>,
     /// Incentive of this node on chain (miners), as last read.
     pub incentive: Option<f64>,
+    /// A fixed sample of the model's parameters after the outer step `global_step`
+    /// ([`MODEL_SAMPLE_SIZE`] values at the same positions on every node): nodes in sync
+    /// show the same values at the same step, so a lagging or diverged node is visible.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_sample: Vec<f64>,
 }
+
+/// How many parameter values [`NodeStatus::model_sample`] carries.
+pub const MODEL_SAMPLE_SIZE: usize = 64;

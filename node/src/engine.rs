@@ -9,6 +9,7 @@ use crate::model::Llama;
 use crate::optim::sparseloco::{clip_to_norm, lower_median, values_norm};
 use crate::optim::{OptimError, WindowOptimizer, WindowStats};
 use tch::{Device, Tensor};
+use templar_crds::MODEL_SAMPLE_SIZE;
 use templar_protocol::Hotkey;
 use templar_protocol::payload::{Payload, PayloadError, PayloadMeta, PayloadValidator};
 
@@ -203,6 +204,28 @@ impl Engine {
         Ok(pointer)
     }
 
+    /// [`MODEL_SAMPLE_SIZE`] parameter values at positions fixed by the model's shapes alone
+    /// (sample `i`: tensor `i mod n`, a stride through its elements), read in one transfer.
+    /// Nodes with the same parameters report the same sample (`/status` `modelSample`).
+    pub fn model_sample(&self) -> Vec<f64> {
+        let params = self.opt.params();
+        if params.is_empty() {
+            return Vec::new();
+        }
+        let picked: Vec<Tensor> = (0..MODEL_SAMPLE_SIZE)
+            .map(|i| {
+                let t = &params[i % params.len()];
+                let numel = t.numel().max(1) as i64;
+                // A large odd stride walks each tensor's elements without a pattern tied
+                // to its shape.
+                let at = (i as i64 / params.len() as i64 * 7_919 + i as i64) % numel;
+                t.flatten(0, -1).get(at).to_kind(tch::Kind::Double)
+            })
+            .collect();
+        let values = Tensor::stack(&picked, 0).to_device(Device::Cpu);
+        Vec::<f64>::try_from(&values).unwrap_or_default()
+    }
+
     /// Largest absolute difference to another engine's parameters (tests, diagnostics).
     pub fn max_param_diff(&self, other: &Engine) -> f64 {
         self.opt
@@ -289,5 +312,30 @@ mod tests {
             (raw.0 - fair.0).abs() > 10.0 * tolerance,
             "unclipped it scores differently: {raw:?} vs {fair:?}"
         );
+    }
+
+    #[test]
+    fn the_model_sample_is_equal_for_equal_models_and_moves_with_an_outer_step() {
+        let (mut a, b) = (engine(), engine());
+        let sample = a.model_sample();
+        assert_eq!(sample.len(), MODEL_SAMPLE_SIZE);
+        assert_eq!(sample, b.model_sample(), "same initialisation, same sample");
+        assert!(sample.iter().all(|x| x.is_finite()));
+        let distinct: std::collections::BTreeSet<u64> =
+            sample.iter().map(|x| x.to_bits()).collect();
+        assert!(
+            distinct.len() > MODEL_SAMPLE_SIZE / 2,
+            "spread over many values: {sample:?}"
+        );
+
+        let hotkey = Hotkey::parse("m1").unwrap();
+        let (_, bytes) = a.train_and_compress(1, &hotkey, 0).unwrap();
+        let payload = a.decode(&bytes, 1, 0).unwrap();
+        a.apply(std::slice::from_ref(&payload));
+        let moved = a.model_sample();
+        let changed = moved.iter().zip(&sample).filter(|(x, y)| x != y).count();
+        assert!(changed > 0, "an outer step shows in the sample");
+        // Only a top-k of each block moves, so not every sampled value does.
+        assert_eq!(moved.len(), MODEL_SAMPLE_SIZE);
     }
 }

@@ -71,7 +71,11 @@ impl Miner {
             );
             replayed += 1;
         }
-        ctx.update_status(|s| s.global_step = self.engine.global_step());
+        let sample = block_in_place(|| self.engine.model_sample());
+        ctx.update_status(|s| {
+            s.global_step = self.engine.global_step();
+            s.model_sample = sample;
+        });
         Ok(replayed)
     }
 
@@ -115,8 +119,10 @@ impl Miner {
         } = gather_closed_window(&ctx, &self.engine, w).await?;
         let payloads: Vec<_> = payloads.into_iter().map(|(_, p)| p).collect();
         block_in_place(|| self.engine.apply(&payloads));
+        let sample = block_in_place(|| self.engine.model_sample());
         ctx.update_status(|s| {
             s.global_step = self.engine.global_step();
+            s.model_sample = sample;
             s.peers_gathered = payloads.len();
             s.peers_skipped = skipped;
         });

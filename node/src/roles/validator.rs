@@ -252,8 +252,10 @@ impl Validator {
                 weight: weights.iter().find(|(u, _)| *u == uid).map_or(0.0, |x| x.1),
             })
             .collect();
+        let sample = block_in_place(|| self.engine.model_sample());
         self.ctx.update_status(|s| {
             s.global_step = self.engine.global_step();
+            s.model_sample = sample;
             s.peers_gathered = submitted;
             s.peers_skipped = skipped;
             s.scores = scores;
