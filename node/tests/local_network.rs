@@ -230,15 +230,28 @@ async fn a_restarted_validator_resumes_its_scores() {
     assert!(saved.scores[&1].ema != 0.0);
     drop(validator); // killed
 
-    let mut restarted = Validator::new(ctx, &net.pages, Device::Cpu).await.unwrap();
+    let mut restarted = Validator::new(ctx.clone(), &net.pages, Device::Cpu)
+        .await
+        .unwrap();
     assert_eq!(
         restarted.state, saved,
         "scores come back from persisted state"
     );
+    ctx.update_status(|s| s.scores.clear());
     restarted.resume_model().await.unwrap();
     assert!(
         restarted.engine.max_param_diff(&m.engine) < 1e-4,
         "model resumes from its checkpoint"
+    );
+    let shown = ctx.status.lock().unwrap().scores.clone();
+    assert_eq!(
+        shown.iter().map(|s| (s.uid, s.score)).collect::<Vec<_>>(),
+        saved
+            .scores
+            .iter()
+            .map(|(&u, s)| (u, s.ema))
+            .collect::<Vec<_>>(),
+        "/status shows the resumed scores before the next window"
     );
     window(&net, 2, &mut [&mut m], &mut restarted).await;
     assert_eq!(restarted.state.last_window, Some(2));

@@ -73,7 +73,8 @@ impl Validator {
             .is_some_and(|v| v.hotkey == self.ctx.hotkey))
     }
 
-    /// Load own latest checkpoint (after a restart) so the model continues in step.
+    /// Load own latest checkpoint (after a restart) so the model continues in step, and show
+    /// the persisted scores in `/status` from the start.
     pub async fn resume_model(&mut self) -> Result<(), NodeError> {
         let ctx = self.ctx.clone();
         let pointer = match ctx
@@ -91,6 +92,11 @@ impl Validator {
                 .get(&ctx.keys.checkpoint(p.window), 16 << 30)
                 .await?;
             block_in_place(|| self.engine.load_checkpoint(&bytes))?;
+        }
+        if !self.state.scores.is_empty() {
+            let weights =
+                weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
+            self.report(0, Vec::new(), &weights);
         }
         Ok(())
     }
