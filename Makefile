@@ -58,3 +58,7 @@ images:
 	  echo "make images: no container engine (docker or podman) on this machine" >&2; exit 2; fi
 	$(CONTAINER_ENGINE) build -f images/node/Dockerfile -t $(IMAGE_REPO)/templar-node:$(VERSION) .
 	$(CONTAINER_ENGINE) build -f images/operator/Dockerfile -t $(IMAGE_REPO)/templar-operator:$(VERSION) .
+
+## The cluster suite against the current kube context (kind or k3d; see e2e/README.md).
+e2e-cluster:
+	$(SETUP) && cargo test -p templar-e2e --test cluster -- --ignored --nocapture

@@ -14,10 +14,13 @@ use templar_operator::validate::{Inputs, Problem, validate};
 
 const BASE: &str = "manifests/install/base";
 const NAMESPACED: &str = "manifests/install/overlays/namespaced";
-const EXAMPLES: [&str; 3] = [
+const EXAMPLES: [&str; 5] = [
     "manifests/examples/devnet.yaml",
     "manifests/examples/gpu-scheduling.yaml",
     "manifests/examples/bittensor.yaml",
+    // What the cluster suite applies.
+    "e2e/cluster/devnet.yaml",
+    "e2e/cluster/minio.yaml",
 ];
 
 #[test]
@@ -34,7 +37,7 @@ fn kustomize_installs_pass_kubernetes_validate_strict() {
     for path in EXAMPLES {
         examples.extend(documents(path));
     }
-    assert!(validate_built_in(&examples, "examples") >= 4);
+    assert!(validate_built_in(&examples, "examples") >= 12);
 }
 
 /// `v` as JSON with every number as f64 (kustomize writes `3600.0` as `3600`).
@@ -171,7 +174,7 @@ fn every_example_passes_the_crd_schema() {
             .count();
         passed += common::validate_custom_resources(&docs);
     }
-    assert_eq!(resources, 6);
+    assert_eq!(resources, 8);
     assert_eq!(
         passed, resources,
         "every example resource passes the schema"
@@ -194,6 +197,11 @@ fn devnet_examples_pass_the_operators_validation() {
         }
     }
     assert_eq!(checked, 4);
+    // The cluster suite's devnet, against its own Secrets and ConfigMap.
+    let cluster = documents("e2e/cluster/devnet.yaml");
+    for (name, outcome) in validate_all(&cluster, &inputs_of(&cluster)) {
+        outcome.unwrap_or_else(|p| panic!("e2e/cluster/devnet.yaml {name}: {p:?}"));
+    }
 }
 
 #[test]
