@@ -357,6 +357,12 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         )
         .await;
     let validator = settled[0].as_ref().unwrap();
+    for m in &validator.scores {
+        eprintln!(
+            "uid {}: score {:.4e}, last own improvement {:?}, weight {:.3}",
+            m.uid, m.score, m.last_improvement, m.weight
+        );
+    }
     assert!(validator.last_weights_window.is_some());
     let incentive: f64 = miners(&settled)
         .map(|m| m.unwrap().incentive.unwrap())

@@ -71,8 +71,11 @@ async fn three_miners_and_a_validator_train_and_earn_weights() {
         assert_eq!(st.peers_gathered, 3, "window {w}: {:?}", st.peers_skipped);
     }
     let after = held_out_loss(&validator, &net);
+    eprintln!("held-out loss {before} -> {after}");
+    // Measured: 8.29 -> 7.08 (15% lower). A 5% bar holds on any CPU and still fails a
+    // network whose aggregate does not train.
     assert!(
-        after < before * 0.9,
+        after < before * 0.95,
         "aggregate held-out loss {before} -> {after}"
     );
     // Miners and validator stay in step: they applied the same aggregate every window.
