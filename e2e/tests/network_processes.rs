@@ -364,13 +364,12 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         );
     }
     assert!(validator.last_weights_window.is_some());
-    let incentive: f64 = miners(&settled)
-        .map(|m| m.unwrap().incentive.unwrap())
-        .sum();
-    assert!(
-        (incentive - 1.0).abs() < 1e-6,
-        "miners share the incentive: {incentive}"
-    );
+    // Each miner reads its incentive every 2 s, so they may come from different weight
+    // sets: each is a share (the in-process network test checks that they sum to one).
+    for m in miners(&settled) {
+        let x = m.unwrap().incentive.unwrap();
+        assert!(x > 0.0 && x <= 1.0, "incentive {x}");
+    }
 
     // 2. The operator reports the running nodes' windows and losses in the CR status.
     let status = operator_status_of_running_miners(&net).await;
