@@ -70,4 +70,9 @@ export LIBTORCH_USE_PYTORCH=1
 export PATH="$TEMPLAR_VENV/bin:$PATH"
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CARGO_TARGET_DIR TEMPLAR_CACHE TEMPLAR_VENV
+# CI builds each commit once: incremental state (tens of GB over many commits in the shared
+# target dir) only fills the disk there.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+fi
 log "ready: torch $TORCH_VERSION, target dir $CARGO_TARGET_DIR"
