@@ -157,6 +157,26 @@ impl Network {
         child.wait().unwrap();
     }
 
+    /// Every node's log lines (all its runs) that contain one of `needles`.
+    fn log_lines(&self, needles: &[&str]) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            for run in 0..n.restarts {
+                let path = self.logs.path().join(format!("{}-{run}.log", n.name));
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                out += &format!("--- {} (run {run})\n", n.name);
+                for l in text
+                    .lines()
+                    .filter(|l| needles.iter().any(|x| l.contains(x)))
+                {
+                    out += l;
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     fn logs(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
@@ -441,12 +461,24 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         )
         .await;
     let (step, diff) = matched.unwrap();
+    // Every other node that reported this step holds the same model too.
+    let mine = samples
+        .at("miner-2", start, step)
+        .expect("recorded")
+        .clone();
+    for other in ["validator", "miner-3"] {
+        if let Some(theirs) = samples.at(other, 1, step) {
+            let d = max_abs_diff(&mine, theirs);
+            assert!(d < 1e-4, "miner-2 and {other} differ by {d} at step {step}");
+        }
+    }
     eprintln!(
         "miner-2 killed in window {killed_in}; after catching up at step {step}: max diff {diff:e}"
     );
     assert!(
         diff < 1e-4,
-        "after catching up, miner-2's model differs from miner-1's by {diff} at step {step}"
+        "after catching up, miner-2's model differs from miner-1's by {diff} at step {step}\n{}",
+        net.log_lines(&["gathered", "loaded checkpoint", "replayed", "synced"])
     );
 
     // 4. SIGKILL the validator right after it set weights; restarted, it shows its scores.

@@ -35,7 +35,12 @@ impl Network {
             .await
             .unwrap();
         let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(100)));
-        let chain = Arc::new(DevnetChain::open(chain_store, clock).await.unwrap());
+        let chain = Arc::new(
+            DevnetChain::open(chain_store, clock)
+                .await
+                .unwrap()
+                .with_claim_settle(Duration::ZERO),
+        );
         Network { root, chain }
     }
 

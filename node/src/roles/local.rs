@@ -47,7 +47,12 @@ impl LocalNetwork {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_millis(GENESIS_MS),
         ));
-        let chain = Arc::new(DevnetChain::open(chain_store, clock.clone()).await?);
+        // One process registers its nodes one after another: no rival claims to wait for.
+        let chain = Arc::new(
+            DevnetChain::open(chain_store, clock.clone())
+                .await?
+                .with_claim_settle(Duration::ZERO),
+        );
         Ok(Self {
             root: root.to_path_buf(),
             retry: RetryPolicy::default(),

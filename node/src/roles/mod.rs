@@ -52,9 +52,17 @@ pub async fn gather_closed_window(
     w: u64,
 ) -> Result<Gathered, NodeError> {
     ctx.observe_window(w + 1);
+    // Every node gathers the same uploads: those that landed by the deadline.
+    tokio::time::sleep(ctx.wait_before_gather(w)).await;
     let listed = ctx.peers_for(w).await?;
     let range = ctx.accept_range(w);
     let (payloads, skipped) = gather(ctx, &engine.payload_validator(), w, &listed, range).await;
+    tracing::info!(
+        window = w,
+        gathered = ?payloads.iter().map(|(uid, _)| *uid).collect::<Vec<_>>(),
+        skipped = ?skipped.iter().map(|s| format!("{}: {}", s.uid, s.reason)).collect::<Vec<_>>(),
+        "gathered"
+    );
     Ok(Gathered {
         listed,
         payloads,

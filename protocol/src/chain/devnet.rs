@@ -12,8 +12,10 @@ use crate::identity::Hotkey;
 use crate::storage::{ObjectStore, StorageError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use templar_crds::NodeRole;
 
 const MAX_STATE_BYTES: u64 = 1 << 20;
@@ -70,7 +72,18 @@ pub struct DevnetChain {
     store: Arc<dyn ObjectStore>,
     clock: Arc<dyn Clock>,
     genesis: Genesis,
+    claim_settle: Duration,
 }
+
+/// How long a node waits after writing its uid claim before reading it back. Object stores
+/// have no compare-and-swap that every S3 server honours (Garage ignores `If-None-Match`),
+/// so nodes that start together may claim the same free uid: the last write wins, and each
+/// claimant that reads another hotkey back tries the next free uid. The wait must exceed
+/// the time between a rival's read of the free uid and its write (milliseconds).
+pub const CLAIM_SETTLE: Duration = Duration::from_millis(1500);
+
+/// Claims a node tries before giving up (each loses only to a node that then holds a uid).
+const CLAIM_ATTEMPTS: usize = 32;
 
 fn key(kind: &str, uid: u16) -> String {
     format!("devnet/{kind}/{uid:05}.json")
@@ -124,7 +137,28 @@ impl DevnetChain {
             store,
             clock,
             genesis,
+            claim_settle: CLAIM_SETTLE,
         })
+    }
+
+    /// The wait between a uid claim and its read-back ([`CLAIM_SETTLE`]); zero where one
+    /// process registers its nodes one after another (in-process networks, tests).
+    pub fn with_claim_settle(mut self, settle: Duration) -> Self {
+        self.claim_settle = settle;
+        self
+    }
+
+    /// Write a claim on `uid` for `reg.hotkey` and read it back after the settle time:
+    /// whether the claim held against nodes claiming the same uid at the same time.
+    async fn claim(&self, reg: &Registration) -> Result<bool, ChainError> {
+        let at = key("neurons", reg.uid);
+        write_json(self.store.as_ref(), &at, reg).await?;
+        if self.claim_settle.is_zero() {
+            return Ok(true);
+        }
+        tokio::time::sleep(self.claim_settle).await;
+        let holder = read_json::<Registration>(self.store.as_ref(), &at).await?;
+        Ok(holder.is_some_and(|h| h.hotkey == reg.hotkey))
     }
 
     /// Wall time at which `block` starts.
@@ -164,36 +198,51 @@ impl Chain for DevnetChain {
     /// Registering again with the same hotkey returns its uid (and updates its stake).
     async fn register(&self, hotkey: &Hotkey, request: RegisterRequest) -> Result<u16, ChainError> {
         let RegisterRequest { stake, uid } = request;
-        let existing = self.registrations().await?;
-        if let Some(r) = existing.values().find(|r| r.hotkey == *hotkey) {
-            if uid.is_some_and(|u| u != r.uid) {
-                return Err(ChainError::HotkeyRegistered {
-                    hotkey: hotkey.clone(),
-                    uid: r.uid,
-                });
-            }
-            let updated = Registration { stake, ..r.clone() };
-            write_json(self.store.as_ref(), &key("neurons", r.uid), &updated).await?;
-            return Ok(r.uid);
-        }
-        let uid = match uid {
-            Some(u) => {
-                if existing.get(&u).is_some_and(|r| r.hotkey != *hotkey) {
-                    return Err(ChainError::UidTaken { uid: u });
+        for attempt in 0..CLAIM_ATTEMPTS {
+            let existing = self.registrations().await?;
+            if let Some(r) = existing.values().find(|r| r.hotkey == *hotkey) {
+                if uid.is_some_and(|u| u != r.uid) {
+                    return Err(ChainError::HotkeyRegistered {
+                        hotkey: hotkey.clone(),
+                        uid: r.uid,
+                    });
                 }
-                u
+                let updated = Registration { stake, ..r.clone() };
+                write_json(self.store.as_ref(), &key("neurons", r.uid), &updated).await?;
+                return Ok(r.uid);
             }
-            None => (0..MAX_UIDS)
-                .find(|u| !existing.contains_key(u))
-                .ok_or(ChainError::Full(MAX_UIDS))?,
-        };
-        let reg = Registration {
-            uid,
-            hotkey: hotkey.clone(),
-            stake,
-        };
-        write_json(self.store.as_ref(), &key("neurons", uid), &reg).await?;
-        Ok(uid)
+            let chosen = match uid {
+                Some(u) => {
+                    if existing.get(&u).is_some_and(|r| r.hotkey != *hotkey) {
+                        return Err(ChainError::UidTaken { uid: u });
+                    }
+                    u
+                }
+                None => (0..MAX_UIDS)
+                    .find(|u| !existing.contains_key(u))
+                    .ok_or(ChainError::Full(MAX_UIDS))?,
+            };
+            let reg = Registration {
+                uid: chosen,
+                hotkey: hotkey.clone(),
+                stake,
+            };
+            if self.claim(&reg).await? {
+                return Ok(chosen);
+            }
+            if uid.is_some() {
+                return Err(ChainError::UidTaken { uid: chosen });
+            }
+            // Lost the uid to a node that claimed it at the same time: spread the retries so
+            // that the losers do not collide again on the next free uid.
+            let jitter = RandomState::new().hash_one((hotkey.as_str(), attempt)) % 500;
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+        Err(ChainError::RegistrationContended(CLAIM_ATTEMPTS))
+    }
+
+    fn block_start(&self, block: u64) -> Option<SystemTime> {
+        self.clock.is_wall_clock().then(|| self.block_time(block))
     }
 
     async fn current_block(&self) -> Result<u64, ChainError> {
@@ -319,8 +368,45 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             UNIX_EPOCH + Duration::from_millis(1_000_000),
         ));
-        let c = DevnetChain::open(store, clock.clone()).await.unwrap();
+        let c = DevnetChain::open(store, clock.clone())
+            .await
+            .unwrap()
+            .with_claim_settle(Duration::ZERO);
         (dir, c, clock)
+    }
+
+    /// Nodes that start together (a StatefulSet, `templar-node devnet`), each with its own
+    /// handle on the shared store, all claim the lowest free uid at once: every one ends
+    /// with its own uid, and the metagraph agrees.
+    #[tokio::test]
+    async fn nodes_registering_at_once_get_distinct_uids() {
+        let (dir, _, clock) = chain().await;
+        let store: Arc<dyn ObjectStore> = Arc::new(FsStore::new(dir.path()));
+        let mut nodes = Vec::new();
+        for _ in 0..8 {
+            let handle = DevnetChain::open(store.clone(), clock.clone())
+                .await
+                .unwrap()
+                .with_claim_settle(Duration::from_millis(100));
+            nodes.push(handle);
+        }
+        let names: Vec<Hotkey> = (0..8).map(|i| hk(&format!("node-{i}"))).collect();
+        let uids: Vec<u16> = futures::future::join_all(
+            nodes
+                .iter()
+                .zip(&names)
+                .map(|(c, h)| c.register(h, stake(0.0, None))),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        let distinct: std::collections::BTreeSet<u16> = uids.iter().copied().collect();
+        assert_eq!(distinct.len(), 8, "uids {uids:?}");
+        let mg = nodes[0].metagraph().await.unwrap();
+        for (h, uid) in names.iter().zip(&uids) {
+            assert_eq!(mg.by_hotkey(h).map(|n| n.uid), Some(*uid), "{h}");
+        }
     }
 
     #[tokio::test]

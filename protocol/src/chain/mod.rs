@@ -12,6 +12,11 @@ use std::time::{Duration, SystemTime};
 /// Source of "now" for block arithmetic; tests inject [`ManualClock`].
 pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;
+    /// Whether `now` is the wall clock, so that block times can be compared with the
+    /// storage's timestamps (a manual clock's cannot).
+    fn is_wall_clock(&self) -> bool {
+        true
+    }
 }
 
 pub struct SystemClock;
@@ -42,6 +47,9 @@ impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+    fn is_wall_clock(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,6 +66,8 @@ pub enum ChainError {
     HotkeyRegistered { hotkey: Hotkey, uid: u16 },
     #[error("no free uid (all {0} taken)")]
     Full(u16),
+    #[error("no uid could be claimed in {0} tries: other nodes kept registering at the same time")]
+    RegistrationContended(usize),
     #[error(
         "the devnet has no genesis object (devnet/genesis.json); `templar-node devnet` writes it"
     )]
@@ -149,6 +159,13 @@ pub trait Chain: Send + Sync {
     /// Time between blocks, for polling the chain at a useful rate.
     fn block_interval(&self) -> Duration;
     async fn current_block(&self) -> Result<u64, ChainError>;
+    /// Wall time at which `block` begins, when the chain fixes it (the devnet: genesis plus
+    /// blocks times the block time). Upload deadlines come from it, so that every node
+    /// judges an upload against the same bounds; `None` leaves each node to the times it
+    /// saw the windows begin.
+    fn block_start(&self, _block: u64) -> Option<SystemTime> {
+        None
+    }
     /// Make sure `hotkey` holds a uid and return it. Registering again is not an error: it
     /// returns the uid the hotkey already holds.
     async fn register(&self, hotkey: &Hotkey, request: RegisterRequest) -> Result<u16, ChainError>;

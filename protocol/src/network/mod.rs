@@ -120,16 +120,44 @@ impl NodeContext {
         }
     }
 
-    /// Accepted LastModified range for window `w`, once both ends have been seen.
+    /// When window `w` begins: the chain's block time where it fixes one (the same for every
+    /// node), else the time this node first saw it.
+    fn window_start(&self, w: u64) -> Option<SystemTime> {
+        let first_block = w.checked_mul(self.hp.network.blocks_per_window)?;
+        self.chain.block_start(first_block).or_else(|| {
+            let obs = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            obs.get(&w).copied()
+        })
+    }
+
+    /// Accepted LastModified range for window `w` (from its start less the clock skew to the
+    /// next window's start plus the upload grace), once both starts are known.
     pub fn accept_range(&self, w: u64) -> Option<(SystemTime, SystemTime)> {
-        let obs = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         let n = &self.hp.network;
-        let start = *obs.get(&w)?;
-        let end = *obs.get(&(w + 1))?;
+        let start = self.window_start(w)?;
+        let end = self.window_start(w + 1)?;
         Some((
             start - Duration::from_millis(n.clock_skew_ms),
             end + Duration::from_millis(n.upload_grace_ms),
         ))
+    }
+
+    /// How long to wait before gathering window `w`, so that every upload the range accepts
+    /// has landed and is seen by every node alike: until the range's end plus the clock
+    /// skew (storage and node clocks differ by up to that). Zero when the chain gives no
+    /// block times (the range then comes from this node's own sightings).
+    pub fn wait_before_gather(&self, w: u64) -> Duration {
+        let first_block = (w + 1).saturating_mul(self.hp.network.blocks_per_window);
+        let Some(end) = self.chain.block_start(first_block) else {
+            return Duration::ZERO;
+        };
+        let n = &self.hp.network;
+        let margin = Duration::from_millis(n.upload_grace_ms + n.clock_skew_ms);
+        (end + margin)
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            // Never more than a window's worth, whatever the clocks say.
+            .min(margin + self.chain.block_interval() * n.blocks_per_window as u32)
     }
 
     /// A peer's store, from its current commitment (cached while the commitment holds).
@@ -200,4 +228,63 @@ pub enum PeerError {
     Chain(#[from] ChainError),
     #[error(transparent)]
     Unsupported(#[from] UnsupportedStore),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::devnet::{DevnetChain, Genesis};
+    use crate::chain::{Clock, ManualClock, SystemClock};
+    use std::time::UNIX_EPOCH;
+
+    async fn context(clock: Arc<dyn Clock>) -> (tempfile::TempDir, NodeContext) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(FsStore::new(dir.path()));
+        let genesis = Genesis {
+            genesis_unix_ms: 1_000_000,
+            block_time_ms: 1_000,
+            min_validator_stake: 0.0,
+            weights_rate_limit_blocks: 0,
+        };
+        DevnetChain::init(store.as_ref(), genesis).await.unwrap();
+        let chain = Arc::new(DevnetChain::open(store.clone(), clock).await.unwrap());
+        let mut hp = Hparams::default();
+        hp.network.blocks_per_window = 5;
+        hp.network.upload_grace_ms = 700;
+        hp.network.clock_skew_ms = 300;
+        let hotkey = Hotkey::parse("n").unwrap();
+        let ctx = NodeContext::new(hp, chain, store, hotkey, 1, NodeStatus::default());
+        (dir, ctx)
+    }
+
+    #[tokio::test]
+    async fn uploads_are_judged_by_the_chains_block_times_when_it_has_them() {
+        // Wall-clock chain: the bounds come from genesis + blocks, whenever this node first
+        // saw the windows (a node that joined late judges like every other).
+        let (_d, ctx) = context(Arc::new(SystemClock)).await;
+        ctx.observe_window(3);
+        ctx.observe_window(4);
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(
+            ctx.accept_range(3),
+            Some((at(1_000_000 + 15_000 - 300), at(1_000_000 + 20_000 + 700)))
+        );
+        assert_eq!(
+            ctx.accept_range(7),
+            ctx.accept_range(7),
+            "defined without sightings"
+        );
+        assert!(ctx.accept_range(7).is_some());
+        // Window 3 ended in 1970: nothing left to wait for.
+        assert_eq!(ctx.wait_before_gather(3), Duration::ZERO);
+
+        // A manual clock's blocks are not wall time: the node's own sightings count.
+        let (_d, ctx) = context(Arc::new(ManualClock::new(at(1_000_000)))).await;
+        assert_eq!(ctx.accept_range(3), None);
+        ctx.observe_window(3);
+        ctx.observe_window(4);
+        let (start, end) = ctx.accept_range(3).unwrap();
+        assert!(start < end && end > SystemTime::now() - Duration::from_secs(60));
+        assert_eq!(ctx.wait_before_gather(3), Duration::ZERO);
+    }
 }
