@@ -10,14 +10,14 @@ mod common;
 use common::rbac::{LEASE_NEEDED, NEEDED, assert_exactly, grants, role, set};
 use common::{
     documents, helm_lint, helm_render, helm_render_error, is_built_in, kind, repo_root,
-    validate_built_in, validate_custom_resources,
+    validate_all, validate_built_in, validate_custom_resources,
 };
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use templar_crds::{TemplarMiner, TemplarValidator};
+use templar_crds::TemplarMiner;
 use templar_operator::metrics::{Metrics, ResourceState};
-use templar_operator::validate::{Inputs, validate};
+use templar_operator::validate::Inputs;
 
 const OPERATOR: &str = "charts/templar-operator";
 const NETWORK: &str = "charts/templar-network";
@@ -235,26 +235,13 @@ fn network_chart_makes_resources_the_operator_accepts() {
                 }
             }
         }
-        let mut checked = 0;
-        for d in &docs {
-            let spec = match kind(d) {
-                "TemplarMiner" => {
-                    serde_yaml::from_value::<TemplarMiner>(d.clone())
-                        .unwrap()
-                        .spec
-                        .node
-                }
-                "TemplarValidator" => {
-                    serde_yaml::from_value::<TemplarValidator>(d.clone())
-                        .unwrap()
-                        .spec
-                        .node
-                }
-                _ => continue,
-            };
-            validate(&spec, &inputs).unwrap_or_else(|p| panic!("{values:?} {}: {p:?}", kind(d)));
-            checked += 1;
+        let outcomes = validate_all(&docs, &inputs);
+        for (name, outcome) in &outcomes {
+            outcome
+                .as_ref()
+                .unwrap_or_else(|p| panic!("{values:?} {name}: {p:?}"));
         }
+        let checked = outcomes.len();
         assert!(checked >= 1, "{values:?}");
     }
 }

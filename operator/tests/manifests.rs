@@ -6,11 +6,10 @@
 mod common;
 
 use common::rbac::{LEASE_NEEDED, NEEDED, assert_exactly, grants, role, set};
-use common::{documents, kind, kustomize, repo_root, validate_built_in};
+use common::{documents, kind, kustomize, repo_root, validate_all, validate_built_in};
 use serde_yaml::Value;
 use std::collections::BTreeMap;
-use templar_crds::{TemplarMiner, TemplarValidator};
-use templar_operator::validate::{Inputs, Problem, validate};
+use templar_operator::validate::Inputs;
 
 const BASE: &str = "manifests/install/base";
 const NAMESPACED: &str = "manifests/install/overlays/namespaced";
@@ -135,31 +134,6 @@ fn inputs_of(docs: &[Value]) -> Inputs {
         }
     }
     inputs
-}
-
-/// The operator's validation of every TemplarMiner / TemplarValidator in `docs`.
-fn validate_all(docs: &[Value], inputs: &Inputs) -> Vec<(String, Result<(), Problem>)> {
-    docs.iter()
-        .filter_map(|d| {
-            let spec = match kind(d) {
-                "TemplarMiner" => {
-                    serde_yaml::from_value::<TemplarMiner>(d.clone())
-                        .unwrap()
-                        .spec
-                        .node
-                }
-                "TemplarValidator" => {
-                    serde_yaml::from_value::<TemplarValidator>(d.clone())
-                        .unwrap()
-                        .spec
-                        .node
-                }
-                _ => return None,
-            };
-            let name = format!("{}/{}", kind(d), d["metadata"]["name"].as_str().unwrap());
-            Some((name, validate(&spec, inputs).map(|_| ())))
-        })
-        .collect()
 }
 
 #[test]

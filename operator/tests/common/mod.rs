@@ -206,3 +206,34 @@ pub fn validate_built_in(docs: &[Value], label: &str) -> usize {
     }
     objects.len()
 }
+
+/// The operator's validation of every TemplarMiner / TemplarValidator in `docs`.
+pub fn validate_all(
+    docs: &[Value],
+    inputs: &templar_operator::validate::Inputs,
+) -> Vec<(String, Result<(), templar_operator::validate::Problem>)> {
+    docs.iter()
+        .filter_map(|d| {
+            let spec = match kind(d) {
+                "TemplarMiner" => {
+                    serde_yaml::from_value::<templar_crds::TemplarMiner>(d.clone())
+                        .unwrap()
+                        .spec
+                        .node
+                }
+                "TemplarValidator" => {
+                    serde_yaml::from_value::<templar_crds::TemplarValidator>(d.clone())
+                        .unwrap()
+                        .spec
+                        .node
+                }
+                _ => return None,
+            };
+            let name = format!("{}/{}", kind(d), d["metadata"]["name"].as_str().unwrap());
+            Some((
+                name,
+                templar_operator::validate::validate(&spec, inputs).map(|_| ()),
+            ))
+        })
+        .collect()
+}
