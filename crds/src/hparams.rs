@@ -104,7 +104,8 @@ pub struct DataParams {
     pub seq_len: i64,
     /// Sequences per micro-batch.
     pub batch_size: i64,
-    /// Pages assigned to one uid in one window.
+    /// Pages assigned to one uid in one window; at least one per sequence trained in the
+    /// window (batches per window x batch size), so no page is trained on twice.
     pub pages_per_window: u64,
     /// Network-wide seed of the page sampler.
     pub seed: u64,
@@ -115,7 +116,8 @@ impl Default for DataParams {
         Self {
             seq_len: 64,
             batch_size: 8,
-            pages_per_window: 16,
+            // inner_steps x batch_size: each page is trained on once per window.
+            pages_per_window: 240,
             seed: 0x7e3a_1a2b,
         }
     }
@@ -148,11 +150,17 @@ impl Default for CodecParams {
     }
 }
 
+/// The inner learning-rate schedule, as the Python network defines it: a linear warm-up from
+/// `warmup_start_factor` x peak to the peak over `warmup_steps`, then a cosine over
+/// `cosine_steps` (counted from the warm-up's end) down to `min_lr_factor` x peak, held there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleParams {
     pub warmup_steps: u64,
-    pub total_steps: u64,
+    /// LR at step 0 as a fraction of the peak (torch's `LinearLR` `start_factor`).
+    pub warmup_start_factor: f64,
+    /// Length of the cosine after the warm-up (torch's `CosineAnnealingLR` `T_max`).
+    pub cosine_steps: u64,
     /// Final LR as a fraction of the peak LR at the end of the cosine.
     pub min_lr_factor: f64,
 }
@@ -161,7 +169,8 @@ impl Default for ScheduleParams {
     fn default() -> Self {
         Self {
             warmup_steps: 20,
-            total_steps: 2000,
+            warmup_start_factor: 0.1,
+            cosine_steps: 2000,
             min_lr_factor: 0.1,
         }
     }
@@ -269,6 +278,12 @@ pub struct NetworkParams {
     pub eval_pages: u64,
     /// Miners scored per window (a rotating fair sample when there are more).
     pub eval_miners: usize,
+    /// An evaluated update is applied at this fraction of the outer step (the Python
+    /// network's `eval_lr_factor`): a measurement near the current model, not a full step.
+    pub eval_lr_factor: f64,
+    /// A miner whose payload's model sample differs from the validator's by more than this
+    /// (relative L2) trained on another model: its window counts as an invalid submission.
+    pub sync_tolerance: f64,
     /// Set weights every N windows.
     pub weights_every: u64,
     /// The top validator publishes a checkpoint every N windows.
@@ -291,6 +306,8 @@ impl Default for NetworkParams {
             softmax_temperature: 0.0,
             eval_pages: 4,
             eval_miners: 15,
+            eval_lr_factor: 0.2,
+            sync_tolerance: 1e-3,
             weights_every: 1,
             checkpoint_every: 5,
             upload_grace_ms: 2000,
@@ -349,6 +366,16 @@ impl Hparams {
         if self.data.batch_size < 1 || self.data.pages_per_window < 1 {
             return bad("data.batch_size and data.pages_per_window must be >= 1".into());
         }
+        let sequences = self.batches_per_window() * self.data.batch_size as u64;
+        if self.data.pages_per_window < sequences {
+            return bad(format!(
+                "data.pages_per_window ({}) must be at least the sequences trained per window \
+                 ({} batches x batch_size {} = {sequences}), or pages are trained on twice",
+                self.data.pages_per_window,
+                self.batches_per_window(),
+                self.data.batch_size
+            ));
+        }
         if !(1..=64).contains(&self.codec.chunk) {
             return bad("codec.chunk must be in [1, 64] (12-bit indices)".into());
         }
@@ -358,9 +385,11 @@ impl Hparams {
         if ![2, 8, 32].contains(&self.codec.value_bits) {
             return bad("codec.value_bits must be 2, 8 or 32".into());
         }
-        if self.schedule.total_steps == 0 || self.schedule.warmup_steps > self.schedule.total_steps
-        {
-            return bad("schedule: need 0 <= warmup_steps <= total_steps, total_steps > 0".into());
+        if self.schedule.cosine_steps == 0 {
+            return bad("schedule.cosine_steps must be >= 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.schedule.warmup_start_factor) {
+            return bad("schedule.warmup_start_factor must be in [0, 1]".into());
         }
         if !(0.0..=1.0).contains(&self.schedule.min_lr_factor) {
             return bad("schedule.min_lr_factor must be in [0, 1]".into());
@@ -387,6 +416,12 @@ impl Hparams {
         if !(0.0..=1.0).contains(&n.ema_alpha) || !(0.0..=1.0).contains(&n.missing_penalty) {
             return bad("network: ema_alpha and missing_penalty must be in [0, 1]".into());
         }
+        if !(n.eval_lr_factor > 0.0 && n.eval_lr_factor <= 1.0) {
+            return bad("network.eval_lr_factor must be in (0, 1]".into());
+        }
+        if !(n.sync_tolerance > 0.0 && n.sync_tolerance.is_finite()) {
+            return bad("network.sync_tolerance must be a positive number".into());
+        }
         if n.version.is_empty()
             || !n
                 .version
@@ -402,6 +437,38 @@ impl Hparams {
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).expect("hyperparameters serialise to JSON");
         hex::encode(Sha256::digest(&json))
+    }
+
+    /// The largest |value| an honest payload can carry under these settings, with a wide
+    /// margin; the payload validator rejects a payload that decodes beyond it (formula and
+    /// margin: docs/algorithm.md, "Value bound").
+    /// SparseLoCo: a window's pseudo-gradient moves a coordinate by at most
+    /// inner_steps x inner_lr x (Adam's step, ~1 and below 10, + weight decay), the error
+    /// buffer sums it with weight 1 / (1 - error_decay), and the outer LR scales it.
+    /// DeMo: the momentum sums lr x gradient with weight 1 / (1 - decay); a gradient entry of
+    /// an LM is far below 1e2, and a DCT coefficient sums a 64 x 64 chunk (x 64).
+    pub fn update_value_bound(&self) -> f64 {
+        const ADAM_STEP_MAX: f64 = 10.0;
+        const MARGIN: f64 = 10.0;
+        match self.outer.mode {
+            OuterMode::Sparseloco => {
+                let s = &self.sparseloco;
+                let memory = 1.0 / (1.0 - s.error_decay).max(0.01);
+                MARGIN
+                    * s.outer_lr
+                    * s.inner_steps as f64
+                    * s.inner_lr
+                    * (ADAM_STEP_MAX + s.weight_decay)
+                    * memory
+            }
+            OuterMode::Demo => {
+                const GRADIENT_MAX: f64 = 1e2;
+                let d = &self.demo;
+                let memory = 1.0 / (1.0 - d.momentum_decay).max(1e-4);
+                let transform = if self.codec.use_dct { 64.0 } else { 1.0 };
+                MARGIN * d.lr * GRADIENT_MAX * memory * transform
+            }
+        }
     }
 
     /// Micro-batches of training per window under the chosen rule.
@@ -449,5 +516,37 @@ mod tests {
         b.codec.topk = 32;
         assert_ne!(a.digest(), b.digest());
         assert_eq!(a.digest(), Hparams::default().digest());
+    }
+
+    #[test]
+    fn pages_per_window_must_cover_the_sequences_of_a_window() {
+        let text = "[data]\nbatch_size = 8\npages_per_window = 16\n[sparseloco]\ninner_steps = 15";
+        let err = Hparams::from_toml(text).unwrap_err().to_string();
+        assert!(
+            err.contains("pages_per_window (16)") && err.contains("120"),
+            "{err}"
+        );
+        let text = "[data]\nbatch_size = 8\npages_per_window = 120\n[sparseloco]\ninner_steps = 15";
+        Hparams::from_toml(text).unwrap();
+        // DeMo trains batches_per_window batches.
+        let text = "[outer]\nmode = \"demo\"\n[data]\nbatch_size = 8\npages_per_window = 16\n[demo]\nbatches_per_window = 2";
+        Hparams::from_toml(text).unwrap();
+    }
+
+    #[test]
+    fn the_value_bound_sits_far_above_an_honest_update_and_follows_the_settings() {
+        let hp = Hparams::default();
+        // Default SparseLoCo: 30 AdamW steps of at most about lr each, an error buffer of
+        // weight 20: an honest value stays below 30 x 1.3e-4 x 20 = 0.078.
+        let bound = hp.update_value_bound();
+        assert!(bound > 50.0 * 0.078 && bound < 1e3, "{bound}");
+        let mut faster = hp.clone();
+        faster.sparseloco.inner_lr *= 10.0;
+        assert!((faster.update_value_bound() / bound - 10.0).abs() < 1e-9);
+        let mut demo = hp.clone();
+        demo.outer.mode = OuterMode::Demo;
+        assert!(demo.update_value_bound().is_finite() && demo.update_value_bound() > 0.0);
+        // Far below what the 1e15 attack sends.
+        assert!(demo.update_value_bound() < 1e9);
     }
 }

@@ -8,7 +8,9 @@ pub mod hparams;
 pub mod node_status;
 pub mod resources;
 
-pub use node_status::{MODEL_SAMPLE_SIZE, MinerScore, NodeRole, NodeStatus, SkippedPeer};
+pub use node_status::{
+    MODEL_SAMPLE_SIZE, MinerScore, NodeRole, NodeStatus, SkippedPeer, SyncCheck,
+};
 pub use resources::{NodeSetStatus, NodeSpec, TemplarMiner, TemplarValidator, crds_yaml};
 
 /// API group of the templar custom resources.

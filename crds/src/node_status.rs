@@ -45,6 +45,21 @@ pub struct MinerScore {
     pub last_improvement: Option<f64>,
     pub last_random_improvement: Option<f64>,
     pub weight: f64,
+    /// Relative distance of the model the miner's last evaluated payload was trained from to
+    /// the validator's (0 when in sync; above `sync_tolerance` the window counted as invalid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_drift: Option<f64>,
+}
+
+/// A node's model against the top validator's latest checkpoint at that checkpoint's window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncCheck {
+    pub window: u64,
+    /// ||own sample - checkpoint sample|| / ||checkpoint sample|| (relative L2).
+    pub drift: f64,
+    /// drift <= the network's `sync_tolerance`.
+    pub in_sync: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -73,6 +88,9 @@ pub struct NodeStatus {
     /// show the same values at the same step, so a lagging or diverged node is visible.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_sample: Vec<f64>,
+    /// The last sync check against the top validator's latest checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncCheck>,
 }
 
 /// How many parameter values [`NodeStatus::model_sample`] carries.

@@ -6,10 +6,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointPointer {
     pub window: u64,
     pub global_step: u64,
+    /// The model sample at this checkpoint (`Engine::model_sample`): every node compares its
+    /// own at the same window with it (the sync check) without downloading the checkpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_sample: Vec<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,7 @@ pub fn load_into(
     let pointer = CheckpointPointer {
         window: num("window")?,
         global_step: num("global_step")?,
+        model_sample: Vec::new(),
     };
     let mut loaded = Vec::with_capacity(params.len());
     for (name, t) in params {

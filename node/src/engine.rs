@@ -3,6 +3,7 @@
 
 use crate::checkpoint::{self, CheckpointError, CheckpointPointer};
 use crate::codec::{Codec, Selected};
+use crate::data::sampler::PagesOverlap;
 use crate::data::{PageSampler, Pages, window_batches};
 use crate::hparams::{Hparams, HparamsError};
 use crate::model::Llama;
@@ -23,6 +24,8 @@ pub enum EngineError {
     Checkpoint(#[from] CheckpointError),
     #[error("the data needs a vocabulary of {needed}, the model has {vocab}")]
     Vocab { needed: u32, vocab: i64 },
+    #[error(transparent)]
+    Pages(#[from] PagesOverlap),
 }
 
 pub struct Engine {
@@ -30,6 +33,7 @@ pub struct Engine {
     pub opt: WindowOptimizer,
     pub codec: Codec,
     pub sampler: PageSampler,
+    /// The hyperparameter digest payloads carry: the settings and the corpus identity.
     pub digest: String,
     hp: Hparams,
     pages: Pages,
@@ -51,11 +55,13 @@ impl Engine {
             .iter()
             .map(|(n, t)| (n.clone(), t.size()))
             .collect();
+        let mut codec = Codec::new(&hp.codec, &shapes);
+        codec.spec.value_bound = hp.update_value_bound();
         Ok(Self {
             opt: WindowOptimizer::new(hp, &model)?,
-            codec: Codec::new(&hp.codec, &shapes),
+            codec,
             sampler: PageSampler::new(pages.num_pages(), hp.data.pages_per_window, hp.data.seed),
-            digest: hp.digest(),
+            digest: network_digest(hp, pages),
             model,
             hp: hp.clone(),
             pages: pages.clone(),
@@ -73,7 +79,8 @@ impl Engine {
         hotkey: &Hotkey,
         w: u64,
     ) -> Result<(WindowStats, Vec<u8>), EngineError> {
-        let assigned = self.sampler.pages(uid, w);
+        let assigned = self.sampler.assigned(uid, w)?;
+        let model_sample = self.model_sample();
         let batches: Vec<Tensor> = window_batches(
             &assigned,
             self.hp.batches_per_window(),
@@ -88,6 +95,7 @@ impl Engine {
             uid,
             hotkey: hotkey.clone(),
             hparams_digest: self.digest.clone(),
+            model_sample,
         };
         let bytes = self
             .opt
@@ -143,9 +151,10 @@ impl Engine {
     }
 
     /// Loss improvement from applying one miner's update (dequantised by
-    /// [`Engine::selected`]) alone, its values clipped per tensor to `medians` (from
-    /// [`Engine::peer_norm_medians`] of the window), on its own pages of window `w` and on
-    /// random pages: (own, random). The parameters are restored afterwards
+    /// [`Engine::selected`]) alone at `eval_lr_factor` of the outer step, its values clipped
+    /// per tensor to `medians` (from [`Engine::peer_norm_medians`] of the window), on its own
+    /// pages of window `w` and on random pages: (own, random). Refused for a uid whose pages
+    /// overlap another's. The parameters are restored afterwards
     /// by copying a snapshot back: subtracting the update again would not restore them when
     /// it is huge (θ − d + d loses θ once |d| dwarfs it), so one extreme payload could wipe
     /// the validator's model.
@@ -156,10 +165,10 @@ impl Engine {
         update: &[Selected],
         eval_pages: u64,
         medians: &[f64],
-    ) -> (f64, f64) {
+    ) -> Result<(f64, f64), EngineError> {
         let own: Vec<u64> = self
             .sampler
-            .pages(uid, w)
+            .assigned(uid, w)?
             .into_iter()
             .take(eval_pages as usize)
             .collect();
@@ -172,7 +181,13 @@ impl Engine {
                 .map(|(s, &m)| clip_to_norm(s, values_norm(s), m))
                 .collect()
         });
-        let delta = self.opt.step_delta(&self.codec, &[clipped]);
+        let factor = self.hp.network.eval_lr_factor;
+        let delta: Vec<Tensor> = self
+            .opt
+            .step_delta(&self.codec, &[clipped])
+            .into_iter()
+            .map(|d| d * factor)
+            .collect();
         let params = self.opt.params();
         let snapshot: Vec<Tensor> = tch::no_grad(|| params.iter().map(|p| p.copy()).collect());
         tch::no_grad(|| {
@@ -187,13 +202,27 @@ impl Engine {
                 p.shallow_clone().copy_(saved);
             }
         });
-        (before.0 - after.0, before.1 - after.1)
+        Ok((before.0 - after.0, before.1 - after.1))
+    }
+
+    /// Bytes a checkpoint of this model takes (every parameter as f32, a header allowance):
+    /// a download is refused beyond it.
+    pub fn checkpoint_max_bytes(&self) -> u64 {
+        let numel: i64 = self.opt.params().iter().map(|p| p.numel() as i64).sum();
+        numel as u64 * 4 + (1 << 20)
+    }
+
+    /// Relative L2 distance between another node's model sample and this model's:
+    /// ||theirs - ours|| / ||ours||; infinite when the lengths differ.
+    pub fn sample_drift(&self, theirs: &[f64]) -> f64 {
+        sample_drift(theirs, &self.model_sample())
     }
 
     pub fn checkpoint_bytes(&self, window: u64) -> Vec<u8> {
         let pointer = CheckpointPointer {
             window,
             global_step: self.global_step(),
+            model_sample: Vec::new(),
         };
         checkpoint::encode(&self.model.named_parameters(), &pointer, &self.digest)
     }
@@ -237,6 +266,27 @@ impl Engine {
     }
 }
 
+/// The digest payloads and checkpoints carry: the hyperparameters' digest and the corpus
+/// identity, hashed together.
+pub fn network_digest(hp: &Hparams, pages: &Pages) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(hp.digest().as_bytes());
+    h.update(b"\0corpus\0");
+    h.update(pages.identity().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// ||theirs - ours|| / ||ours|| over two model samples; infinite when their lengths differ.
+pub fn sample_drift(theirs: &[f64], ours: &[f64]) -> f64 {
+    if theirs.len() != ours.len() || ours.is_empty() {
+        return f64::INFINITY;
+    }
+    let diff: f64 = theirs.iter().zip(ours).map(|(a, b)| (a - b).powi(2)).sum();
+    let norm: f64 = ours.iter().map(|b| b * b).sum();
+    (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +324,9 @@ mod tests {
         let before: Vec<Tensor> = e.opt.params().iter().map(|p| p.copy()).collect();
         // No clipping (infinite medians): the extreme update reaches the parameters.
         let unclipped = vec![f64::INFINITY; payload.params.len()];
-        let _ = e.evaluate(1, 0, &e.selected(&payload), 2, &unclipped);
+        let _ = e
+            .evaluate(1, 0, &e.selected(&payload), 2, &unclipped)
+            .unwrap();
         for (p, b) in e.opt.params().iter().zip(&before) {
             assert!(p.equal(b), "a parameter changed after evaluation");
         }
@@ -298,8 +350,8 @@ mod tests {
         }
         let (honest, scaled) = (e.selected(&honest), e.selected(&scaled));
         let medians = e.peer_norm_medians(std::slice::from_ref(&honest));
-        let fair = e.evaluate(1, 0, &honest, 2, &medians);
-        let gamed = e.evaluate(1, 0, &scaled, 2, &medians);
+        let fair = e.evaluate(1, 0, &honest, 2, &medians).unwrap();
+        let gamed = e.evaluate(1, 0, &scaled, 2, &medians).unwrap();
         assert!(fair.0.is_finite() && fair.0.abs() > 0.0, "{fair:?}");
         let tolerance = 1e-2 * fair.0.abs() + 1e-4;
         assert!(
@@ -307,11 +359,50 @@ mod tests {
             "clipped to the honest norm, the scaled update scores as the honest one: {gamed:?} vs {fair:?}"
         );
         let unclipped = vec![f64::INFINITY; medians.len()];
-        let raw = e.evaluate(1, 0, &scaled, 2, &unclipped);
+        let raw = e.evaluate(1, 0, &scaled, 2, &unclipped).unwrap();
         assert!(
             (raw.0 - fair.0).abs() > 10.0 * tolerance,
             "unclipped it scores differently: {raw:?} vs {fair:?}"
         );
+    }
+
+    #[test]
+    fn nodes_on_different_data_carry_different_digests_and_reject_each_other() {
+        let e = engine();
+        let tokens = embedded_tokens().unwrap();
+        let mut other: Vec<u32> = tokens.as_ref().clone();
+        other.truncate(other.len() - 1000);
+        let hp = e.hp.clone();
+        let pages = Pages::new(std::sync::Arc::new(other), hp.data.seq_len).unwrap();
+        let mut f = Engine::new(&hp, &pages, Device::Cpu).unwrap();
+        assert_ne!(e.digest, f.digest, "same settings, other corpus");
+        assert_eq!(e.digest, engine().digest, "same settings, same corpus");
+        let (_, bytes) = f
+            .train_and_compress(1, &Hotkey::parse("m1").unwrap(), 0)
+            .unwrap();
+        assert!(matches!(
+            e.decode(&bytes, 1, 0),
+            Err(PayloadError::HparamsMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_checkpoint_fits_its_size_bound_and_payloads_carry_the_model_sample() {
+        let mut e = engine();
+        let bytes = e.checkpoint_bytes(3);
+        assert!((bytes.len() as u64) <= e.checkpoint_max_bytes());
+        assert!(e.checkpoint_max_bytes() < bytes.len() as u64 + (2 << 20));
+        let sample = e.model_sample();
+        let (_, payload) = e
+            .train_and_compress(1, &Hotkey::parse("m1").unwrap(), 0)
+            .unwrap();
+        let p = e.decode(&payload, 1, 0).unwrap();
+        assert_eq!(
+            p.meta.model_sample, sample,
+            "the model the window started from"
+        );
+        assert_eq!(e.sample_drift(&sample), 0.0);
+        assert!(e.sample_drift(&sample[1..]).is_infinite());
     }
 
     #[test]

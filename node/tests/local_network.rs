@@ -226,7 +226,8 @@ async fn a_restarted_validator_resumes_its_scores() {
         .await
         .unwrap();
     let mut m = net.miner("m", 1).await.unwrap();
-    for w in 0..2 {
+    // A checkpoint after window 1; window 2's step is only in the payloads.
+    for w in 0..3 {
         window(&net, w, &mut [&mut m], &mut validator).await;
     }
     let saved = validator.state.clone();
@@ -241,10 +242,16 @@ async fn a_restarted_validator_resumes_its_scores() {
         "scores come back from persisted state"
     );
     ctx.update_status(|s| s.scores.clear());
-    restarted.resume_model().await.unwrap();
+    net.enter_window(3);
+    assert_eq!(
+        restarted.resume_model(3).await.unwrap(),
+        1,
+        "window 2 replayed after the checkpoint of window 1"
+    );
+    assert_eq!(restarted.engine.global_step(), m.engine.global_step());
     assert!(
         restarted.engine.max_param_diff(&m.engine) < 1e-4,
-        "model resumes from its checkpoint"
+        "model resumes from its checkpoint and the replay, in step with the miner"
     );
     let shown = ctx.status.lock().unwrap().scores.clone();
     assert_eq!(
@@ -256,8 +263,8 @@ async fn a_restarted_validator_resumes_its_scores() {
             .collect::<Vec<_>>(),
         "/status shows the resumed scores before the next window"
     );
-    window(&net, 2, &mut [&mut m], &mut restarted).await;
-    assert_eq!(restarted.state.last_window, Some(2));
+    window(&net, 3, &mut [&mut m], &mut restarted).await;
+    assert_eq!(restarted.state.last_window, Some(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,4 +390,188 @@ async fn weights_follow_the_chains_rate_limit() {
     net.enter_window(2);
     restarted.set_weights(2, &[(1, 1.0)]).await.unwrap();
     assert_eq!(restarted.state.last_weights_window, Some(2));
+}
+
+/// One window by hand: everyone begins (validator first), `tamper` may rewrite uploads,
+/// the window closes, everyone finishes (miners first).
+async fn window_with<F, Fut>(
+    net: &Net,
+    w: u64,
+    miners: &mut [&mut Miner],
+    validator: &mut Validator,
+    tamper: F,
+) where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let ctxs: Vec<Arc<NodeContext>> = miners
+        .iter()
+        .map(|m| m.ctx.clone())
+        .chain([validator.ctx.clone()])
+        .collect();
+    let seen: Vec<&NodeContext> = ctxs.iter().map(|c| c.as_ref()).collect();
+    net.enter_window_seen_by(w, &seen);
+    validator.begin_window(w).await.unwrap();
+    for m in miners.iter_mut() {
+        m.begin_window(w).await.unwrap();
+    }
+    tamper().await;
+    net.enter_window_seen_by(w + 1, &seen);
+    for m in miners.iter_mut() {
+        m.finish_window(w).await.unwrap();
+    }
+    validator.finish_window(w).await.unwrap();
+}
+
+/// Honest miners' (uid, score) and the validator's held-out loss after `windows`, with or
+/// without a fourth miner that multiplies its payload's quantisation shift by 1e15 every
+/// window (lookup and scale left alone, digest recomputed): the attack that once wiped a
+/// devnet validator's model.
+async fn run_with_extreme_miner(attack: bool, windows: u64) -> (Vec<(u16, f64)>, f64, Net) {
+    use templar_protocol::payload::{deserialize_raw, serialize};
+    let net = Net::new(|_| {}).await;
+    let mut validator = net.validator("val", 0).await.unwrap();
+    let mut m1 = net.miner("m1", 1).await.unwrap();
+    let mut m2 = net.miner("m2", 2).await.unwrap();
+    let mut m3 = net.miner("m3", 3).await.unwrap();
+    let mut extreme = net.miner("extreme", 4).await.unwrap();
+    for w in 0..windows {
+        if attack {
+            let store = extreme.ctx.own_store.clone();
+            let key = extreme.ctx.keys.gradient(w, 4);
+            let tamper = || async move {
+                let bytes = store.get(&key, u64::MAX).await.unwrap();
+                let (meta, mut tensors) = deserialize_raw(&bytes).unwrap();
+                for (name, t) in tensors.iter_mut() {
+                    if name.ends_with(".qp") {
+                        let shift = f32::from_le_bytes(t.2[0..4].try_into().unwrap());
+                        let extreme = (shift * 1e15).max(1e12);
+                        t.2[0..4].copy_from_slice(&extreme.to_le_bytes());
+                    }
+                }
+                store.put(&key, serialize(meta, tensors)).await.unwrap();
+            };
+            let mut miners = [&mut m1, &mut m2, &mut m3, &mut extreme];
+            window_with(&net, w, &mut miners, &mut validator, tamper).await;
+        } else {
+            let mut miners = [&mut m1, &mut m2, &mut m3];
+            window_with(&net, w, &mut miners, &mut validator, || async {}).await;
+        }
+    }
+    if attack {
+        let st = validator.ctx.status.lock().unwrap().clone();
+        let reason = st.peers_skipped.iter().find(|s| s.uid == 4);
+        assert!(
+            reason.is_some_and(|s| s.reason.contains("decodes to")),
+            "the extreme payload is rejected with its reason: {reason:?}"
+        );
+        assert!(validator.state.scores[&4].ema <= 0.0, "it never scores");
+        assert!(
+            m1.engine.max_param_diff(&validator.engine) < 1e-4,
+            "honest miners stay in step with the validator"
+        );
+    }
+    let honest = [1u16, 2, 3]
+        .iter()
+        .map(|u| (*u, validator.state.scores[u].ema))
+        .collect();
+    let loss = held_out_loss(&validator, &net);
+    (honest, loss, net)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_numerically_extreme_miner_changes_nothing_for_the_honest_ones() {
+    let windows = 4;
+    let (clean_scores, clean_loss, _a) = run_with_extreme_miner(false, windows).await;
+    let (scores, loss, _b) = run_with_extreme_miner(true, windows).await;
+    eprintln!("honest scores {clean_scores:?} vs {scores:?}; loss {clean_loss} vs {loss}");
+    assert!(
+        clean_scores.iter().all(|(_, s)| *s > 0.0),
+        "{clean_scores:?}"
+    );
+    for ((uid, clean), (_, with)) in clean_scores.iter().zip(&scores) {
+        assert!(
+            (clean - with).abs() <= 1e-3 * clean.abs() + 1e-6,
+            "uid {uid}: score {with} with the extreme miner, {clean} without"
+        );
+    }
+    assert!(
+        (clean_loss - loss).abs() <= 1e-4 * clean_loss,
+        "held-out loss {loss} with the extreme miner, {clean_loss} without"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_that_missed_an_outer_step_is_penalised_and_nodes_report_their_sync() {
+    let net = Net::new(|hp| hp.network.checkpoint_every = 1).await;
+    let mut validator = net.validator("val", 0).await.unwrap();
+    let mut a = net.miner("a", 1).await.unwrap();
+    let mut drifting = net.miner("drifting", 2).await.unwrap();
+    window(&net, 0, &mut [&mut a, &mut drifting], &mut validator).await;
+    let in_sync = validator.state.scores[&2].clone();
+    assert!(in_sync.ema > 0.0);
+    assert!(in_sync.last_sync_drift.unwrap() < 1e-6, "{in_sync:?}");
+    // The checkpoint of window 0 is published; both miners compare at their next window.
+
+    // Window 1: the drifting miner skips its outer step (gathers nothing, keeps its model).
+    let ctxs = [&validator.ctx, &a.ctx, &drifting.ctx].map(|c| c.clone());
+    let all: Vec<&NodeContext> = ctxs.iter().map(|c| c.as_ref()).collect();
+    net.enter_window_seen_by(1, &all);
+    validator.begin_window(1).await.unwrap();
+    a.begin_window(1).await.unwrap();
+    drifting.begin_window(1).await.unwrap();
+    for m in [&a, &drifting] {
+        let sync = m.ctx.status.lock().unwrap().sync.clone().unwrap();
+        assert_eq!(sync.window, 0);
+        assert!(sync.in_sync && sync.drift < 1e-6, "{sync:?}");
+    }
+    net.enter_window_seen_by(2, &all);
+    a.finish_window(1).await.unwrap();
+    validator.finish_window(1).await.unwrap();
+
+    // Window 2: its payload comes from a model one outer step behind.
+    let before = validator.state.scores[&2].ema;
+    net.enter_window_seen_by(2, &all);
+    validator.begin_window(2).await.unwrap();
+    a.begin_window(2).await.unwrap();
+    drifting.begin_window(2).await.unwrap();
+    let sync = drifting.ctx.status.lock().unwrap().sync.clone().unwrap();
+    // Its last sample is of window 0; the checkpoint is of window 1: nothing to compare yet,
+    // so the report stays at window 0.
+    assert_eq!(sync.window, 0);
+    net.enter_window_seen_by(3, &all);
+    a.finish_window(2).await.unwrap();
+    drifting.finish_window(2).await.unwrap();
+    validator.finish_window(2).await.unwrap();
+    let after = &validator.state.scores[&2];
+    let drift = after.last_sync_drift.unwrap();
+    assert!(
+        drift > net.hp.network.sync_tolerance,
+        "one missed step is beyond the tolerance: {drift}"
+    );
+    assert!(
+        (after.ema - before * net.hp.network.missing_penalty).abs() < 1e-12,
+        "an out-of-sync payload counts as invalid: {} -> {}",
+        before,
+        after.ema
+    );
+    assert!(validator.state.scores[&1].last_sync_drift.unwrap() < 1e-6);
+    let shown = validator.ctx.status.lock().unwrap().scores.clone();
+    assert_eq!(
+        shown.iter().find(|s| s.uid == 2).unwrap().sync_drift,
+        Some(drift)
+    );
+
+    // Window 3: the drifting miner compares its window-2 model with the window-2 checkpoint.
+    net.enter_window_seen_by(3, &all);
+    drifting.begin_window(3).await.unwrap();
+    let sync = drifting.ctx.status.lock().unwrap().sync.clone().unwrap();
+    assert_eq!(sync.window, 2);
+    assert!(
+        !sync.in_sync && sync.drift > net.hp.network.sync_tolerance,
+        "{sync:?}"
+    );
+    a.begin_window(3).await.unwrap();
+    let sync = a.ctx.status.lock().unwrap().sync.clone().unwrap();
+    assert!(sync.in_sync && sync.window == 2, "{sync:?}");
 }

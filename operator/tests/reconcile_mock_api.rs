@@ -263,6 +263,7 @@ async fn validators_report_the_mean_score_they_give() {
             last_improvement: None,
             last_random_improvement: None,
             weight: 0.25,
+            sync_drift: None,
         },
         MinerScore {
             uid: 2,
@@ -270,6 +271,7 @@ async fn validators_report_the_mean_score_they_give() {
             last_improvement: None,
             last_random_improvement: None,
             weight: 0.75,
+            sync_drift: None,
         },
     ];
     status.last_weights_window = Some(6);

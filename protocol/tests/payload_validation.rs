@@ -48,11 +48,11 @@ fn wrong_format_or_version_is_rejected() {
     let c = codec(2);
     let (_, bytes) = valid_payload(&c);
     let b = mutate(&bytes, |m, _| {
-        m.insert("version".into(), "2".into());
+        m.insert("version".into(), "1".into());
     });
     assert_eq!(
         reject(&c, &b),
-        PayloadError::WrongVersion { found: "2".into() }
+        PayloadError::WrongVersion { found: "1".into() }
     );
     let b = mutate(&bytes, |m, _| {
         m.insert("format".into(), "gradient".into());
@@ -385,5 +385,70 @@ proptest! {
         if let Ok(p) = PayloadValidator::new(&c).validate(&b) {
             prop_assert_eq!(p, original);
         }
+    }
+}
+
+#[test]
+fn a_shift_or_decoded_value_beyond_the_value_bound_is_rejected() {
+    let value_out = |c: &Codec, b: &[u8]| match reject(c, b) {
+        PayloadError::ValueOutOfRange { param, value, .. } => (param, value),
+        other => panic!("expected ValueOutOfRange, got {other}"),
+    };
+    let set_shift = |bytes: &[u8], param: &str, shift: f32| rewrite_f32(bytes, param, 0, shift);
+    // The 8-bit lookup of the test payloads spans [-1.28, 1.27] around a shift of 0.01.
+    let c = codec(8).with_value_bound(2.0);
+    let (_, bytes) = valid_payload(&c);
+    PayloadValidator::new(&c).validate(&bytes).unwrap();
+    // The devnet attack: the shift times 1e15, lookup and scale left alone, digest recomputed.
+    // Without a value bound it is finite and well-formed, and would be accepted.
+    let huge = 0.01f32 * 1e15;
+    let attack = set_shift(&bytes, "a.weight.qp", huge);
+    PayloadValidator::new(&codec(8)).validate(&attack).unwrap();
+    assert_eq!(value_out(&c, &attack), ("a.weight".into(), huge));
+    // A shift inside the bound whose sum with a lookup entry (up to 1.27 + 0.8) is beyond
+    // it: the check adds them in f32, as dequantisation does.
+    let (param, value) = value_out(&c, &set_shift(&bytes, "c.weight.qp", 0.8));
+    assert_eq!(param, "c.weight");
+    assert!(value > 2.0 && value <= 1.27 + 0.8 + 1e-6, "{value}");
+    PayloadValidator::new(&c)
+        .validate(&set_shift(&bytes, "c.weight.qp", 0.7))
+        .unwrap();
+    // Unquantised values are held to the same bound.
+    let c32 = codec(32).with_value_bound(3.0);
+    let (_, bytes) = valid_payload(&c32);
+    PayloadValidator::new(&c32).validate(&bytes).unwrap();
+    let b = rewrite_f32(&bytes, "b.norm.val", 5, -5.0);
+    assert_eq!(value_out(&c32, &b), ("b.norm".into(), -5.0));
+}
+
+#[test]
+fn the_model_sample_must_be_present_finite_and_short() {
+    let c = codec(2);
+    let (_, bytes) = valid_payload(&c);
+    let b = mutate(&bytes, |m, _| {
+        m.remove("model_sample");
+    });
+    assert_eq!(
+        reject(&c, &b),
+        PayloadError::MissingMetadata("model_sample")
+    );
+    for bad in [
+        "[1.0, null]".to_string(),
+        "\"abc\"".to_string(),
+        serde_json::to_string(&vec![0.5f64; 65]).unwrap(),
+    ] {
+        let b = mutate(&bytes, |m, _| {
+            m.insert("model_sample".into(), bad.clone());
+        });
+        assert!(
+            matches!(
+                reject(&c, &b),
+                PayloadError::BadMetadata {
+                    key: "model_sample",
+                    ..
+                }
+            ),
+            "{bad}"
+        );
     }
 }

@@ -266,7 +266,7 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
     // SIGTERM too (kill, systemd, CI timeouts): the children must not outlive the runner.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut last_shown = None;
-    loop {
+    'poll: loop {
         let mut statuses = Vec::new();
         for n in &nodes {
             statuses.push(fetch_status(n.port, Duration::from_secs(2)).await);
@@ -283,14 +283,27 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
             last_shown = shown;
         }
         let _ = std::io::stdout().flush();
-        if validator
-            .and_then(|v| v.last_weights_window)
-            .is_some_and(|w| w + 1 >= last_window)
-        {
+        let finished = |v: Option<&NodeStatus>| {
+            v.and_then(|v| v.last_weights_window)
+                .is_some_and(|w| w + 1 >= last_window)
+        };
+        if finished(validator) {
             break;
         }
         for (name, c) in &mut children.0 {
             if let Ok(Some(code)) = c.try_wait() {
+                // A node that ran its windows exits 0 soon after the last one: read the
+                // validator once more before calling that early (a race at the last window).
+                if code.success() {
+                    let v = nodes.iter().find(|n| n.role == NodeRole::Validator);
+                    let again = match v {
+                        Some(v) => fetch_status(v.port, Duration::from_secs(2)).await,
+                        None => None,
+                    };
+                    if finished(again.as_ref()) {
+                        break 'poll;
+                    }
+                }
                 let log = opts.out.join("logs").join(format!("{name}.log"));
                 anyhow::bail!(
                     "{name} exited early ({code}); the end of {}:\n{}",
@@ -307,8 +320,8 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
-            _ = &mut ctrl_c => { println!("\ninterrupted"); break; }
-            _ = term.recv() => { println!("\nterminated"); break; }
+            _ = &mut ctrl_c => { println!("\ninterrupted"); break 'poll; }
+            _ = term.recv() => { println!("\nterminated"); break 'poll; }
         }
     }
     drop(children);

@@ -168,6 +168,7 @@ mod tests {
                 last_improvement: Some(0.1),
                 last_random_improvement: None,
                 weight: 1.0,
+                sync_drift: None,
             }];
         }
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));

@@ -246,6 +246,7 @@ pub fn train_tokenizer(docs: &[String], vocab_size: usize) -> Result<Tokenizer, 
 pub struct Pages {
     tokens: Arc<Vec<u32>>,
     seq_len: i64,
+    identity: Arc<str>,
 }
 
 impl Pages {
@@ -256,7 +257,28 @@ impl Pages {
                 seq_len,
             });
         }
-        Ok(Self { tokens, seq_len })
+        let mut h = Sha256::new();
+        for chunk in tokens.chunks(1 << 16) {
+            h.update(
+                chunk
+                    .iter()
+                    .flat_map(|t| t.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            );
+        }
+        let identity = hex::encode(h.finalize()).into();
+        Ok(Self {
+            tokens,
+            seq_len,
+            identity,
+        })
+    }
+
+    /// Hex SHA-256 of the token stream: nodes on different data (another corpus, tokenizer or
+    /// shard set) have different identities, and it is part of the hyperparameter digest
+    /// their payloads carry, so they reject each other instead of silently disagreeing.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     pub fn num_pages(&self) -> u64 {

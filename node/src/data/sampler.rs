@@ -15,6 +15,18 @@
 
 use sha2::{Digest, Sha256};
 
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "uid {uid} needs pages up to {needed} ((uid + 1) x {per_window} pages per window), the data has \
+     {available}: its pages would overlap another uid's; use more data or fewer pages per window"
+)]
+pub struct PagesOverlap {
+    pub uid: u16,
+    pub per_window: u64,
+    pub needed: u64,
+    pub available: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageSampler {
     pub num_pages: u64,
@@ -83,7 +95,24 @@ impl PageSampler {
         Feistel::new(h.finalize().into(), self.num_pages)
     }
 
-    /// The pages uid trains on in window; empty when there is no data.
+    /// The pages uid trains on in window, refused when they would overlap a lower uid's
+    /// (the data holds fewer than (uid + 1) x pages per window pages): two miners on the same
+    /// pages could copy each other undetected.
+    pub fn assigned(&self, uid: u16, window: u64) -> Result<Vec<u64>, PagesOverlap> {
+        let needed = (uid as u64 + 1) * self.pages_per_window;
+        if needed > self.num_pages {
+            return Err(PagesOverlap {
+                uid,
+                per_window: self.pages_per_window,
+                needed,
+                available: self.num_pages,
+            });
+        }
+        Ok(self.pages(uid, window))
+    }
+
+    /// The pages uid trains on in window, wrapping around when the data is short; empty
+    /// when there is no data.
     pub fn pages(&self, uid: u16, window: u64) -> Vec<u64> {
         if self.num_pages == 0 {
             return Vec::new();
@@ -148,6 +177,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_uid_whose_pages_would_overlap_a_lower_uids_is_refused() {
+        let s = PageSampler::new(100, 10, 1);
+        assert_eq!(
+            s.assigned(9, 3).unwrap(),
+            s.pages(9, 3),
+            "uids 0..=9 fit exactly"
+        );
+        let err = s.assigned(10, 3).unwrap_err();
+        assert_eq!((err.needed, err.available), (110, 100));
+        assert!(err.to_string().contains("overlap"), "{err}");
+        // Unchecked, uid 10 would wrap onto uid 0's pages.
+        assert_eq!(s.pages(10, 3), s.pages(0, 3));
     }
 
     #[test]

@@ -262,7 +262,8 @@ mod tests {
         joined.train_window(&model, &batches).unwrap();
         assert_eq!(joined.inner_step, 40 * 2 + 2);
         let lr_at_join = schedule::lr_at(80, hp.sparseloco.inner_lr, &hp.schedule);
-        assert!(lr_at_join > 10.0 * schedule::lr_at(0, hp.sparseloco.inner_lr, &hp.schedule));
+        // Warm-up from 0.1 x peak: step 80 of 100 is at 0.82 x peak, step 0 at 0.1 x.
+        assert!(lr_at_join > 5.0 * schedule::lr_at(0, hp.sparseloco.inner_lr, &hp.schedule));
         joined.inner_step = 80;
         assert_eq!(joined.current_lr(), lr_at_join);
     }

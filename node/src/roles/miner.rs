@@ -1,82 +1,36 @@
 //! The miner: sync, train on its pages, upload, gather, step.
 
+use super::sync::{self, SyncTracker};
 use super::{Gathered, NodeError, gather_closed_window};
-use crate::checkpoint::CheckpointPointer;
 use crate::data::Pages;
 use crate::engine::Engine;
 use std::sync::Arc;
 use tch::Device;
-use templar_protocol::network::{NodeContext, gather};
-use templar_protocol::storage::StorageError;
+use templar_protocol::network::NodeContext;
 use tokio::task::block_in_place;
 
 pub struct Miner {
     pub ctx: Arc<NodeContext>,
     pub engine: Engine,
+    sync: SyncTracker,
 }
 
 impl Miner {
     /// A miner training on `pages` on `device`.
     pub fn new(ctx: Arc<NodeContext>, pages: &Pages, device: Device) -> Result<Self, NodeError> {
         let engine = Engine::new(&ctx.hp, pages, device)?;
-        Ok(Self { ctx, engine })
+        Ok(Self {
+            ctx,
+            engine,
+            sync: SyncTracker::default(),
+        })
     }
 
     /// Load the top validator's latest checkpoint and replay the windows after it up to
     /// `current` (exclusive) from the stored payloads. Returns the windows replayed.
     pub async fn catch_up(&mut self, current: u64) -> Result<u64, NodeError> {
         let ctx = self.ctx.clone();
-        let mg = ctx.chain.metagraph().await?;
-        let Some(validator) = mg.top_validator() else {
-            return Ok(0);
-        };
-        let Some(store) = ctx.peer_store(validator.uid).await? else {
-            return Ok(0);
-        };
-        let mut from = match store.get(&ctx.keys.checkpoint_pointer(), 1 << 20).await {
-            Ok(bytes) => match serde_json::from_slice::<CheckpointPointer>(&bytes) {
-                Ok(p) if p.global_step > self.engine.global_step() && p.window < current => {
-                    let ckpt = store.get(&ctx.keys.checkpoint(p.window), 16 << 30).await?;
-                    let loaded = block_in_place(|| self.engine.load_checkpoint(&ckpt))?;
-                    tracing::info!(
-                        window = loaded.window,
-                        step = loaded.global_step,
-                        "loaded checkpoint"
-                    );
-                    loaded.window + 1
-                }
-                _ => return Ok(0),
-            },
-            Err(StorageError::NotFound { .. }) => {
-                match store.get(&ctx.keys.start_window(), 1 << 10).await {
-                    Ok(bytes) => serde_json::from_slice::<u64>(&bytes).unwrap_or(current),
-                    Err(_) => current,
-                }
-            }
-            Err(e) => return Err(e.into()),
-        };
-        from = from.max(current.saturating_sub(ctx.hp.network.retention_windows));
-        let mut replayed = 0;
-        for w in from..current {
-            let peers = ctx.peers_for(w).await?;
-            let (ok, skipped) =
-                gather(&ctx, &self.engine.payload_validator(), w, &peers, None).await;
-            let payloads: Vec<_> = ok.into_iter().map(|(_, p)| p).collect();
-            block_in_place(|| self.engine.apply(&payloads));
-            tracing::info!(
-                window = w,
-                applied = payloads.len(),
-                skipped = skipped.len(),
-                "replayed"
-            );
-            replayed += 1;
-        }
-        let sample = block_in_place(|| self.engine.model_sample());
-        ctx.update_status(|s| {
-            s.global_step = self.engine.global_step();
-            s.model_sample = sample;
-        });
-        Ok(replayed)
+        sync::catch_up(&ctx, &mut self.engine, current).await
     }
 
     /// Train on this window's pages and upload the payload.
@@ -84,6 +38,9 @@ impl Miner {
         let ctx = self.ctx.clone();
         ctx.observe_window(w);
         ctx.update_status(|s| s.window = Some(w));
+        if let Err(e) = self.sync.check(&ctx).await {
+            tracing::warn!(error = %e, "sync check failed");
+        }
         let started = std::time::Instant::now();
         let (stats, bytes) =
             block_in_place(|| self.engine.train_and_compress(ctx.uid, &ctx.hotkey, w))?;
@@ -120,6 +77,7 @@ impl Miner {
         let payloads: Vec<_> = payloads.into_iter().map(|(_, p)| p).collect();
         block_in_place(|| self.engine.apply(&payloads));
         let sample = block_in_place(|| self.engine.model_sample());
+        self.sync.record(w, sample.clone());
         ctx.update_status(|s| {
             s.global_step = self.engine.global_step();
             s.model_sample = sample;

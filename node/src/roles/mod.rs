@@ -11,6 +11,7 @@ pub mod local;
 pub mod miner;
 pub mod run;
 pub mod scoring;
+pub mod sync;
 pub mod validator;
 
 use crate::engine::{Engine, EngineError};

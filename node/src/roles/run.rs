@@ -2,6 +2,7 @@
 
 use super::NodeError;
 use super::miner::Miner;
+use super::sync;
 use super::validator::Validator;
 use std::time::Duration;
 use templar_protocol::network::NodeContext;
@@ -49,6 +50,13 @@ impl Node {
         }
     }
 
+    fn engine_mut(&mut self) -> &mut crate::engine::Engine {
+        match self {
+            Node::Miner(m) => &mut m.engine,
+            Node::Validator(v) => &mut v.engine,
+        }
+    }
+
     async fn begin(&mut self, w: u64) -> Result<(), NodeError> {
         match self {
             Node::Miner(m) => m.begin_window(w).await,
@@ -64,7 +72,8 @@ impl Node {
     }
 }
 
-/// Run window after window until `stop` turns true or `max_windows` have finished.
+/// Run window after window until `stop` turns true or the `max_windows` windows from the
+/// start have passed.
 /// A failing window is logged, put in the status, and the next window starts.
 pub async fn run(
     mut node: Node,
@@ -79,11 +88,16 @@ pub async fn run(
             let replayed = m.catch_up(current).await?;
             tracing::info!(window = current, replayed, "miner synced");
         }
-        Node::Validator(v) => v.resume_model().await?,
+        Node::Validator(v) => {
+            let replayed = v.resume_model(current).await?;
+            tracing::info!(window = current, replayed, "validator synced");
+        }
     }
     let mut w = current;
-    let mut done = 0;
-    while max_windows.is_none_or(|m| done < m) {
+    // Counted in windows, not iterations: a node that fell behind and skipped ahead still
+    // stops after the same last window (the devnet runner waits for that window's weights).
+    let end = max_windows.map(|m| current + m);
+    while end.is_none_or(|end| w < end) {
         if !wait_for_window(&ctx, w, poll, &mut stop).await? {
             break;
         }
@@ -96,9 +110,20 @@ pub async fn run(
         if let Err(e) = node.finish(w).await {
             record_error(&ctx, &e);
         }
-        done += 1;
-        // A node that fell behind (slow window) skips to the chain's present.
-        w = (w + 1).max(ctx.current_window().await.unwrap_or(w + 1));
+        // A node that fell behind (slow window) replays the windows it missed, then goes on
+        // at the chain's present.
+        let now = ctx.current_window().await.unwrap_or(w + 1);
+        if now > w + 1 {
+            tracing::warn!(
+                from = w + 1,
+                to = now,
+                "fell behind; replaying missed windows"
+            );
+            if let Err(e) = sync::replay(&ctx, node.engine_mut(), w + 1, now).await {
+                record_error(&ctx, &e);
+            }
+        }
+        w = (w + 1).max(now);
     }
     Ok(())
 }

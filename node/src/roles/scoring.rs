@@ -16,6 +16,9 @@ pub struct ScoreState {
     pub last_own: Option<f64>,
     #[serde(default, with = "lossless_f64::option")]
     pub last_random: Option<f64>,
+    /// Drift of the model the last valid payload was trained from (`Engine::sample_drift`).
+    #[serde(default, with = "lossless_f64::option")]
+    pub last_sync_drift: Option<f64>,
 }
 
 /// One window's outcome for a chosen miner: `result` is its (own, random) loss improvement
@@ -251,6 +254,7 @@ mod tests {
                 ema,
                 last_own: own,
                 last_random: None,
+                last_sync_drift: own.map(|x| x * 1e-3),
             };
             (u, s)
         })

@@ -2,11 +2,13 @@
 //! removes, keep a moving average, set weights, publish checkpoints.
 
 use super::scoring::{ScoreState, choose_for_eval, score_window, weights_from_scores};
+use super::sync::{self, SyncTracker};
 use super::{Gathered, NodeError, gather_closed_window};
 use crate::checkpoint::CheckpointPointer;
 use crate::codec::Selected;
 use crate::data::Pages;
 use crate::engine::Engine;
+use crate::engine::sample_drift;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
@@ -38,6 +40,7 @@ pub struct Validator {
     /// Draws the order in which miners are evaluated. Random per process and never stored
     /// (the validator's bucket is readable by peers), so miners cannot predict it.
     eval_secret: u64,
+    sync: SyncTracker,
 }
 
 impl Validator {
@@ -63,6 +66,7 @@ impl Validator {
             last_weights_block: None,
             // RandomState is keyed from the OS random source, fresh for each instance.
             eval_secret: RandomState::new().hash_one(std::process::id()),
+            sync: SyncTracker::default(),
         })
     }
 
@@ -73,32 +77,18 @@ impl Validator {
             .is_some_and(|v| v.hotkey == self.ctx.hotkey))
     }
 
-    /// Load own latest checkpoint (after a restart) so the model continues in step, and show
-    /// the persisted scores in `/status` from the start.
-    pub async fn resume_model(&mut self) -> Result<(), NodeError> {
+    /// After a (re)start: load the top validator's latest checkpoint (its own, if it is the
+    /// top validator) and replay the windows since, so the model continues in step; show the
+    /// persisted scores in `/status` from the start.
+    pub async fn resume_model(&mut self, current: u64) -> Result<u64, NodeError> {
         let ctx = self.ctx.clone();
-        let pointer = match ctx
-            .own_store
-            .get(&ctx.keys.checkpoint_pointer(), 1 << 20)
-            .await
-        {
-            Ok(b) => serde_json::from_slice::<CheckpointPointer>(&b).ok(),
-            Err(StorageError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(p) = pointer {
-            let bytes = ctx
-                .own_store
-                .get(&ctx.keys.checkpoint(p.window), 16 << 30)
-                .await?;
-            block_in_place(|| self.engine.load_checkpoint(&bytes))?;
-        }
+        let replayed = sync::catch_up(&ctx, &mut self.engine, current).await?;
         if !self.state.scores.is_empty() {
             let weights =
                 weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
             self.report(0, Vec::new(), &weights);
         }
-        Ok(())
+        Ok(replayed)
     }
 
     /// Window `w` has begun: publish the miners expected to train in it (top validator).
@@ -106,6 +96,9 @@ impl Validator {
         let ctx = self.ctx.clone();
         ctx.observe_window(w);
         ctx.update_status(|s| s.window = Some(w));
+        if let Err(e) = self.sync.check(&ctx).await {
+            tracing::warn!(error = %e, "sync check failed");
+        }
         if !self.is_top_validator().await? {
             return Ok(());
         }
@@ -142,8 +135,15 @@ impl Validator {
         let selected: Vec<Vec<Selected>> =
             block_in_place(|| ok.iter().map(|(_, p)| self.engine.selected(p)).collect());
         let submitted: Vec<u16> = ok.iter().map(|(u, _)| *u).collect();
-        self.score(w, &peers, &submitted, &selected);
+        let ours = block_in_place(|| self.engine.model_sample());
+        let drifts: Vec<f64> = ok
+            .iter()
+            .map(|(_, p)| sample_drift(&p.meta.model_sample, &ours))
+            .collect();
+        self.score(w, &peers, &submitted, &drifts, &selected);
         block_in_place(|| self.engine.apply_selected(&selected));
+        self.sync
+            .record(w, block_in_place(|| self.engine.model_sample()));
 
         let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
         self.publish(w, &weights).await?;
@@ -160,10 +160,32 @@ impl Validator {
 
     /// Update the moving average of each miner chosen for evaluation in window `w`; miners
     /// no longer listed stop counting.
-    /// `submitted` are the uids of the valid payloads, `selected` those payloads dequantised,
-    /// in the same order.
-    fn score(&mut self, w: u64, peers: &[u16], submitted: &[u16], selected: &[Vec<Selected>]) {
+    /// `submitted` are the uids of the valid payloads, `drifts` the distance of the model each
+    /// was trained from to ours, `selected` those payloads dequantised, in the same order.
+    /// A payload trained from another model (drift beyond `sync_tolerance`: a miner that
+    /// missed outer steps or diverged) counts as no valid payload, evaluated or not; it still
+    /// takes part in the outer step, which every node must take alike.
+    fn score(
+        &mut self,
+        w: u64,
+        peers: &[u16],
+        submitted: &[u16],
+        drifts: &[f64],
+        selected: &[Vec<Selected>],
+    ) {
         let n = &self.ctx.hp.network;
+        let in_sync: Vec<u16> = submitted
+            .iter()
+            .zip(drifts)
+            .filter(|&(&uid, &drift)| {
+                let ok = drift <= n.sync_tolerance;
+                if !ok {
+                    tracing::warn!(uid, window = w, drift, "payload from an out-of-sync model");
+                }
+                ok
+            })
+            .map(|(&uid, _)| uid)
+            .collect();
         let chosen = choose_for_eval(peers, w, n.eval_miners, self.eval_secret);
         let engine = &self.engine;
         let medians = block_in_place(|| engine.peer_norm_medians(selected));
@@ -172,16 +194,23 @@ impl Validator {
             let result =
                 block_in_place(|| engine.evaluate(uid, w, &selected[at], n.eval_pages, &medians));
             tracing::info!(uid, window = w, ?result, "evaluated");
-            Some(result)
+            result
+                .map_err(|e| tracing::warn!(uid, window = w, error = %e, "not evaluated"))
+                .ok()
         };
         score_window(
             &mut self.state.scores,
             peers,
             &chosen,
-            submitted,
+            &in_sync,
             evaluate,
             n,
         );
+        for (uid, drift) in submitted.iter().zip(drifts) {
+            if let Some(entry) = self.state.scores.get_mut(uid) {
+                entry.last_sync_drift = Some(*drift);
+            }
+        }
     }
 
     /// Weights on chain every `weights_every` windows; the top validator's checkpoint (and
@@ -198,6 +227,7 @@ impl Validator {
             let pointer = CheckpointPointer {
                 window: w,
                 global_step: self.engine.global_step(),
+                model_sample: block_in_place(|| self.engine.model_sample()),
             };
             // The pointer goes last: a reader never follows it to a partial checkpoint.
             ctx.own_store
@@ -256,6 +286,7 @@ impl Validator {
                 last_improvement: s.last_own,
                 last_random_improvement: s.last_random,
                 weight: weights.iter().find(|(u, _)| *u == uid).map_or(0.0, |x| x.1),
+                sync_drift: s.last_sync_drift,
             })
             .collect();
         let sample = block_in_place(|| self.engine.model_sample());

@@ -82,6 +82,9 @@ pub struct CodecSpec {
     pub params: CodecParams,
     pub names: Vec<String>,
     pub layouts: Vec<BlockLayout>,
+    /// Largest |value| a payload may decode to (`Hparams::update_value_bound`: what honest
+    /// training under these settings cannot reach); infinite when not set.
+    pub value_bound: f64,
 }
 
 impl CodecSpec {
@@ -93,7 +96,14 @@ impl CodecSpec {
                 .iter()
                 .map(|(_, s)| BlockLayout::new(s, params.chunk, params.topk))
                 .collect(),
+            value_bound: f64::INFINITY,
         }
+    }
+
+    /// Also reject payloads that decode to a value beyond `bound` in magnitude.
+    pub fn with_value_bound(mut self, bound: f64) -> Self {
+        self.value_bound = bound;
+        self
     }
 
     /// (name, shape) of every parameter, as the payload metadata lists them.

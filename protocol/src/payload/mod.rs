@@ -10,7 +10,9 @@
 //!
 //! Metadata (strings): `format` = "templar-update", `version` = [`FORMAT_VERSION`], `window`,
 //! `uid`, `hotkey`, `hparams_digest`, `codec` (JSON of the codec settings), `params` (JSON list
-//! of [name, shape]), and `sha256`: hex SHA-256 over the canonical JSON of every other metadata
+//! of [name, shape]), `model_sample` (JSON list of at most [`MODEL_SAMPLE_SIZE`] finite numbers:
+//! the sender's parameters at fixed positions when it began the window, for the validator's
+//! sync check), and `sha256`: hex SHA-256 over the canonical JSON of every other metadata
 //! entry followed by, for each tensor in name order, its name, a 0 byte, and its bytes.
 //!
 //! [`PayloadValidator`] checks all of this against the receiver's own model and codec and
@@ -38,15 +40,19 @@ pub const FORMAT_NAME: &str = "templar-update";
 pub type RawTensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
 /// Raw metadata entries by key.
 pub type RawMetadata = BTreeMap<String, String>;
-pub const FORMAT_VERSION: &str = "1";
+/// 2: `model_sample` added.
+pub const FORMAT_VERSION: &str = "2";
+pub use templar_crds::MODEL_SAMPLE_SIZE;
 
-/// Who sent an update, for which window, under which settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who sent an update, for which window, under which settings, from which model.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PayloadMeta {
     pub window: u64,
     pub uid: u16,
     pub hotkey: Hotkey,
     pub hparams_digest: String,
+    /// The sender's model sample (`Engine::model_sample`) when it began training the window.
+    pub model_sample: Vec<f64>,
 }
 
 /// Transmitted values of one parameter.
@@ -186,6 +192,10 @@ impl Payload {
             (
                 "params".into(),
                 serde_json::to_string(&codec.shapes()).expect("JSON"),
+            ),
+            (
+                "model_sample".into(),
+                serde_json::to_string(&m.model_sample).expect("JSON"),
             ),
         ])
     }

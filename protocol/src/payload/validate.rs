@@ -4,8 +4,8 @@
 use super::pack::{packed_2bit_len, packed_index_len, unpack_2bit, unpack_indices_12bit};
 use super::quant::{Quantized, SCALE_MAX, SCALE_MIN};
 use super::{
-    BlockLayout, CodecHeader, CodecSpec, FORMAT_NAME, FORMAT_VERSION, ParamUpdate, Payload,
-    PayloadMeta, Values, digest_views, f32_from,
+    BlockLayout, CodecHeader, CodecSpec, FORMAT_NAME, FORMAT_VERSION, MODEL_SAMPLE_SIZE,
+    ParamUpdate, Payload, PayloadMeta, Values, digest_views, f32_from,
 };
 use crate::identity::Hotkey;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -81,6 +81,14 @@ pub enum PayloadError {
         "parameter {param:?} has lookup value {value:e}, beyond {bound:e} (what its scale and value count allow)"
     )]
     LookupOutOfRange {
+        param: String,
+        value: f32,
+        bound: f64,
+    },
+    #[error(
+        "parameter {param:?} decodes to {value:e}, beyond {bound:e} (what honest training under these hyperparameters can send)"
+    )]
+    ValueOutOfRange {
         param: String,
         value: f32,
         bound: f64,
@@ -266,6 +274,14 @@ impl<'a> PayloadValidator<'a> {
             };
             return Err(PayloadError::ParamsMismatch(reason));
         }
+        let model_sample: Vec<f64> = serde_json::from_str(get("model_sample")?)
+            .map_err(|e| bad("model_sample", e.to_string()))?;
+        if model_sample.len() > MODEL_SAMPLE_SIZE || model_sample.iter().any(|x| !x.is_finite()) {
+            return Err(bad(
+                "model_sample",
+                format!("at most {MODEL_SAMPLE_SIZE} finite numbers"),
+            ));
+        }
         if let Some(expected) = &self.expected_hparams
             && *expected != hparams_digest
         {
@@ -279,6 +295,7 @@ impl<'a> PayloadValidator<'a> {
             uid,
             hotkey,
             hparams_digest,
+            model_sample,
         })
     }
 
@@ -325,6 +342,7 @@ impl<'a> PayloadValidator<'a> {
                 if v.iter().any(|x| !x.is_finite()) {
                     return Err(PayloadError::NonFiniteValues { param: name.into() });
                 }
+                self.check_decoded(name, v.iter().copied())?;
                 Values::F32(v)
             }
             bits => {
@@ -339,8 +357,6 @@ impl<'a> PayloadValidator<'a> {
                         scale,
                     });
                 }
-                // Dequantisation is lookup[code] + shift. With the lookup bounded by the scale
-                // (< 1e4) and a finite shift, every decoded value is finite in f32.
                 let bound = Quantized::lookup_bound(scale, bits, n);
                 if let Some(&value) = qp[2..].iter().find(|x| x.abs() as f64 > bound) {
                     return Err(PayloadError::LookupOutOfRange {
@@ -349,6 +365,12 @@ impl<'a> PayloadValidator<'a> {
                         bound,
                     });
                 }
+                // Dequantisation is lookup[code] + shift in f32: every value it can produce
+                // (and the shift alone, which an empty bin's 0 entry yields) is checked as it
+                // will be computed.
+                let shift = qp[0];
+                let decoded = qp[2..].iter().map(|&l| l + shift);
+                self.check_decoded(name, std::iter::once(shift).chain(decoded))?;
                 let codes = if bits == 2 {
                     unpack_2bit(val, n).expect("length checked against the shape")
                 } else {
@@ -365,6 +387,31 @@ impl<'a> PayloadValidator<'a> {
         };
         debug_assert_eq!(values.len(), n);
         Ok(ParamUpdate { indices, values })
+    }
+}
+
+impl PayloadValidator<'_> {
+    /// Every decoded value finite and within the codec's value bound.
+    fn check_decoded(
+        &self,
+        name: &str,
+        values: impl IntoIterator<Item = f32>,
+    ) -> Result<(), PayloadError> {
+        let bound = self.codec.value_bound;
+        match values
+            .into_iter()
+            .find(|x| !x.is_finite() || x.abs() as f64 > bound)
+        {
+            Some(value) if !value.is_finite() => {
+                Err(PayloadError::NonFiniteValues { param: name.into() })
+            }
+            Some(value) => Err(PayloadError::ValueOutOfRange {
+                param: name.into(),
+                value,
+                bound,
+            }),
+            None => Ok(()),
+        }
     }
 }
 

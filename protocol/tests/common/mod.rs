@@ -95,6 +95,7 @@ pub fn payload_by(codec: &Codec, window: u64, uid: u16, hotkey: &str) -> (Payloa
         uid,
         hotkey: Hotkey::parse(hotkey).unwrap(),
         hparams_digest: "abc".into(),
+        model_sample: vec![0.5, -0.25, 1e-3],
     };
     let payload = Payload { meta, params };
     let bytes = payload.to_bytes(codec);

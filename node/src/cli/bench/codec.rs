@@ -17,6 +17,7 @@ fn bench_meta(uid: u16) -> PayloadMeta {
         uid,
         hotkey: Hotkey::parse("bench").expect("a valid constant hotkey"),
         hparams_digest: String::new(),
+        model_sample: Vec::new(),
     }
 }
 
