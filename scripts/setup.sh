@@ -40,13 +40,15 @@ if ! "$TEMPLAR_VENV/bin/python" -c "import importlib.metadata as m,sys; sys.exit
     { echo "[setup] torch install failed" >&2; return 1 2>/dev/null || exit 1; }
 fi
 
-# 2. Python test tools: manifest validation (kubernetes-validate, jsonschema) and Helm's own
-#    engine for rendering and linting the charts (helm-python-sdk; no helm binary).
+# 2. Python test tools: manifest validation (kubernetes-validate, jsonschema), Helm's own
+#    engine for rendering and linting the charts (helm-python-sdk; no helm binary), and the
+#    Bittensor project's wallet library as an oracle for keys and signatures.
 HELM_SDK_VERSION=0.2.2
+BT_WALLET_VERSION=4.1.1
 if [ "$want_pytools" = 1 ]; then
-  if ! "$TEMPLAR_VENV/bin/python" -c "import kubernetes_validate, jsonschema, yaml, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '$HELM_SDK_VERSION')" 2>/dev/null; then
+  if ! "$TEMPLAR_VENV/bin/python" -c "import kubernetes_validate, jsonschema, yaml, bittensor_wallet, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '$HELM_SDK_VERSION' or m.version('bittensor-wallet') != '$BT_WALLET_VERSION')" 2>/dev/null; then
     log "installing Python test tools"
-    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate jsonschema pyyaml "helm-python-sdk==$HELM_SDK_VERSION" ||
+    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate jsonschema pyyaml "helm-python-sdk==$HELM_SDK_VERSION" "bittensor-wallet==$BT_WALLET_VERSION" ||
       { echo "[setup] Python test tools install failed" >&2; return 1 2>/dev/null || exit 1; }
   fi
 fi

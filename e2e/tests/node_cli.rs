@@ -111,6 +111,34 @@ fn devnet_runs_and_writes_a_report() {
     }
     let png = std::fs::read(out.join("report.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // Every node has its own sr25519 hotkey (owner-only keyfile, SS58 address printed), signs
+    // its payloads, and the validator's weights above came from payloads that verified.
+    use std::os::unix::fs::PermissionsExt;
+    for uid in 0..3 {
+        let keyfile = out.join("wallet").join(format!("hotkey-{uid}"));
+        let mode = std::fs::metadata(&keyfile).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", keyfile.display());
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&keyfile).unwrap()).unwrap();
+        let address = json["ss58Address"].as_str().unwrap();
+        assert!(stdout.contains(address), "address printed: {stdout}");
+        let secret = json["secretSeed"].as_str().unwrap();
+        assert!(!stdout.contains(secret), "the seed is never printed");
+        for log in ["validator", "miner-1", "miner-2"] {
+            let text =
+                std::fs::read_to_string(out.join("logs").join(format!("{log}.log"))).unwrap();
+            assert!(
+                !text.contains(&secret[2..]),
+                "the seed is never logged ({log})"
+            );
+        }
+    }
+    let validator_log = std::fs::read_to_string(out.join("logs/validator.log")).unwrap();
+    assert!(validator_log.contains("signs=true"), "{validator_log}");
+    assert!(
+        !validator_log.contains("signature"),
+        "no payload was rejected for its signature: {validator_log}"
+    );
     // No node process outlives the devnet runner.
     let ps = std::process::Command::new("ps")
         .args(["-eo", "args"])

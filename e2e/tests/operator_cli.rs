@@ -73,3 +73,59 @@ fn node_with_a_wallet_lacking_its_hotkey_fails_with_a_reason() {
     assert!(stderr.contains("hotkey-3"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn node_wallet_prints_the_address_of_a_hotkey_made_by_bittensor_wallet() {
+    // The Bittensor project's own library makes the wallet (scripts/setup.sh --pytools).
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let made = std::process::Command::new("python3")
+        .arg(root.join("scripts/oracles/bittensor_wallet_oracle.py"))
+        .args(["make-hotkey", dir.path().to_str().unwrap(), "cold", "hot"])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = node(&[
+        "wallet",
+        "--wallet.path",
+        path,
+        "--wallet.name",
+        "cold",
+        "--wallet.hotkey",
+        "hot",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim(), made["ss58"].as_str().unwrap());
+    // Nothing secret is printed: not the phrase, seed or private key of the file.
+    let file = std::fs::read_to_string(made["file"].as_str().unwrap()).unwrap();
+    let keyfile: serde_json::Value = serde_json::from_str(&file).unwrap();
+    for secret in ["secretPhrase", "secretSeed", "privateKey"] {
+        let s = keyfile[secret].as_str().unwrap();
+        assert!(!stdout.contains(s), "{secret} printed");
+    }
+    // A missing hotkey names the file it looked for.
+    let out = node(&[
+        "wallet",
+        "--wallet.path",
+        path,
+        "--wallet.name",
+        "cold",
+        "--wallet.hotkey",
+        "absent",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cold/hotkeys/absent"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -12,6 +12,7 @@ use crate::optim::{OptimError, WindowOptimizer, WindowStats};
 use tch::{Device, Tensor};
 use templar_crds::MODEL_SAMPLE_SIZE;
 use templar_protocol::Hotkey;
+use templar_protocol::identity::Signer;
 use templar_protocol::payload::{Payload, PayloadError, PayloadMeta, PayloadValidator};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +73,13 @@ impl Engine {
         self.model.device()
     }
 
-    /// Train on uid's pages of window `w` and return the stats and the payload bytes.
+    /// Train on uid's pages of window `w` and return the stats and the payload bytes, signed
+    /// by `signer` when the hotkey has one (it must be the signer's).
     pub fn train_and_compress(
         &mut self,
         uid: u16,
         hotkey: &Hotkey,
+        signer: Option<&dyn Signer>,
         w: u64,
     ) -> Result<(WindowStats, Vec<u8>), EngineError> {
         let assigned = self.sampler.assigned(uid, w)?;
@@ -97,10 +100,11 @@ impl Engine {
             hparams_digest: self.digest.clone(),
             model_sample,
         };
-        let bytes = self
-            .opt
-            .compress(&self.codec, meta)
-            .to_bytes(&self.codec.spec);
+        let payload = self.opt.compress(&self.codec, meta);
+        let bytes = match signer {
+            Some(signer) => payload.to_signed_bytes(&self.codec.spec, signer),
+            None => payload.to_bytes(&self.codec.spec),
+        };
         Ok((stats, bytes))
     }
 
@@ -309,7 +313,7 @@ mod tests {
     fn evaluating_an_extreme_update_leaves_the_parameters_exactly_as_they_were() {
         let mut e = engine();
         let hotkey = Hotkey::parse("m1").unwrap();
-        let (_, bytes) = e.train_and_compress(1, &hotkey, 0).unwrap();
+        let (_, bytes) = e.train_and_compress(1, &hotkey, None, 0).unwrap();
         let mut payload = e.decode(&bytes, 1, 0).unwrap();
         // Well-formed but extreme: every dequantised value about 1e15.
         for p in &mut payload.params {
@@ -336,7 +340,7 @@ mod tests {
     fn a_scaled_up_update_is_evaluated_at_the_windows_median_norm() {
         let mut e = engine();
         let hotkey = Hotkey::parse("m1").unwrap();
-        let (_, bytes) = e.train_and_compress(1, &hotkey, 0).unwrap();
+        let (_, bytes) = e.train_and_compress(1, &hotkey, None, 0).unwrap();
         let honest = e.decode(&bytes, 1, 0).unwrap();
         let mut scaled = honest.clone();
         for p in &mut scaled.params {
@@ -378,7 +382,7 @@ mod tests {
         assert_ne!(e.digest, f.digest, "same settings, other corpus");
         assert_eq!(e.digest, engine().digest, "same settings, same corpus");
         let (_, bytes) = f
-            .train_and_compress(1, &Hotkey::parse("m1").unwrap(), 0)
+            .train_and_compress(1, &Hotkey::parse("m1").unwrap(), None, 0)
             .unwrap();
         assert!(matches!(
             e.decode(&bytes, 1, 0),
@@ -394,7 +398,7 @@ mod tests {
         assert!(e.checkpoint_max_bytes() < bytes.len() as u64 + (2 << 20));
         let sample = e.model_sample();
         let (_, payload) = e
-            .train_and_compress(1, &Hotkey::parse("m1").unwrap(), 0)
+            .train_and_compress(1, &Hotkey::parse("m1").unwrap(), None, 0)
             .unwrap();
         let p = e.decode(&payload, 1, 0).unwrap();
         assert_eq!(
@@ -420,7 +424,7 @@ mod tests {
         );
 
         let hotkey = Hotkey::parse("m1").unwrap();
-        let (_, bytes) = a.train_and_compress(1, &hotkey, 0).unwrap();
+        let (_, bytes) = a.train_and_compress(1, &hotkey, None, 0).unwrap();
         let payload = a.decode(&bytes, 1, 0).unwrap();
         a.apply(std::slice::from_ref(&payload));
         let moved = a.model_sample();

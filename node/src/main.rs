@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use templar_crds::NodeRole;
 use templar_node::cli::devnet::{DevnetOptions, run_devnet};
-use templar_node::cli::launch::{NodeOptions, StoreSpec, hotkey_from_wallet, run_node};
+use templar_node::cli::identity::{NodeIdentity, bittensor_hotkey, identity_from_wallet};
+use templar_node::cli::launch::{NodeOptions, StoreSpec, run_node};
 use templar_node::cli::train::{DataSource, TrainOptions, run_train};
 use templar_node::cli::{bench, load_hparams, runtime, tokenizer};
 use templar_node::data::{self, Pages};
@@ -41,6 +42,8 @@ enum Command {
     Run(RunArgs),
     /// Start a local network (N miners, 1 validator) with a live table and a report.
     Devnet(DevnetArgs),
+    /// Print the SS58 address of a hotkey (a Bittensor wallet's, or a --wallet folder's entry).
+    Wallet(WalletArgs),
     /// Tokenizer tools.
     Tokenizer {
         #[command(subcommand)]
@@ -83,15 +86,15 @@ struct TrainArgs {
 struct RunArgs {
     #[arg(long, value_enum)]
     role: Role,
-    /// The node's identity on the chain (devnet: any name without spaces).
-    #[arg(long, required_unless_present = "wallet", conflicts_with = "wallet")]
+    /// The node's identity on the chain (devnet: any name without spaces; payloads unsigned).
+    #[arg(
+        long,
+        required_unless_present_any = ["wallet", "wallet_name"],
+        conflicts_with_all = ["wallet", "wallet_name"]
+    )]
     hotkey: Option<Hotkey>,
-    /// Wallet folder with `hotkey-<ordinal>` files (a mounted Kubernetes secret); the ordinal
-    /// is `--ordinal` or the number at the end of `POD_NAME` (StatefulSet pods).
-    #[arg(long)]
-    wallet: Option<PathBuf>,
-    #[arg(long)]
-    ordinal: Option<u32>,
+    #[command(flatten)]
+    wallet: WalletArgs,
     /// Create the devnet chain with this block time (ms) when it does not exist yet; without
     /// it the node waits for another node to create it.
     #[arg(long)]
@@ -116,6 +119,42 @@ struct RunArgs {
     /// Stop after this many windows (default: run until Ctrl-C).
     #[arg(long)]
     windows: Option<u64>,
+}
+
+/// Where the node's key is: a `--wallet` folder, or a Bittensor wallet.
+#[derive(clap::Args)]
+struct WalletArgs {
+    /// Wallet folder with `hotkey-<ordinal>` files (a mounted Kubernetes secret: a Bittensor
+    /// keyfile, or a devnet name); the ordinal is `--ordinal` or the number at the end of
+    /// `POD_NAME` (StatefulSet pods).
+    #[arg(long, conflicts_with = "wallet_name")]
+    wallet: Option<PathBuf>,
+    #[arg(long, requires = "wallet")]
+    ordinal: Option<u32>,
+    /// Bittensor wallet name (the coldkey's folder); the hotkey file is
+    /// WALLET_PATH/NAME/hotkeys/HOTKEY, unencrypted (the Bittensor default).
+    #[arg(long = "wallet.name", id = "wallet_name", requires = "wallet_hotkey")]
+    wallet_name: Option<String>,
+    #[arg(long = "wallet.hotkey", id = "wallet_hotkey", requires = "wallet_name")]
+    wallet_hotkey: Option<String>,
+    #[arg(long = "wallet.path", id = "wallet_path", default_value = templar_protocol::identity::wallet::DEFAULT_WALLET_PATH)]
+    wallet_path: String,
+}
+
+impl WalletArgs {
+    /// The identity these flags name, if any.
+    fn identity(&self) -> Result<Option<NodeIdentity>> {
+        if let Some(dir) = &self.wallet {
+            let pod = std::env::var("POD_NAME").unwrap_or_default();
+            return Ok(Some(identity_from_wallet(dir, self.ordinal, &pod)?));
+        }
+        match (&self.wallet_name, &self.wallet_hotkey) {
+            (Some(name), Some(hotkey)) => {
+                Ok(Some(bittensor_hotkey(&self.wallet_path, name, hotkey)?))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -243,20 +282,17 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let hotkey = match (args.hotkey, &args.wallet) {
-        (Some(h), _) => h,
-        (None, Some(dir)) => {
-            let pod = std::env::var("POD_NAME").unwrap_or_default();
-            hotkey_from_wallet(dir, args.ordinal, &pod)?
-        }
-        (None, None) => bail!("give --hotkey or --wallet"),
+    let identity = match (args.hotkey, args.wallet.identity()?) {
+        (Some(h), _) => NodeIdentity::named(h),
+        (None, Some(identity)) => identity,
+        (None, None) => bail!("give --hotkey, --wallet, or --wallet.name and --wallet.hotkey"),
     };
     let opts = NodeOptions {
         role: match args.role {
             Role::Miner => NodeRole::Miner,
             Role::Validator => NodeRole::Validator,
         },
-        hotkey,
+        identity,
         init_devnet_block_ms: args.init_devnet_block_ms,
         uid: args.uid,
         stake: args.stake,
@@ -346,6 +382,13 @@ fn main() -> Result<()> {
         Command::Train(args) => train(args),
         Command::Run(args) => run(args),
         Command::Devnet(args) => devnet(args),
+        Command::Wallet(args) => match args.identity()? {
+            Some(identity) => {
+                println!("{}", identity.hotkey);
+                Ok(())
+            }
+            None => bail!("give --wallet.name and --wallet.hotkey, or --wallet"),
+        },
         Command::Bench { which } => bench(which),
         Command::Tokenizer {
             which: TokenizerCommand::Train { vocab, text, out },

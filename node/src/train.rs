@@ -76,7 +76,7 @@ pub fn train_alone(
     let mut payload_bytes = 0;
     let hotkey = Hotkey::parse(&format!("local-{uid}")).expect("a name without spaces");
     for window in 0..windows {
-        let (stats, bytes) = engine.train_and_compress(uid, &hotkey, window)?;
+        let (stats, bytes) = engine.train_and_compress(uid, &hotkey, None, window)?;
         // The payload takes the same path as a peer's: bytes, validation, decode.
         let received = engine.decode(&bytes, uid, window)?;
         engine.apply(&[received]);

@@ -9,9 +9,10 @@ use proptest::prelude::*;
 use safetensors::Dtype;
 use std::collections::BTreeMap;
 use templar_crds::hparams::CodecParams;
+use templar_protocol::identity::Signer;
 use templar_protocol::payload::pack::{pack_indices_12bit, unpack_indices_12bit};
 use templar_protocol::payload::{
-    CodecSpec, PayloadError, PayloadValidator, RawTensors, deserialize_raw, serialize,
+    CodecSpec, PayloadError, PayloadValidator, RawTensors, deserialize_raw,
 };
 
 type Codec = CodecSpec;
@@ -21,7 +22,7 @@ type Tensors = RawTensors;
 fn mutate(bytes: &[u8], f: impl FnOnce(&mut BTreeMap<String, String>, &mut Tensors)) -> Vec<u8> {
     let (mut meta, mut tensors) = deserialize_raw(bytes).unwrap();
     f(&mut meta, &mut tensors);
-    serialize(meta, tensors)
+    common::reserialize(meta, tensors)
 }
 
 fn reject(codec: &Codec, bytes: &[u8]) -> PayloadError {
@@ -451,4 +452,71 @@ fn the_model_sample_must_be_present_finite_and_short() {
             "{bad}"
         );
     }
+}
+
+/// Re-serialise with the digest recomputed but the signature left as it was (what a forger
+/// without the key can do).
+fn forge(bytes: &[u8], f: impl FnOnce(&mut BTreeMap<String, String>)) -> Vec<u8> {
+    let (mut meta, tensors) = deserialize_raw(bytes).unwrap();
+    f(&mut meta);
+    templar_protocol::payload::serialize(meta, tensors)
+}
+
+#[test]
+fn signed_payloads_verify_and_forged_or_unsigned_ones_are_rejected_with_a_reason() {
+    let c = codec(2);
+    let (payload, bytes) = valid_payload(&c);
+    let got = PayloadValidator::new(&c).validate(&bytes).unwrap();
+    assert_eq!(got.meta.hotkey, *common::test_signer().hotkey());
+    assert_eq!(got, payload);
+    let bad_signature = |b: &[u8]| match reject(&c, b) {
+        PayloadError::BadSignature(reason) => reason,
+        other => panic!("expected BadSignature, got {other}"),
+    };
+
+    // The same signature over another window (the digest recomputed by the forger).
+    let moved = forge(&bytes, |m| {
+        m.insert("window".into(), "8".into());
+    });
+    assert!(bad_signature(&moved).contains("does not verify"));
+    // One flipped bit of the signature.
+    let flipped = forge(&bytes, |m| {
+        let mut sig = hex::decode(&m["signature"]).unwrap();
+        sig[0] ^= 1;
+        m.insert("signature".into(), hex::encode(sig));
+    });
+    assert!(bad_signature(&flipped).contains("does not verify"));
+    assert_eq!(
+        bad_signature(&forge(&bytes, |m| {
+            m.insert("signature".into(), "zz".into());
+        })),
+        "not hex"
+    );
+    // Another miner's address, signed with the forger's own key (impersonation).
+    let alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+    let impersonated = mutate(&bytes, |m, _| {
+        m.insert("hotkey".into(), alice.into());
+    });
+    assert!(bad_signature(&impersonated).contains(alice));
+    // An SS58 hotkey without a signature.
+    let stripped = forge(&bytes, |m| {
+        m.remove("signature");
+    });
+    assert!(matches!(
+        reject(&c, &stripped),
+        PayloadError::MissingSignature { ref hotkey, .. } if *hotkey == got.meta.hotkey.to_string()
+    ));
+    // A devnet name cannot sign: accepted unless signatures are required.
+    let (_, named) = common::payload_by(&c, 7, 3, "miner-3");
+    PayloadValidator::new(&c).validate(&named).unwrap();
+    assert!(matches!(
+        PayloadValidator::new(&c)
+            .requiring_signatures()
+            .validate(&named),
+        Err(PayloadError::MissingSignature { .. })
+    ));
+    PayloadValidator::new(&c)
+        .requiring_signatures()
+        .validate(&bytes)
+        .unwrap();
 }

@@ -178,6 +178,36 @@ fn plan_nodes(miners: u16) -> anyhow::Result<Vec<NodeHandle>> {
     Ok(nodes)
 }
 
+/// One sr25519 hotkey per node from a fresh random seed, as Bittensor keyfiles
+/// `wallet/hotkey-<uid>` (owner-only), so every payload is signed and nobody writes in
+/// another node's name, even in a shared bucket. Returns the SS58 addresses in node order.
+fn write_wallet(dir: &std::path::Path, nodes: &[NodeHandle]) -> anyhow::Result<Vec<String>> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use templar_protocol::identity::{Signer, Sr25519Signer};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut addresses = Vec::new();
+    for uid in 0..nodes.len() {
+        let seed = zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
+        let signer = Sr25519Signer::from_seed(seed.as_ref())?;
+        let keyfile = zeroize::Zeroizing::new(serde_json::to_vec(&serde_json::json!({
+            "secretSeed": format!("0x{}", hex::encode(seed.as_ref())),
+            "ss58Address": signer.hotkey().as_str(),
+        }))?);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(format!("hotkey-{uid}")))?;
+        std::io::Write::write_all(&mut f, &keyfile)?;
+        addresses.push(signer.hotkey().to_string());
+    }
+    Ok(addresses)
+}
+
 /// Start one `templar-node run` process per node, logging to `logs/<name>.log`.
 fn spawn_nodes(
     opts: &DevnetOptions,
@@ -185,12 +215,17 @@ fn spawn_nodes(
     store_arg: &str,
 ) -> anyhow::Result<Children> {
     let exe = std::env::current_exe()?;
+    let wallet = opts.out.join("wallet");
+    let addresses = write_wallet(&wallet, nodes)?;
     let mut children = Children(Vec::new());
     for (uid, n) in nodes.iter().enumerate() {
+        println!("{:<10} uid {uid}  hotkey {}", n.name, addresses[uid]);
         let log = std::fs::File::create(opts.out.join("logs").join(format!("{}.log", n.name)))?;
         let stake = devnet::stake_for(n.role);
         let child = Command::new(&exe)
-            .args(["run", "--role", n.role.as_str(), "--hotkey", &n.name])
+            .args(["run", "--role", n.role.as_str(), "--wallet"])
+            .arg(&wallet)
+            .args(["--ordinal", &uid.to_string()])
             .args(["--uid", &uid.to_string()])
             .args(["--stake", &stake.to_string(), "--hparams"])
             .arg(&opts.hparams_file)

@@ -1,5 +1,6 @@
 //! Wiring one node process: chain, own bucket and commitment, data, status server, role.
 
+use super::identity::NodeIdentity;
 use crate::data::{Pages, embedded_tokens};
 use crate::hparams::Hparams;
 use crate::model::default_device;
@@ -8,13 +9,12 @@ use crate::roles::miner::Miner;
 use crate::roles::run::{Node, run};
 use crate::roles::validator::Validator;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use templar_crds::{NodeRole, NodeStatus};
 use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
 use templar_protocol::chain::{Chain, ChainError, Commitment, RegisterRequest, SystemClock};
-use templar_protocol::identity::{Hotkey, InvalidHotkey};
 use templar_protocol::network::NodeContext;
 use templar_protocol::storage::ObjectStore;
 use templar_protocol::storage::fs::FsStore;
@@ -50,18 +50,8 @@ pub enum LaunchError {
     S3Config(#[from] S3ConfigError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
-    #[error("cannot read the hotkey {path}: {source}")]
-    Wallet {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the hotkey file {path} holds no valid hotkey: {source}")]
-    BadHotkey {
-        path: PathBuf,
-        source: InvalidHotkey,
-    },
-    #[error("no --ordinal, and POD_NAME {0:?} does not end in -<number>")]
-    NoOrdinal(String),
+    #[error(transparent)]
+    Identity(#[from] super::identity::IdentityError),
     #[error("no devnet chain after waiting {0:?}: start a node with --init-devnet-block-ms")]
     NoChain(Duration),
     #[error("cannot serve status on {addr}: {source}")]
@@ -74,7 +64,8 @@ pub enum LaunchError {
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     pub role: NodeRole,
-    pub hotkey: Hotkey,
+    /// The hotkey, and its signer when it has a key (payloads are signed).
+    pub identity: NodeIdentity,
     /// Create the devnet chain (this block time) when it does not exist.
     pub init_devnet_block_ms: Option<u64>,
     pub uid: Option<u16>,
@@ -121,35 +112,6 @@ fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitm
             )
         }
     })
-}
-
-/// The ordinal of a StatefulSet pod from its name (`set-3` -> 3).
-pub fn pod_ordinal(pod_name: &str) -> Option<u32> {
-    pod_name.rsplit_once('-')?.1.parse().ok()
-}
-
-/// The hotkey in `wallet/hotkey-<ordinal>` (a mounted secret), trimmed.
-pub fn wallet_hotkey(wallet: &Path, ordinal: u32) -> Result<Hotkey, LaunchError> {
-    let path = wallet.join(format!("hotkey-{ordinal}"));
-    let text = std::fs::read_to_string(&path).map_err(|source| LaunchError::Wallet {
-        path: path.clone(),
-        source,
-    })?;
-    Hotkey::parse(&text).map_err(|source| LaunchError::BadHotkey { path, source })
-}
-
-/// The node's hotkey from the wallet folder: entry `--ordinal`, or the ordinal at the end of
-/// the pod's name (`POD_NAME`, a StatefulSet pod).
-pub fn hotkey_from_wallet(
-    wallet: &Path,
-    ordinal: Option<u32>,
-    pod_name: &str,
-) -> Result<Hotkey, LaunchError> {
-    let ordinal = match ordinal {
-        Some(o) => o,
-        None => pod_ordinal(pod_name).ok_or_else(|| LaunchError::NoOrdinal(pod_name.into()))?,
-    };
-    wallet_hotkey(wallet, ordinal)
 }
 
 /// How long a node waits for another one to create the devnet chain.
@@ -202,27 +164,35 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
         stake: opts.stake,
         uid: opts.uid,
     };
-    let uid = chain.register(&opts.hotkey, request).await?;
-    let (own, commitment) = open(&opts.store, &format!("bucket-{}", opts.hotkey))?;
-    chain.commit(&opts.hotkey, &commitment).await?;
-    tracing::info!(uid, hotkey = %opts.hotkey, role = ?opts.role, store = %own.describe(), "registered");
+    let hotkey = &opts.identity.hotkey;
+    let uid = chain.register(hotkey, request).await?;
+    let (own, commitment) = open(&opts.store, &format!("bucket-{hotkey}"))?;
+    chain.commit(hotkey, &commitment).await?;
+    let signs = opts.identity.signer.is_some();
+    tracing::info!(uid, %hotkey, signs, role = ?opts.role, store = %own.describe(), "registered");
 
     let pages = Pages::new(embedded_tokens()?, opts.hparams.data.seq_len)?;
     let status = NodeStatus {
         role: opts.role,
         uid: Some(uid),
-        hotkey: opts.hotkey.to_string(),
+        hotkey: hotkey.to_string(),
         ..Default::default()
     };
     let chain_dyn: Arc<dyn Chain> = chain.clone();
-    let ctx = Arc::new(NodeContext::new(
+    let mut ctx = NodeContext::new(
         opts.hparams.clone(),
         chain_dyn,
         own,
-        opts.hotkey.clone(),
+        hotkey.clone(),
         uid,
         status,
-    ));
+    );
+    ctx.signer = opts
+        .identity
+        .signer
+        .clone()
+        .map(|s| s as Arc<dyn templar_protocol::identity::Signer>);
+    let ctx = Arc::new(ctx);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| LaunchError::Listen {
@@ -264,40 +234,4 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
     incentive.abort();
     server.abort();
     Ok(result?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pod_ordinal_is_the_trailing_number() {
-        assert_eq!(pod_ordinal("alpha-miner-0"), Some(0));
-        assert_eq!(pod_ordinal("alpha-miner-12"), Some(12));
-        assert_eq!(pod_ordinal("alpha-miner"), None);
-        assert_eq!(pod_ordinal(""), None);
-    }
-
-    #[test]
-    fn wallet_hotkey_reads_the_ordinals_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("hotkey-1"), "miner-b\n").unwrap();
-        std::fs::write(dir.path().join("hotkey-2"), "  \n").unwrap();
-        assert_eq!(wallet_hotkey(dir.path(), 1).unwrap(), "miner-b");
-        assert!(matches!(
-            wallet_hotkey(dir.path(), 2),
-            Err(LaunchError::BadHotkey { .. })
-        ));
-        assert_eq!(
-            hotkey_from_wallet(dir.path(), None, "alpha-miner-1").unwrap(),
-            "miner-b"
-        );
-        assert!(matches!(
-            hotkey_from_wallet(dir.path(), None, "no-ordinal"),
-            Err(LaunchError::NoOrdinal(_))
-        ));
-        let err = wallet_hotkey(dir.path(), 0).unwrap_err();
-        assert!(matches!(err, LaunchError::Wallet { .. }));
-        assert!(err.to_string().contains("hotkey-0"));
-    }
 }

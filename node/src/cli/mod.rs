@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`train`] | `train`: one node alone, data source, progress, report |
 //! | [`launch`] | `run`: one network node (chain, bucket, commitment, status server, role) |
+//! | [`identity`] | the node's hotkey and signer (`--hotkey`, `--wallet`, `--wallet.*`), `wallet` |
 //! | [`devnet`] | `devnet` (`make demo`): a local network of processes, live table, report |
 //! | [`report`], [`plot`] | the devnet report: rows, CSV, PNG |
 //! | [`status_server`] | the node's `/healthz`, `/readyz`, `/status`, `/metrics` |
@@ -13,6 +14,7 @@
 
 pub mod bench;
 pub mod devnet;
+pub mod identity;
 pub mod launch;
 pub mod plot;
 pub mod report;

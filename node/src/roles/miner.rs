@@ -42,8 +42,11 @@ impl Miner {
             tracing::warn!(error = %e, "sync check failed");
         }
         let started = std::time::Instant::now();
-        let (stats, bytes) =
-            block_in_place(|| self.engine.train_and_compress(ctx.uid, &ctx.hotkey, w))?;
+        let signer = ctx.signer.as_deref();
+        let (stats, bytes) = block_in_place(|| {
+            self.engine
+                .train_and_compress(ctx.uid, &ctx.hotkey, signer, w)
+        })?;
         let tokens_per_sec = stats.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
         ctx.own_store
             .put(&ctx.keys.gradient(w, ctx.uid), bytes)

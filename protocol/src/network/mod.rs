@@ -13,7 +13,7 @@ mod gather;
 pub use gather::{fetch_payload, gather};
 
 use crate::chain::{Chain, ChainError, Commitment, Metagraph};
-use crate::identity::Hotkey;
+use crate::identity::{Hotkey, Signer};
 use crate::storage::fs::FsStore;
 use crate::storage::keys::Keys;
 use crate::storage::retry::{RetryPolicy, Retrying};
@@ -67,6 +67,8 @@ pub struct NodeContext {
     pub own_store: Arc<dyn ObjectStore>,
     pub keys: Keys,
     pub hotkey: Hotkey,
+    /// Signs this node's payloads; `None` for a devnet name, which cannot sign.
+    pub signer: Option<Arc<dyn Signer>>,
     pub uid: u16,
     pub retry: RetryPolicy,
     /// Whole-call bound for one peer's download in a gather.
@@ -92,6 +94,7 @@ impl NodeContext {
             own_store,
             keys,
             hotkey,
+            signer: None,
             uid,
             retry: RetryPolicy::default(),
             peer_timeout: Duration::from_secs(30),

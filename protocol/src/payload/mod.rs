@@ -12,8 +12,11 @@
 //! `uid`, `hotkey`, `hparams_digest`, `codec` (JSON of the codec settings), `params` (JSON list
 //! of [name, shape]), `model_sample` (JSON list of at most [`MODEL_SAMPLE_SIZE`] finite numbers:
 //! the sender's parameters at fixed positions when it began the window, for the validator's
-//! sync check), and `sha256`: hex SHA-256 over the canonical JSON of every other metadata
-//! entry followed by, for each tensor in name order, its name, a 0 byte, and its bytes.
+//! sync check), `sha256`: hex SHA-256 over the canonical JSON of every other metadata entry
+//! (all but `sha256` and `signature`) followed by, for each tensor in name order, its name, a
+//! 0 byte, and its bytes; and `signature` (hex, 64 bytes): the sender hotkey's sr25519
+//! signature over [`signing_message`] (the digest with the window, uid, hotkey and hparams
+//! digest), present when the hotkey is an SS58 address.
 //!
 //! [`PayloadValidator`] checks all of this against the receiver's own model and codec and
 //! returns a reason for every rejection; it never panics on any input.
@@ -27,7 +30,7 @@ pub use layout::{BlockLayout, CodecSpec};
 pub use quant::Quantized;
 pub use validate::{PayloadError, PayloadValidator, expected_tensor_bytes};
 
-use crate::identity::Hotkey;
+use crate::identity::{Hotkey, Signer};
 use pack::{pack_2bit, pack_indices_12bit};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
@@ -142,9 +145,42 @@ pub(crate) fn f32_from(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// What the sender's hotkey signs: a domain tag, the payload digest, and the slot and settings
+/// it claims (also inside the digest; named here so that a signature can never be read as
+/// one over another window, uid, hotkey or network).
+pub fn signing_message(sha256: &str, meta: &PayloadMeta) -> Vec<u8> {
+    let mut m = b"templar-payload-v1\0".to_vec();
+    m.extend_from_slice(sha256.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&meta.window.to_le_bytes());
+    m.extend_from_slice(&meta.uid.to_le_bytes());
+    m.extend_from_slice(meta.hotkey.as_str().as_bytes());
+    m.push(0);
+    m.extend_from_slice(meta.hparams_digest.as_bytes());
+    m
+}
+
 impl Payload {
-    /// Serialise to safetensors bytes, with the digest in the metadata.
+    /// Serialise to safetensors bytes, with the digest and `signer`'s signature in the
+    /// metadata. The signer must hold the payload's hotkey.
+    pub fn to_signed_bytes(&self, codec: &CodecSpec, signer: &dyn Signer) -> Vec<u8> {
+        debug_assert_eq!(signer.hotkey(), &self.meta.hotkey);
+        let tensors = self.tensors(codec);
+        let mut metadata = self.metadata(codec);
+        let sha = digest(&metadata, &tensors);
+        let signature = signer.sign(&signing_message(&sha, &self.meta));
+        metadata.insert("signature".into(), hex::encode(signature));
+        serialize(metadata, tensors)
+    }
+
+    /// Serialise to safetensors bytes, with the digest in the metadata (unsigned: a devnet
+    /// name, or a test).
     pub fn to_bytes(&self, codec: &CodecSpec) -> Vec<u8> {
+        let tensors = self.tensors(codec);
+        serialize(self.metadata(codec), tensors)
+    }
+
+    fn tensors(&self, codec: &CodecSpec) -> RawTensors {
         let mut tensors = RawTensors::new();
         for (name, p) in codec.names.iter().zip(&self.params) {
             let idx = pack_indices_12bit(&p.indices);
@@ -172,8 +208,7 @@ impl Payload {
                 }
             }
         }
-        let metadata = self.metadata(codec);
-        serialize(metadata, tensors)
+        tensors
     }
 
     fn metadata(&self, codec: &CodecSpec) -> BTreeMap<String, String> {
@@ -205,8 +240,12 @@ impl Payload {
 /// deliberately malformed payloads.
 pub fn serialize(mut metadata: BTreeMap<String, String>, tensors: RawTensors) -> Vec<u8> {
     metadata.remove("sha256");
+    let signature = metadata.remove("signature");
     let sha = digest(&metadata, &tensors);
     metadata.insert("sha256".into(), sha);
+    if let Some(signature) = signature {
+        metadata.insert("signature".into(), signature);
+    }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, (dt, shape, data))| {

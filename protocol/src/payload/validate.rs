@@ -5,7 +5,7 @@ use super::pack::{packed_2bit_len, packed_index_len, unpack_2bit, unpack_indices
 use super::quant::{Quantized, SCALE_MAX, SCALE_MIN};
 use super::{
     BlockLayout, CodecHeader, CodecSpec, FORMAT_NAME, FORMAT_VERSION, MODEL_SAMPLE_SIZE,
-    ParamUpdate, Payload, PayloadMeta, Values, digest_views, f32_from,
+    ParamUpdate, Payload, PayloadMeta, Values, digest_views, f32_from, signing_message,
 };
 use crate::identity::Hotkey;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -58,6 +58,10 @@ pub enum PayloadError {
     },
     #[error("digest mismatch: the tensor bytes or metadata were altered")]
     DigestMismatch,
+    #[error("unsigned payload from {hotkey}: {why}")]
+    MissingSignature { hotkey: String, why: &'static str },
+    #[error("bad signature: {0}")]
+    BadSignature(String),
     #[error("parameter {param:?} block {block}: index {index} out of range (block size {size})")]
     IndexOutOfRange {
         param: String,
@@ -109,6 +113,7 @@ pub struct PayloadValidator<'a> {
     codec: &'a CodecSpec,
     max_bytes: u64,
     expected_hparams: Option<String>,
+    require_signatures: bool,
 }
 
 impl<'a> PayloadValidator<'a> {
@@ -121,7 +126,15 @@ impl<'a> PayloadValidator<'a> {
             codec,
             max_bytes,
             expected_hparams: None,
+            require_signatures: false,
         }
+    }
+
+    /// Refuse unsigned payloads even from hotkeys that cannot sign (devnet names). Without
+    /// it, a payload whose hotkey is an SS58 address must still carry its valid signature.
+    pub fn requiring_signatures(mut self) -> Self {
+        self.require_signatures = true;
+        self
     }
 
     /// Also require this hyperparameter digest.
@@ -216,6 +229,7 @@ impl<'a> PayloadValidator<'a> {
         let claimed = metadata
             .remove("sha256")
             .ok_or(PayloadError::MissingMetadata("sha256"))?;
+        let signature = metadata.remove("signature");
         let actual = digest_views(
             &metadata,
             names.iter().map(|n| (n.as_str(), views[*n].data())),
@@ -223,6 +237,7 @@ impl<'a> PayloadValidator<'a> {
         if claimed != actual {
             return Err(PayloadError::DigestMismatch);
         }
+        self.check_signature(&actual, &meta, signature.as_deref())?;
 
         let params = self
             .codec
@@ -391,6 +406,35 @@ impl<'a> PayloadValidator<'a> {
 }
 
 impl PayloadValidator<'_> {
+    /// A signature, when present or required, by the payload's hotkey over its digest and
+    /// claims. An SS58 hotkey must always sign: nobody can write in its name.
+    fn check_signature(
+        &self,
+        digest: &str,
+        meta: &PayloadMeta,
+        signature: Option<&str>,
+    ) -> Result<(), PayloadError> {
+        let Some(signature) = signature else {
+            if meta.hotkey.is_address() {
+                return Err(PayloadError::MissingSignature {
+                    hotkey: meta.hotkey.to_string(),
+                    why: "an SS58 hotkey signs its payloads",
+                });
+            }
+            if self.require_signatures {
+                return Err(PayloadError::MissingSignature {
+                    hotkey: meta.hotkey.to_string(),
+                    why: "signatures are required and a name cannot sign",
+                });
+            }
+            return Ok(());
+        };
+        let bytes =
+            hex::decode(signature).map_err(|_| PayloadError::BadSignature("not hex".into()))?;
+        crate::identity::verify(&meta.hotkey, &signing_message(digest, meta), &bytes)
+            .map_err(|e| PayloadError::BadSignature(e.to_string()))
+    }
+
     /// Every decoded value finite and within the codec's value bound.
     fn check_decoded(
         &self,

@@ -3,7 +3,11 @@
 
 use templar_crds::hparams::CodecParams;
 use templar_protocol::Hotkey;
-use templar_protocol::payload::{CodecSpec, ParamUpdate, Payload, PayloadMeta, Quantized, Values};
+use templar_protocol::identity::{Signer, Sr25519Signer};
+use templar_protocol::payload::{
+    CodecSpec, ParamUpdate, Payload, PayloadMeta, Quantized, RawMetadata, RawTensors, Values,
+    deserialize_raw, serialize, signing_message,
+};
 
 type Codec = CodecSpec;
 
@@ -45,18 +49,49 @@ pub fn valid_payload(codec: &Codec) -> (Payload, Vec<u8>) {
     payload_for(codec, 7, 3)
 }
 
-/// A well-formed update of `uid` for `window`.
-pub fn payload_for(codec: &Codec, window: u64, uid: u16) -> (Payload, Vec<u8>) {
-    payload_by(
-        codec,
-        window,
-        uid,
-        "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
-    )
+/// The sr25519 key the tests' signed payloads come from.
+pub fn test_signer() -> Sr25519Signer {
+    Sr25519Signer::from_seed(&[3; 32]).unwrap()
 }
 
-/// A well-formed update of `uid` for `window` that names `hotkey` as its sender.
+/// A well-formed update of `uid` for `window`, signed by [`test_signer`].
+pub fn payload_for(codec: &Codec, window: u64, uid: u16) -> (Payload, Vec<u8>) {
+    let signer = test_signer();
+    let payload = build(codec, window, uid, signer.hotkey().as_str());
+    let bytes = payload.to_signed_bytes(codec, &signer);
+    (payload, bytes)
+}
+
+/// A well-formed, unsigned update of `uid` for `window` that names `hotkey` (a devnet name)
+/// as its sender.
 pub fn payload_by(codec: &Codec, window: u64, uid: u16, hotkey: &str) -> (Payload, Vec<u8>) {
+    let payload = build(codec, window, uid, hotkey);
+    let bytes = payload.to_bytes(codec);
+    (payload, bytes)
+}
+
+/// Serialise after a change, signing again with [`test_signer`] when the payload was signed
+/// (an attacker signs its own crafted payloads; the digest is recomputed either way).
+pub fn reserialize(mut meta: RawMetadata, tensors: RawTensors) -> Vec<u8> {
+    if meta.remove("signature").is_none() {
+        return serialize(meta, tensors);
+    }
+    let unsigned = serialize(meta.clone(), tensors.clone());
+    let (with_digest, _) = deserialize_raw(&unsigned).unwrap();
+    let field = |k: &str| meta.get(k).cloned().unwrap_or_default();
+    let claims = PayloadMeta {
+        window: field("window").parse().unwrap_or_default(),
+        uid: field("uid").parse().unwrap_or_default(),
+        hotkey: Hotkey::parse(&field("hotkey")).unwrap_or_else(|_| Hotkey::parse("x").unwrap()),
+        hparams_digest: field("hparams_digest"),
+        model_sample: Vec::new(),
+    };
+    let signature = test_signer().sign(&signing_message(&with_digest["sha256"], &claims));
+    meta.insert("signature".into(), hex::encode(signature));
+    serialize(meta, tensors)
+}
+
+fn build(codec: &Codec, window: u64, uid: u16, hotkey: &str) -> Payload {
     let mut rng = Lcg(11 + window * 131 + uid as u64);
     let bits = codec.params.value_bits;
     let params = codec
@@ -97,7 +132,5 @@ pub fn payload_by(codec: &Codec, window: u64, uid: u16, hotkey: &str) -> (Payloa
         hparams_digest: "abc".into(),
         model_sample: vec![0.5, -0.25, 1e-3],
     };
-    let payload = Payload { meta, params };
-    let bytes = payload.to_bytes(codec);
-    (payload, bytes)
+    Payload { meta, params }
 }

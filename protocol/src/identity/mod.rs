@@ -4,6 +4,13 @@
 //! non-empty name. Either way it is an opaque string to everything but the chain and the
 //! signer, so it travels as [`Hotkey`] rather than a bare `String`.
 
+pub mod sr25519;
+pub mod ss58;
+pub mod wallet;
+
+pub use sr25519::{KeyError, SignatureError, Sr25519Signer, verify};
+pub use wallet::{WalletError, load_hotkey};
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -37,6 +44,12 @@ impl Hotkey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this hotkey is an SS58 address (a public key that signatures verify against),
+    /// rather than a devnet name.
+    pub fn is_address(&self) -> bool {
+        ss58::decode(&self.0).is_ok()
+    }
 }
 
 impl fmt::Display for Hotkey {
@@ -66,8 +79,8 @@ impl PartialEq<&str> for Hotkey {
 
 /// What signs in a hotkey's name: payload digests, and later chain extrinsics.
 ///
-/// The payload-signing work (sr25519 from a seed or a Bittensor wallet) and the subtensor
-/// chain implement it; the protocol only needs the hotkey and a signature over bytes.
+/// [`Sr25519Signer`] (from a seed, a phrase or a Bittensor hotkey file) implements it; the
+/// protocol only needs the hotkey and a signature over bytes.
 pub trait Signer: Send + Sync {
     /// The public identity the signatures verify against.
     fn hotkey(&self) -> &Hotkey;
