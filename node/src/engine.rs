@@ -157,8 +157,9 @@ impl Engine {
     /// Loss improvement from applying one miner's update (dequantised by
     /// [`Engine::selected`]) alone at `eval_lr_factor` of the outer step, its values clipped
     /// per tensor to `medians` (from [`Engine::peer_norm_medians`] of the window), on its own
-    /// pages of window `w` and on random pages: (own, random). Refused for a uid whose pages
-    /// overlap another's. The parameters are restored afterwards
+    /// pages of window `w` and on random pages drawn with `random_salt` (the validator's
+    /// secret, so miners cannot train on them in advance): (own, random). Refused for a uid
+    /// whose pages overlap another's. The parameters are restored afterwards
     /// by copying a snapshot back: subtracting the update again would not restore them when
     /// it is huge (θ − d + d loses θ once |d| dwarfs it), so one extreme payload could wipe
     /// the validator's model.
@@ -169,6 +170,7 @@ impl Engine {
         update: &[Selected],
         eval_pages: u64,
         medians: &[f64],
+        random_salt: u64,
     ) -> Result<(f64, f64), EngineError> {
         let own: Vec<u64> = self
             .sampler
@@ -176,7 +178,7 @@ impl Engine {
             .into_iter()
             .take(eval_pages as usize)
             .collect();
-        let random = self.sampler.random_pages(w, uid as u64, eval_pages);
+        let random = self.sampler.random_pages(w, random_salt, eval_pages);
         let before = (self.loss_on(&own), self.loss_on(&random));
         let clipped: Vec<Selected> = tch::no_grad(|| {
             update
@@ -329,7 +331,7 @@ mod tests {
         // No clipping (infinite medians): the extreme update reaches the parameters.
         let unclipped = vec![f64::INFINITY; payload.params.len()];
         let _ = e
-            .evaluate(1, 0, &e.selected(&payload), 2, &unclipped)
+            .evaluate(1, 0, &e.selected(&payload), 2, &unclipped, 9)
             .unwrap();
         for (p, b) in e.opt.params().iter().zip(&before) {
             assert!(p.equal(b), "a parameter changed after evaluation");
@@ -354,8 +356,8 @@ mod tests {
         }
         let (honest, scaled) = (e.selected(&honest), e.selected(&scaled));
         let medians = e.peer_norm_medians(std::slice::from_ref(&honest));
-        let fair = e.evaluate(1, 0, &honest, 2, &medians).unwrap();
-        let gamed = e.evaluate(1, 0, &scaled, 2, &medians).unwrap();
+        let fair = e.evaluate(1, 0, &honest, 2, &medians, 9).unwrap();
+        let gamed = e.evaluate(1, 0, &scaled, 2, &medians, 9).unwrap();
         assert!(fair.0.is_finite() && fair.0.abs() > 0.0, "{fair:?}");
         let tolerance = 1e-2 * fair.0.abs() + 1e-4;
         assert!(
@@ -363,7 +365,7 @@ mod tests {
             "clipped to the honest norm, the scaled update scores as the honest one: {gamed:?} vs {fair:?}"
         );
         let unclipped = vec![f64::INFINITY; medians.len()];
-        let raw = e.evaluate(1, 0, &scaled, 2, &unclipped).unwrap();
+        let raw = e.evaluate(1, 0, &scaled, 2, &unclipped, 9).unwrap();
         assert!(
             (raw.0 - fair.0).abs() > 10.0 * tolerance,
             "unclipped it scores differently: {raw:?} vs {fair:?}"

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use templar_crds::hparams::NetworkParams;
 
 /// A miner's record, persisted so a restarted validator resumes where it stopped.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreState {
     #[serde(with = "lossless_f64")]
     pub ema: f64,
@@ -19,21 +19,71 @@ pub struct ScoreState {
     /// Drift of the model the last valid payload was trained from (`Engine::sample_drift`).
     #[serde(default, with = "lossless_f64::option")]
     pub last_sync_drift: Option<f64>,
+    /// Windows in a row without a valid submission; each one's penalty is steeper.
+    #[serde(default)]
+    pub consecutive_invalid: u32,
+    /// Moving average of +1 when the update improved the miner's own pages more than the
+    /// validator's secret random pages, else -1: near 1 for a miner that trains on its
+    /// assigned data, near 0 or below for one that trains on pages of its own choosing (its
+    /// update helps both alike). Starts at 1; weights scale by its positive part.
+    #[serde(default = "one", with = "lossless_f64")]
+    pub own_beats_random: f64,
 }
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for ScoreState {
+    fn default() -> Self {
+        Self {
+            ema: 0.0,
+            last_own: None,
+            last_random: None,
+            last_sync_drift: None,
+            consecutive_invalid: 0,
+            own_beats_random: 1.0,
+        }
+    }
+}
+
+impl ScoreState {
+    /// What the weights are computed from: the score, scaled by the own-beats-random average
+    /// when positive (a negative score stays as it is).
+    pub fn effective(&self) -> f64 {
+        if self.ema > 0.0 {
+            self.ema * self.own_beats_random.max(0.0)
+        } else {
+            self.ema
+        }
+    }
+}
+
+/// The most a run of invalid windows escalates the penalty: penalty^MAX per window.
+pub const MAX_PENALTY_ESCALATION: u32 = 4;
 
 /// One window's outcome for a chosen miner: `result` is its (own, random) loss improvement
 /// when it submitted a valid payload. A finite own improvement moves the average by `alpha`;
 /// none (missing, late, invalid) or a non-finite one (an update that breaks the model) is an
-/// invalid submission: the average decays by `penalty` and never becomes NaN.
+/// invalid submission: the average decays by `penalty`, steeper for each invalid window in a
+/// row (`penalty^k` for the k-th, k at most [`MAX_PENALTY_ESCALATION`]), so a miner that stops
+/// submitting loses its weight in a few windows; it never becomes NaN.
 pub fn update_score(entry: &mut ScoreState, result: Option<(f64, f64)>, alpha: f64, penalty: f64) {
     match result {
         Some((own, random)) if own.is_finite() => {
             entry.ema = alpha * own + (1.0 - alpha) * entry.ema;
+            if random.is_finite() {
+                let beat = if own > random { 1.0 } else { -1.0 };
+                entry.own_beats_random = alpha * beat + (1.0 - alpha) * entry.own_beats_random;
+            }
             entry.last_own = Some(own);
             entry.last_random = random.is_finite().then_some(random);
+            entry.consecutive_invalid = 0;
         }
         _ => {
-            entry.ema *= penalty;
+            entry.consecutive_invalid = entry.consecutive_invalid.saturating_add(1);
+            let k = entry.consecutive_invalid.min(MAX_PENALTY_ESCALATION);
+            entry.ema *= penalty.powi(k as i32);
             entry.last_own = None;
             entry.last_random = None;
         }
@@ -66,14 +116,18 @@ pub fn score_window(
     scores.retain(|uid, _| listed.contains(uid));
 }
 
-/// Weights from moving-average scores: non-negative scores normalised, or a softmax with
-/// temperature `t` when `t > 0`. Only finite scores take part (a non-finite one gets weight
+/// Weights from moving-average scores (each scaled by its own-beats-random average,
+/// [`ScoreState::effective`]): non-negative scores normalised, or a softmax with temperature
+/// `t` when `t > 0`. Only finite scores take part (a non-finite one gets weight
 /// 0); all zero when nobody scored above zero.
 pub fn weights_from_scores(scores: &BTreeMap<u16, ScoreState>, t: f64) -> Vec<(u16, f64)> {
     if scores.is_empty() {
         return Vec::new();
     }
-    let finite = |s: &ScoreState| s.ema.is_finite().then_some(s.ema);
+    let finite = |s: &ScoreState| {
+        let e = s.effective();
+        e.is_finite().then_some(e)
+    };
     let raw: Vec<(u16, f64)> = if t > 0.0 {
         let max = scores
             .values()
@@ -225,6 +279,65 @@ mod tests {
     }
 
     #[test]
+    fn a_miner_whose_update_helps_random_pages_as_much_as_its_own_loses_its_weight() {
+        let mut scores: BTreeMap<u16, ScoreState> = BTreeMap::new();
+        for w in 0..20 {
+            // Honest: its own pages improve more than random ones (34 of 36 windows measured
+            // on the tiny model); wrong data: a coin toss, with the same own improvement.
+            let honest = if w % 10 == 3 {
+                (0.05, 0.06)
+            } else {
+                (0.05, 0.02)
+            };
+            let wrong = if w % 2 == 0 {
+                (0.05, 0.04)
+            } else {
+                (0.05, 0.06)
+            };
+            for (uid, r) in [(1u16, honest), (2, wrong)] {
+                update_score(scores.entry(uid).or_default(), Some(r), 0.3, 0.75);
+            }
+        }
+        assert!(
+            (scores[&1].ema - scores[&2].ema).abs() < 1e-12,
+            "same raw score"
+        );
+        assert!(scores[&1].own_beats_random > 0.6, "{:?}", scores[&1]);
+        assert!(scores[&2].own_beats_random.abs() < 0.35, "{:?}", scores[&2]);
+        let w = weights_from_scores(&scores, 0.0);
+        assert!(w[0].1 > 0.75, "honest keeps most of the weight: {w:?}");
+        // Persisted and restored with the rest of the state; old states start at 1.
+        let back: ScoreState =
+            serde_json::from_str(&serde_json::to_string(&scores[&2]).unwrap()).unwrap();
+        assert_eq!(back, scores[&2]);
+        let old: ScoreState = serde_json::from_str(r#"{"ema": 0.5}"#).unwrap();
+        assert_eq!(old.own_beats_random, 1.0);
+    }
+
+    #[test]
+    fn penalties_escalate_with_invalid_windows_in_a_row_and_reset_on_a_valid_one() {
+        let mut s = ScoreState {
+            ema: 1.0,
+            ..Default::default()
+        };
+        let mut expected = 1.0;
+        for k in 1..=6 {
+            update_score(&mut s, None, 0.5, 0.5);
+            expected *= 0.5f64.powi(k.min(MAX_PENALTY_ESCALATION) as i32);
+            assert!((s.ema - expected).abs() < 1e-15, "window {k}: {}", s.ema);
+        }
+        assert_eq!(s.consecutive_invalid, 6);
+        update_score(&mut s, Some((0.2, 0.1)), 0.5, 0.5);
+        assert_eq!(s.consecutive_invalid, 0);
+        let after_valid = s.ema;
+        update_score(&mut s, None, 0.5, 0.5);
+        assert!(
+            (s.ema - after_valid * 0.5).abs() < 1e-15,
+            "the run starts over"
+        );
+    }
+
+    #[test]
     fn a_non_finite_result_is_an_invalid_submission() {
         let mut s = ScoreState {
             ema: 0.4,
@@ -238,6 +351,7 @@ mod tests {
         assert_eq!(s.last_own, Some(0.2));
         assert_eq!(s.last_random, None);
         update_score(&mut s, None, 0.5, 0.75);
+        assert_eq!(s.consecutive_invalid, 1);
         assert_eq!(s.last_own, None);
     }
 
@@ -255,6 +369,8 @@ mod tests {
                 last_own: own,
                 last_random: None,
                 last_sync_drift: own.map(|x| x * 1e-3),
+                consecutive_invalid: 2,
+                own_beats_random: -0.25,
             };
             (u, s)
         })

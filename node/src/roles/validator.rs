@@ -40,6 +40,8 @@ pub struct Validator {
     /// Draws the order in which miners are evaluated. Random per process and never stored
     /// (the validator's bucket is readable by peers), so miners cannot predict it.
     eval_secret: u64,
+    /// Keys the draw of each evaluation's random pages: per process, never stored.
+    random_pages_key: RandomState,
     sync: SyncTracker,
 }
 
@@ -66,6 +68,7 @@ impl Validator {
             last_weights_block: None,
             // RandomState is keyed from the OS random source, fresh for each instance.
             eval_secret: RandomState::new().hash_one(std::process::id()),
+            random_pages_key: RandomState::new(),
             sync: SyncTracker::default(),
         })
     }
@@ -188,11 +191,15 @@ impl Validator {
             .collect();
         let chosen = choose_for_eval(peers, w, n.eval_miners, self.eval_secret);
         let engine = &self.engine;
+        let secret_hasher = self.random_pages_key.clone();
         let medians = block_in_place(|| engine.peer_norm_medians(selected));
         let evaluate = |uid: u16| {
             let at = submitted.iter().position(|u| *u == uid)?;
-            let result =
-                block_in_place(|| engine.evaluate(uid, w, &selected[at], n.eval_pages, &medians));
+            // Random pages from the secret: a miner cannot know them before its upload.
+            let salt = secret_hasher.hash_one((w, uid));
+            let result = block_in_place(|| {
+                engine.evaluate(uid, w, &selected[at], n.eval_pages, &medians, salt)
+            });
             tracing::info!(uid, window = w, ?result, "evaluated");
             result
                 .map_err(|e| tracing::warn!(uid, window = w, error = %e, "not evaluated"))
