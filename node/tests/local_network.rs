@@ -601,3 +601,71 @@ async fn a_miner_that_fell_behind_replays_the_windows_it_missed() {
     window(&net, 3, &mut [&mut a, &mut slow], &mut validator).await;
     assert!(slow.engine.max_param_diff(&validator.engine) < 1e-4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copier_and_a_stale_miner_are_penalised_and_their_sources_are_not() {
+    use templar_protocol::payload::{deserialize_raw, serialize};
+    let net = Net::new(|_| {}).await;
+    let mut validator = net.validator("val", 0).await.unwrap();
+    let mut a = net.miner("a", 1).await.unwrap();
+    let mut b = net.miner("b", 2).await.unwrap();
+    let mut copier = net.miner("copier", 3).await.unwrap();
+    window(&net, 0, &mut [&mut a, &mut b, &mut copier], &mut validator).await;
+    let score = |v: &Validator, uid: u16| v.state.scores[&uid].clone();
+    let before = [1, 2, 3].map(|u| score(&validator, u));
+    assert!(
+        before
+            .iter()
+            .all(|s| s.ema > 0.0 && s.consecutive_invalid == 0)
+    );
+
+    // Window 1: the copier re-uploads miner a's payload under its own uid and name, a moment
+    // after a; miner b re-uploads its own payload of window 0 (stale).
+    let (a_store, b_store, c_store) = (
+        a.ctx.own_store.clone(),
+        b.ctx.own_store.clone(),
+        copier.ctx.own_store.clone(),
+    );
+    let keys = a.ctx.keys.clone();
+    let tamper = || async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let bytes = a_store.get(&keys.gradient(1, 1), u64::MAX).await.unwrap();
+        let (mut meta, tensors) = deserialize_raw(&bytes).unwrap();
+        meta.insert("uid".into(), "3".into());
+        meta.insert("hotkey".into(), "copier".into());
+        c_store
+            .put(&keys.gradient(1, 3), serialize(meta, tensors))
+            .await
+            .unwrap();
+        let old = b_store.get(&keys.gradient(0, 2), u64::MAX).await.unwrap();
+        let (mut meta, tensors) = deserialize_raw(&old).unwrap();
+        meta.insert("window".into(), "1".into());
+        b_store
+            .put(&keys.gradient(1, 2), serialize(meta, tensors))
+            .await
+            .unwrap();
+    };
+    window_with(
+        &net,
+        1,
+        &mut [&mut a, &mut b, &mut copier],
+        &mut validator,
+        tamper,
+    )
+    .await;
+    let penalty = net.hp.network.missing_penalty;
+    let after = [1, 2, 3].map(|u| score(&validator, u));
+    assert_eq!(
+        after[0].consecutive_invalid, 0,
+        "the source scores: {:?}",
+        after[0]
+    );
+    assert!(after[0].last_own.is_some());
+    for (i, who) in [(1, "stale"), (2, "copier")] {
+        assert_eq!(after[i].consecutive_invalid, 1, "{who}: {:?}", after[i]);
+        assert!(
+            (after[i].ema - before[i].ema * penalty).abs() < 1e-12,
+            "{who} penalised"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! [`Engine`]: crate::engine::Engine
 //! [`NodeContext`]: templar_protocol::network::NodeContext
 
+pub mod duplicates;
 pub mod local;
 pub mod miner;
 pub mod run;
@@ -18,7 +19,7 @@ use crate::engine::{Engine, EngineError};
 use templar_crds::SkippedPeer;
 use templar_protocol::chain::ChainError;
 use templar_protocol::identity::InvalidHotkey;
-use templar_protocol::network::{NodeContext, PeerError, gather};
+use templar_protocol::network::{NodeContext, PeerError, gather_timed};
 use templar_protocol::payload::Payload;
 use templar_protocol::storage::StorageError;
 
@@ -42,6 +43,8 @@ pub enum NodeError {
 pub struct Gathered {
     pub listed: Vec<u16>,
     pub payloads: Vec<(u16, Payload)>,
+    /// Upload time of each payload, in the same order.
+    pub uploaded: Vec<std::time::SystemTime>,
     pub skipped: Vec<SkippedPeer>,
 }
 
@@ -57,7 +60,9 @@ pub async fn gather_closed_window(
     tokio::time::sleep(ctx.wait_before_gather(w)).await;
     let listed = ctx.peers_for(w).await?;
     let range = ctx.accept_range(w);
-    let (payloads, skipped) = gather(ctx, &engine.payload_validator(), w, &listed, range).await;
+    let (timed, skipped) = gather_timed(ctx, &engine.payload_validator(), w, &listed, range).await;
+    let uploaded = timed.iter().map(|(_, _, t)| *t).collect();
+    let payloads: Vec<(u16, Payload)> = timed.into_iter().map(|(u, p, _)| (u, p)).collect();
     tracing::info!(
         window = w,
         gathered = ?payloads.iter().map(|(uid, _)| *uid).collect::<Vec<_>>(),
@@ -67,6 +72,7 @@ pub async fn gather_closed_window(
     Ok(Gathered {
         listed,
         payloads,
+        uploaded,
         skipped,
     })
 }

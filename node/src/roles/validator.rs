@@ -1,6 +1,7 @@
 //! The validator: publish the peer list, gather, score each miner by the loss its update
 //! removes, keep a moving average, set weights, publish checkpoints.
 
+use super::duplicates::find_copies;
 use super::scoring::{ScoreState, choose_for_eval, score_window, weights_from_scores};
 use super::sync::{self, SyncTracker};
 use super::{Gathered, NodeError, gather_closed_window};
@@ -18,6 +19,7 @@ use tch::Device;
 use templar_crds::{MinerScore, SkippedPeer};
 use templar_protocol::chain::ChainError;
 use templar_protocol::network::NodeContext;
+use templar_protocol::payload::Payload;
 use templar_protocol::storage::StorageError;
 use tokio::task::block_in_place;
 
@@ -43,6 +45,8 @@ pub struct Validator {
     /// Keys the draw of each evaluation's random pages: per process, never stored.
     random_pages_key: RandomState,
     sync: SyncTracker,
+    /// The last window's valid payloads, for the stale-copy check.
+    previous: (u64, Vec<(u16, Payload)>),
 }
 
 impl Validator {
@@ -70,6 +74,7 @@ impl Validator {
             eval_secret: RandomState::new().hash_one(std::process::id()),
             random_pages_key: RandomState::new(),
             sync: SyncTracker::default(),
+            previous: (u64::MAX, Vec::new()),
         })
     }
 
@@ -131,8 +136,10 @@ impl Validator {
         let Gathered {
             listed: peers,
             payloads: ok,
+            uploaded,
             skipped,
         } = gather_closed_window(&ctx, &self.engine, w).await?;
+        let copies = self.find_copies(w, &ok, &uploaded);
         // Score on the model as it was before this window's step.
         // Each payload is dequantised once, for the scores and for the step.
         let selected: Vec<Vec<Selected>> =
@@ -143,10 +150,11 @@ impl Validator {
             .iter()
             .map(|(_, p)| sample_drift(&p.meta.model_sample, &ours))
             .collect();
-        self.score(w, &peers, &submitted, &drifts, &selected);
+        self.score(w, &peers, &submitted, &drifts, &copies, &selected);
         block_in_place(|| self.engine.apply_selected(&selected));
         self.sync
             .record(w, block_in_place(|| self.engine.model_sample()));
+        self.previous = (w, ok);
 
         let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
         self.publish(w, &weights).await?;
@@ -161,25 +169,57 @@ impl Validator {
         Ok(())
     }
 
+    /// Copies among window `w`'s payloads and of the previous window's (logged with reasons).
+    fn find_copies(
+        &self,
+        w: u64,
+        ok: &[(u16, Payload)],
+        uploaded: &[std::time::SystemTime],
+    ) -> Vec<u16> {
+        let current: Vec<_> = ok
+            .iter()
+            .zip(uploaded)
+            .map(|((u, p), t)| (*u, p, *t))
+            .collect();
+        let previous: Vec<(u16, &Payload)> = match &self.previous {
+            (pw, list) if pw.checked_add(1) == Some(w) => {
+                list.iter().map(|(u, p)| (*u, p)).collect()
+            }
+            _ => Vec::new(),
+        };
+        let layouts = &self.engine.codec.spec.layouts;
+        let threshold = self.ctx.hp.network.copy_overlap;
+        find_copies(&current, &previous, layouts, threshold)
+            .into_iter()
+            .map(|c| {
+                tracing::warn!(uid = c.uid, window = w, reason = %c.reason, "copied payload");
+                c.uid
+            })
+            .collect()
+    }
+
     /// Update the moving average of each miner chosen for evaluation in window `w`; miners
     /// no longer listed stop counting.
     /// `submitted` are the uids of the valid payloads, `drifts` the distance of the model each
     /// was trained from to ours, `selected` those payloads dequantised, in the same order.
     /// A payload trained from another model (drift beyond `sync_tolerance`: a miner that
     /// missed outer steps or diverged) counts as no valid payload, evaluated or not; it still
-    /// takes part in the outer step, which every node must take alike.
+    /// takes part in the outer step, which every node must take alike. So does a copy
+    /// (`copies`): it scores as no valid payload.
     fn score(
         &mut self,
         w: u64,
         peers: &[u16],
         submitted: &[u16],
         drifts: &[f64],
+        copies: &[u16],
         selected: &[Vec<Selected>],
     ) {
         let n = &self.ctx.hp.network;
         let in_sync: Vec<u16> = submitted
             .iter()
             .zip(drifts)
+            .filter(|&(uid, _)| !copies.contains(uid))
             .filter(|&(&uid, &drift)| {
                 let ok = drift <= n.sync_tolerance;
                 if !ok {

@@ -18,14 +18,15 @@ pub const FETCH_FAN_OUT: usize = 16;
 /// peers not fetched by then are skipped.
 const GATHER_DEADLINE_PEER_TIMEOUTS: u32 = 3;
 
-/// One peer's bytes for window `w`, or the reason they are left out.
+/// One peer's bytes for window `w` and when its store says they were uploaded, or the
+/// reason they are left out.
 pub async fn fetch_payload(
     ctx: &NodeContext,
     uid: u16,
     w: u64,
     max_bytes: u64,
     range: Option<(SystemTime, SystemTime)>,
-) -> Result<Vec<u8>, SkippedPeer> {
+) -> Result<(Vec<u8>, SystemTime), SkippedPeer> {
     let skip = |reason: String| SkippedPeer { uid, reason };
     let fetch = async {
         let store = ctx
@@ -46,10 +47,11 @@ pub async fn fetch_payload(
                 return Err(skip("too late".into()));
             }
         }
-        store
+        let bytes = store
             .get(&key, max_bytes)
             .await
-            .map_err(|e| skip(format!("download failed: {e}")))
+            .map_err(|e| skip(format!("download failed: {e}")))?;
+        Ok((bytes, info.last_modified))
     };
     match tokio::time::timeout(ctx.peer_timeout, fetch).await {
         Ok(r) => r,
@@ -66,6 +68,19 @@ pub async fn gather(
     peers: &[u16],
     range: Option<(SystemTime, SystemTime)>,
 ) -> (Vec<(u16, Payload)>, Vec<SkippedPeer>) {
+    let (ok, skipped) = gather_timed(ctx, validator, w, peers, range).await;
+    (ok.into_iter().map(|(u, p, _)| (u, p)).collect(), skipped)
+}
+
+/// [`gather`], with each payload's upload time (its store's last-modified time, the same for
+/// every reader), which tells a copy from its source.
+pub async fn gather_timed(
+    ctx: &NodeContext,
+    validator: &PayloadValidator<'_>,
+    w: u64,
+    peers: &[u16],
+    range: Option<(SystemTime, SystemTime)>,
+) -> (Vec<(u16, Payload, SystemTime)>, Vec<SkippedPeer>) {
     let max_bytes = validator.max_bytes();
     let mut uids = peers.to_vec();
     uids.sort_unstable();
@@ -97,29 +112,30 @@ pub async fn gather(
     // Downloads run FETCH_FAN_OUT at a time, each bounded by the peer timeout and all by one
     // deadline; validation follows.
     let deadline = tokio::time::Instant::now() + ctx.peer_timeout * GATHER_DEADLINE_PEER_TIMEOUTS;
-    let results: Vec<Result<Vec<u8>, SkippedPeer>> = futures::stream::iter(uids.iter().copied())
-        .map(|uid| async move {
-            tokio::time::timeout_at(deadline, fetch_payload(ctx, uid, w, max_bytes, range))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(SkippedPeer {
-                        uid,
-                        reason: "the gather's deadline passed".into(),
+    let results: Vec<Result<(Vec<u8>, SystemTime), SkippedPeer>> =
+        futures::stream::iter(uids.iter().copied())
+            .map(|uid| async move {
+                tokio::time::timeout_at(deadline, fetch_payload(ctx, uid, w, max_bytes, range))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(SkippedPeer {
+                            uid,
+                            reason: "the gather's deadline passed".into(),
+                        })
                     })
-                })
-        })
-        .buffered(FETCH_FAN_OUT)
-        .collect()
-        .await;
+            })
+            .buffered(FETCH_FAN_OUT)
+            .collect()
+            .await;
     let mut ok = Vec::new();
     for (uid, r) in uids.into_iter().zip(results) {
-        match r.and_then(|bytes| {
+        match r.and_then(|(bytes, uploaded)| {
             let invalid = |reason: String| SkippedPeer { uid, reason };
             let p = validator
                 .validate_for(&bytes, uid, w)
                 .map_err(|e| invalid(format!("invalid: {e}")))?;
             match hotkeys.get(&uid) {
-                Some(holder) if *holder == p.meta.hotkey => Ok(p),
+                Some(holder) if *holder == p.meta.hotkey => Ok((p, uploaded)),
                 Some(holder) => Err(invalid(format!(
                     "payload names hotkey {}, but uid {uid} is held by {holder}",
                     p.meta.hotkey
@@ -127,7 +143,7 @@ pub async fn gather(
                 None => Err(invalid("not registered".into())),
             }
         }) {
-            Ok(p) => ok.push((uid, p)),
+            Ok((p, uploaded)) => ok.push((uid, p, uploaded)),
             Err(s) => {
                 tracing::info!(uid = s.uid, window = w, reason = %s.reason, "peer skipped");
                 skipped.push(s);

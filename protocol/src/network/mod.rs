@@ -10,7 +10,7 @@
 
 mod gather;
 
-pub use gather::{fetch_payload, gather};
+pub use gather::{fetch_payload, gather, gather_timed};
 
 use crate::chain::{Chain, ChainError, Commitment, Metagraph};
 use crate::identity::{Hotkey, Signer};
