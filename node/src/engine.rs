@@ -218,12 +218,6 @@ impl Engine {
         numel as u64 * 4 + (1 << 20)
     }
 
-    /// Relative L2 distance between another node's model sample and this model's:
-    /// ||theirs - ours|| / ||ours||; infinite when the lengths differ.
-    pub fn sample_drift(&self, theirs: &[f64]) -> f64 {
-        sample_drift(theirs, &self.model_sample())
-    }
-
     pub fn checkpoint_bytes(&self, window: u64) -> Vec<u8> {
         let pointer = CheckpointPointer {
             window,
@@ -407,8 +401,8 @@ mod tests {
             p.meta.model_sample, sample,
             "the model the window started from"
         );
-        assert_eq!(e.sample_drift(&sample), 0.0);
-        assert!(e.sample_drift(&sample[1..]).is_infinite());
+        assert_eq!(sample_drift(&sample, &e.model_sample()), 0.0);
+        assert!(sample_drift(&sample[1..], &sample).is_infinite());
     }
 
     #[test]

@@ -392,37 +392,6 @@ async fn weights_follow_the_chains_rate_limit() {
     assert_eq!(restarted.state.last_weights_window, Some(2));
 }
 
-/// One window by hand: everyone begins (validator first), `tamper` may rewrite uploads,
-/// the window closes, everyone finishes (miners first).
-async fn window_with<F, Fut>(
-    net: &Net,
-    w: u64,
-    miners: &mut [&mut Miner],
-    validator: &mut Validator,
-    tamper: F,
-) where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let ctxs: Vec<Arc<NodeContext>> = miners
-        .iter()
-        .map(|m| m.ctx.clone())
-        .chain([validator.ctx.clone()])
-        .collect();
-    let seen: Vec<&NodeContext> = ctxs.iter().map(|c| c.as_ref()).collect();
-    net.enter_window_seen_by(w, &seen);
-    validator.begin_window(w).await.unwrap();
-    for m in miners.iter_mut() {
-        m.begin_window(w).await.unwrap();
-    }
-    tamper().await;
-    net.enter_window_seen_by(w + 1, &seen);
-    for m in miners.iter_mut() {
-        m.finish_window(w).await.unwrap();
-    }
-    validator.finish_window(w).await.unwrap();
-}
-
 /// Honest miners' (uid, score) and the validator's held-out loss after `windows`, with or
 /// without a fourth miner that multiplies its payload's quantisation shift by 1e15 every
 /// window (lookup and scale left alone, digest recomputed): the attack that once wiped a
@@ -452,10 +421,14 @@ async fn run_with_extreme_miner(attack: bool, windows: u64) -> (Vec<(u16, f64)>,
                 store.put(&key, serialize(meta, tensors)).await.unwrap();
             };
             let mut miners = [&mut m1, &mut m2, &mut m3, &mut extreme];
-            window_with(&net, w, &mut miners, &mut validator, tamper).await;
+            net.window_with(w, &mut miners, &mut validator, tamper)
+                .await
+                .unwrap();
         } else {
             let mut miners = [&mut m1, &mut m2, &mut m3];
-            window_with(&net, w, &mut miners, &mut validator, || async {}).await;
+            net.window_with(w, &mut miners, &mut validator, || async {})
+                .await
+                .unwrap();
         }
     }
     if attack {
@@ -645,14 +618,14 @@ async fn a_copier_and_a_stale_miner_are_penalised_and_their_sources_are_not() {
             .await
             .unwrap();
     };
-    window_with(
-        &net,
+    net.window_with(
         1,
         &mut [&mut a, &mut b, &mut copier],
         &mut validator,
         tamper,
     )
-    .await;
+    .await
+    .unwrap();
     let penalty = net.hp.network.missing_penalty;
     let after = [1, 2, 3].map(|u| score(&validator, u));
     assert_eq!(

@@ -152,6 +152,22 @@ impl LocalNetwork {
         miners: &mut [&mut Miner],
         validator: &mut Validator,
     ) -> Result<(), NodeError> {
+        self.window_with(w, miners, validator, || async {}).await
+    }
+
+    /// [`LocalNetwork::window`], with `between` run after the uploads and before the window
+    /// closes (tests rewrite uploads there, as a cheating miner would).
+    pub async fn window_with<F, Fut>(
+        &self,
+        w: u64,
+        miners: &mut [&mut Miner],
+        validator: &mut Validator,
+        between: F,
+    ) -> Result<(), NodeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let ctxs: Vec<Arc<NodeContext>> = miners
             .iter()
             .map(|m| m.ctx.clone())
@@ -163,6 +179,7 @@ impl LocalNetwork {
         for m in miners.iter_mut() {
             m.begin_window(w).await?;
         }
+        between().await;
         self.enter_window_seen_by(w + 1, &seen);
         for m in miners.iter_mut() {
             m.finish_window(w).await?;

@@ -46,7 +46,7 @@ pub struct Validator {
     random_pages_key: RandomState,
     sync: SyncTracker,
     /// The last window's valid payloads, for the stale-copy check.
-    previous: (u64, Vec<(u16, Payload)>),
+    previous: Option<(u64, Vec<(u16, Payload)>)>,
 }
 
 impl Validator {
@@ -74,7 +74,7 @@ impl Validator {
             eval_secret: RandomState::new().hash_one(std::process::id()),
             random_pages_key: RandomState::new(),
             sync: SyncTracker::default(),
-            previous: (u64::MAX, Vec::new()),
+            previous: None,
         })
     }
 
@@ -94,7 +94,8 @@ impl Validator {
         if !self.state.scores.is_empty() {
             let weights =
                 weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
-            self.report(0, Vec::new(), &weights);
+            let sample = block_in_place(|| self.engine.model_sample());
+            self.report(0, Vec::new(), &weights, sample);
         }
         Ok(replayed)
     }
@@ -139,7 +140,7 @@ impl Validator {
             uploaded,
             skipped,
         } = gather_closed_window(&ctx, &self.engine, w).await?;
-        let copies = self.find_copies(w, &ok, &uploaded);
+        let copies = self.flag_copies(w, &ok, &uploaded);
         // Score on the model as it was before this window's step.
         // Each payload is dequantised once, for the scores and for the step.
         let selected: Vec<Vec<Selected>> =
@@ -152,12 +153,12 @@ impl Validator {
             .collect();
         self.score(w, &peers, &submitted, &drifts, &copies, &selected);
         block_in_place(|| self.engine.apply_selected(&selected));
-        self.sync
-            .record(w, block_in_place(|| self.engine.model_sample()));
-        self.previous = (w, ok);
+        let sample = block_in_place(|| self.engine.model_sample());
+        self.sync.record(w, sample.clone());
+        self.previous = Some((w, ok));
 
         let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
-        self.publish(w, &weights).await?;
+        self.publish(w, &weights, &sample).await?;
         self.state.last_window = Some(w);
         ctx.own_store
             .put(
@@ -165,12 +166,12 @@ impl Validator {
                 serde_json::to_vec_pretty(&self.state).expect("json"),
             )
             .await?;
-        self.report(submitted.len(), skipped, &weights);
+        self.report(submitted.len(), skipped, &weights, sample);
         Ok(())
     }
 
     /// Copies among window `w`'s payloads and of the previous window's (logged with reasons).
-    fn find_copies(
+    fn flag_copies(
         &self,
         w: u64,
         ok: &[(u16, Payload)],
@@ -182,9 +183,7 @@ impl Validator {
             .map(|((u, p), t)| (*u, p, *t))
             .collect();
         let previous: Vec<(u16, &Payload)> = match &self.previous {
-            (pw, list) if pw.checked_add(1) == Some(w) => {
-                list.iter().map(|(u, p)| (*u, p)).collect()
-            }
+            Some((pw, list)) if pw + 1 == w => list.iter().map(|(u, p)| (*u, p)).collect(),
             _ => Vec::new(),
         };
         let layouts = &self.engine.codec.spec.layouts;
@@ -261,8 +260,14 @@ impl Validator {
     }
 
     /// Weights on chain every `weights_every` windows; the top validator's checkpoint (and
-    /// then its pointer) every `checkpoint_every` windows.
-    async fn publish(&mut self, w: u64, weights: &[(u16, f64)]) -> Result<(), NodeError> {
+    /// then its pointer, with `sample`: the model sample after this window's step) every
+    /// `checkpoint_every` windows.
+    async fn publish(
+        &mut self,
+        w: u64,
+        weights: &[(u16, f64)],
+        sample: &[f64],
+    ) -> Result<(), NodeError> {
         let ctx = self.ctx.clone();
         let n = &ctx.hp.network;
         if (w + 1).is_multiple_of(n.weights_every) && !weights.is_empty() {
@@ -274,7 +279,7 @@ impl Validator {
             let pointer = CheckpointPointer {
                 window: w,
                 global_step: self.engine.global_step(),
-                model_sample: block_in_place(|| self.engine.model_sample()),
+                model_sample: sample.to_vec(),
             };
             // The pointer goes last: a reader never follows it to a partial checkpoint.
             ctx.own_store
@@ -322,7 +327,14 @@ impl Validator {
     }
 
     /// The window's scores and weights into the node's `/status`.
-    fn report(&self, submitted: usize, skipped: Vec<SkippedPeer>, weights: &[(u16, f64)]) {
+    /// `sample` is the model sample after the last outer step.
+    fn report(
+        &self,
+        submitted: usize,
+        skipped: Vec<SkippedPeer>,
+        weights: &[(u16, f64)],
+        sample: Vec<f64>,
+    ) {
         let scores: Vec<MinerScore> = self
             .state
             .scores
@@ -336,7 +348,6 @@ impl Validator {
                 sync_drift: s.last_sync_drift,
             })
             .collect();
-        let sample = block_in_place(|| self.engine.model_sample());
         self.ctx.update_status(|s| {
             s.global_step = self.engine.global_step();
             s.model_sample = sample;
