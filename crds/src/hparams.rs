@@ -287,6 +287,12 @@ pub struct NetworkParams {
     /// Index overlap (shared top-k coordinates per block) at which two payloads count as one
     /// copied from the other (honest miners measured 0.14 to 0.31; a copy is 1).
     pub copy_overlap: f64,
+    /// A miner whose last this many scored windows were invalid or raised the loss is left
+    /// out of every node's outer step until it scores positive again (0: never).
+    pub exclude_after: u32,
+    /// A payload whose value norm is above this many times the window's lower-median payload
+    /// norm (an amplified update) is left out and scores as invalid (0: never).
+    pub norm_outlier: f64,
     /// Set weights every N windows.
     pub weights_every: u64,
     /// The top validator publishes a checkpoint every N windows.
@@ -312,6 +318,8 @@ impl Default for NetworkParams {
             eval_lr_factor: 0.2,
             sync_tolerance: 1e-3,
             copy_overlap: 0.6,
+            exclude_after: 3,
+            norm_outlier: 5.0,
             weights_every: 1,
             checkpoint_every: 5,
             upload_grace_ms: 2000,
@@ -425,6 +433,9 @@ impl Hparams {
         }
         if !(n.copy_overlap > 0.0 && n.copy_overlap <= 1.0) {
             return bad("network.copy_overlap must be in (0, 1]".into());
+        }
+        if !(n.norm_outlier == 0.0 || (n.norm_outlier >= 1.0 && n.norm_outlier.is_finite())) {
+            return bad("network.norm_outlier must be 0 (off) or a finite number >= 1".into());
         }
         if !(n.sync_tolerance > 0.0 && n.sync_tolerance.is_finite()) {
             return bad("network.sync_tolerance must be a positive number".into());

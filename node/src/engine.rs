@@ -82,8 +82,22 @@ impl Engine {
         signer: Option<&dyn Signer>,
         w: u64,
     ) -> Result<(WindowStats, Vec<u8>), EngineError> {
-        let assigned = self.sampler.assigned(uid, w)?;
-        let model_sample = self.model_sample();
+        let (stats, payload) = self.train_on(uid, uid, hotkey, w)?;
+        Ok((stats, self.seal(&payload, signer)))
+    }
+
+    /// Train on the pages window `w` assigns to `pages_of` (a miner's own uid, unless it
+    /// cheats) and compress the result into uid's payload, not yet serialised.
+    pub fn train_on(
+        &mut self,
+        uid: u16,
+        pages_of: u16,
+        hotkey: &Hotkey,
+        w: u64,
+    ) -> Result<(WindowStats, Payload), EngineError> {
+        let assigned = self.sampler.assigned(pages_of, w)?;
+        // The model sample of the model the window starts from.
+        let meta = self.payload_meta(uid, hotkey, w);
         let batches: Vec<Tensor> = window_batches(
             &assigned,
             self.hp.batches_per_window(),
@@ -93,19 +107,47 @@ impl Engine {
         .map(|b| self.pages.batch(b, self.device()))
         .collect();
         let stats = self.opt.train_window(&self.model, &batches)?;
-        let meta = PayloadMeta {
+        Ok((stats, self.opt.compress(&self.codec, meta)))
+    }
+
+    /// The metadata of uid's payload for window `w` from this model as it is now.
+    pub fn payload_meta(&self, uid: u16, hotkey: &Hotkey, w: u64) -> PayloadMeta {
+        PayloadMeta {
             window: w,
             uid,
             hotkey: hotkey.clone(),
             hparams_digest: self.digest.clone(),
-            model_sample,
-        };
-        let payload = self.opt.compress(&self.codec, meta);
-        let bytes = match signer {
+            model_sample: self.model_sample(),
+        }
+    }
+
+    /// A payload's bytes, signed by `signer` when given.
+    pub fn seal(&self, payload: &Payload, signer: Option<&dyn Signer>) -> Vec<u8> {
+        match signer {
             Some(signer) => payload.to_signed_bytes(&self.codec.spec, signer),
             None => payload.to_bytes(&self.codec.spec),
-        };
-        Ok((stats, bytes))
+        }
+    }
+
+    /// The payload with each tensor's dequantised values replaced by `rewrite(index, values)`
+    /// and quantised again, under `meta`.
+    pub fn rewrite_values(
+        &self,
+        payload: &Payload,
+        meta: PayloadMeta,
+        mut rewrite: impl FnMut(usize, &Tensor) -> Tensor,
+    ) -> Payload {
+        let selected: Vec<Selected> = tch::no_grad(|| {
+            self.selected(payload)
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| Selected {
+                    values: rewrite(i, &s.values).to_kind(tch::Kind::Float),
+                    indices: s.indices,
+                })
+                .collect()
+        });
+        self.codec.to_payload(meta, &selected)
     }
 
     /// The validator for peers' payloads: this model's codec and hyperparameter digest.

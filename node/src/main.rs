@@ -9,6 +9,8 @@ use templar_node::cli::devnet::{DevnetOptions, run_devnet};
 use templar_node::cli::identity::{NodeIdentity, bittensor_hotkey, identity_from_wallet};
 use templar_node::cli::launch::{NodeOptions, StoreSpec, run_node};
 use templar_node::cli::train::{DataSource, TrainOptions, run_train};
+use templar_node::roles::behaviour::Behaviour;
+use templar_node::roles::integrity::{integrity_report, scenario_hparams};
 use templar_node::cli::{bench, load_hparams, runtime, tokenizer};
 use templar_node::data::{self, Pages};
 use templar_node::hparams::{Hparams, ModelConfig, OuterMode};
@@ -119,6 +121,11 @@ struct RunArgs {
     /// Stop after this many windows (default: run until Ctrl-C).
     #[arg(long)]
     windows: Option<u64>,
+    /// Make a miner cheat, for tests and demos of the defences: honest, absent, free-rider,
+    /// noise, copier:UID, amplifier:FACTOR, stale, wrong-data, late, poisoner,
+    /// impersonator:UID.
+    #[arg(long, default_value = "honest")]
+    behaviour: Behaviour,
 }
 
 /// Where the node's key is: a `--wallet` folder, or a Bittensor wallet.
@@ -174,6 +181,10 @@ struct DevnetArgs {
     /// Use S3 (TEMPLAR_S3_* environment) instead of the report folder for buckets and chain.
     #[arg(long)]
     s3: bool,
+    /// Add a miner that cheats this way (repeatable; see `run --behaviour`), to watch the
+    /// defences work.
+    #[arg(long = "cheater")]
+    cheaters: Vec<Behaviour>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -219,6 +230,22 @@ enum BenchCommand {
         sparseloco: PathBuf,
         #[arg(long, default_value = "hparams/tiny-demo.toml")]
         demo: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Honest miners next to one miner of each attack: final weights by behaviour, the
+    /// honest share, windows until every adversary is below every honest miner, and the
+    /// held-out loss with and without the adversaries.
+    Integrity {
+        #[arg(long, default_value_t = 4)]
+        honest: u16,
+        #[arg(long, default_value_t = 16)]
+        windows: u64,
+        /// Data seeds (model initialisation and page assignment), one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        seeds: Vec<u64>,
+        #[arg(long, default_value = "hparams/tiny-sparseloco.toml")]
+        hparams: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -287,6 +314,9 @@ fn run(args: RunArgs) -> Result<()> {
         (None, Some(identity)) => identity,
         (None, None) => bail!("give --hotkey, --wallet, or --wallet.name and --wallet.hotkey"),
     };
+    if !matches!(args.role, Role::Miner) && args.behaviour != Behaviour::Honest {
+        bail!("--behaviour is for miners");
+    }
     let opts = NodeOptions {
         role: match args.role {
             Role::Miner => NodeRole::Miner,
@@ -301,6 +331,7 @@ fn run(args: RunArgs) -> Result<()> {
         store: args.store,
         listen: args.listen,
         windows: args.windows,
+        behaviour: args.behaviour,
     };
     runtime()?.block_on(run_node(opts))?;
     Ok(())
@@ -325,6 +356,7 @@ fn devnet(args: DevnetArgs) -> Result<()> {
         block_ms: args.block_ms,
         out,
         store,
+        cheaters: args.cheaters,
     };
     runtime()?.block_on(run_devnet(opts))?;
     Ok(())
@@ -369,6 +401,29 @@ fn bench(which: BenchCommand) -> Result<()> {
             match json {
                 true => println!("{}", serde_json::to_string_pretty(&r)?),
                 false => print!("{}", r.summary()),
+            }
+        }
+        BenchCommand::Integrity {
+            honest,
+            windows,
+            seeds,
+            hparams,
+            json,
+        } => {
+            let hp = scenario_hparams(Hparams::load(&hparams)?);
+            let pages = Pages::new(data::embedded_tokens()?, hp.data.seq_len)?;
+            let dir = tempfile::tempdir()?;
+            let mut reports = Vec::new();
+            for seed in seeds {
+                let run = integrity_report(dir.path(), &hp, &pages, seed, honest, windows);
+                let r = runtime()?.block_on(run)?;
+                if !json {
+                    print!("{}", r.summary());
+                }
+                reports.push(r);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
             }
         }
     }

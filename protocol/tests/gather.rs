@@ -11,7 +11,7 @@ use templar_crds::hparams::Hparams;
 use templar_protocol::Hotkey;
 use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
 use templar_protocol::chain::{Chain, Commitment, ManualClock, RegisterRequest};
-use templar_protocol::network::{NodeContext, gather};
+use templar_protocol::network::{NodeContext, PeerList, gather};
 use templar_protocol::payload::PayloadValidator;
 use templar_protocol::storage::ObjectStore;
 use templar_protocol::storage::fs::FsStore;
@@ -187,19 +187,37 @@ async fn a_peer_list_comes_from_the_top_validator_or_the_committed_miners() {
     net.node("m2", 2, 0.0, true).await;
     net.node("uncommitted", 3, 0.0, false).await;
     // Nothing published: the registered miners with a commitment.
-    assert_eq!(ctx.peers_for(8).await.unwrap(), vec![1, 2]);
+    assert_eq!(ctx.peers_for(8).await.unwrap().miners, vec![1, 2]);
     // Published by the top validator (this node): that list.
     ctx.own_store
         .put(&ctx.keys.peers(8), b"[2]".to_vec())
         .await
         .unwrap();
-    assert_eq!(ctx.peers_for(8).await.unwrap(), vec![2]);
+    assert_eq!(
+        ctx.peers_for(8).await.unwrap(),
+        PeerList {
+            miners: vec![2],
+            excluded: vec![]
+        },
+        "the plain uid array of earlier versions"
+    );
+    let list = PeerList {
+        miners: vec![1, 2],
+        excluded: vec![2],
+    };
+    ctx.own_store
+        .put(&ctx.keys.peers(10), serde_json::to_vec(&list).unwrap())
+        .await
+        .unwrap();
+    let read = ctx.peers_for(10).await.unwrap();
+    assert_eq!(read, list);
+    assert!(read.is_excluded(2) && !read.is_excluded(1));
     // Unreadable list: back to the committed miners.
     ctx.own_store
         .put(&ctx.keys.peers(9), b"{not json".to_vec())
         .await
         .unwrap();
-    assert_eq!(ctx.peers_for(9).await.unwrap(), vec![1, 2]);
+    assert_eq!(ctx.peers_for(9).await.unwrap().miners, vec![1, 2]);
 }
 
 /// Fifty peers whose S3 endpoint accepts connections and never answers: downloads run

@@ -2,6 +2,7 @@
 //! 1 validator) on the devnet chain, a live table in the terminal, and a report folder (CSV +
 //! PNG plot).
 
+use crate::roles::behaviour::Behaviour;
 use super::launch::StoreSpec;
 use super::report::{Row, write_csv};
 use std::collections::BTreeMap;
@@ -24,6 +25,8 @@ pub struct DevnetOptions {
     pub block_ms: u64,
     pub out: PathBuf,
     pub store: StoreSpec,
+    /// Extra miners after the honest ones, one per attack named (demos of the defences).
+    pub cheaters: Vec<Behaviour>,
 }
 
 /// The child processes; killed (and reaped) on drop, so none outlives the runner.
@@ -42,6 +45,7 @@ struct NodeHandle {
     name: String,
     role: NodeRole,
     port: u16,
+    behaviour: Behaviour,
 }
 
 /// GET a node's `/status` over loopback, with a timeout.
@@ -160,19 +164,25 @@ async fn create_chain(
     Ok((genesis, store_arg))
 }
 
-/// One validator (uid 0) and the miners (uids 1..), each on a free loopback port.
-fn plan_nodes(miners: u16) -> anyhow::Result<Vec<NodeHandle>> {
-    let ports = free_ports(usize::from(miners) + 1)?;
+/// One validator (uid 0), the honest miners (uids 1..) and the cheaters after them, each on a
+/// free loopback port.
+fn plan_nodes(miners: u16, cheaters: &[Behaviour]) -> anyhow::Result<Vec<NodeHandle>> {
+    let ports = free_ports(usize::from(miners) + cheaters.len() + 1)?;
     let mut nodes = vec![NodeHandle {
         name: "validator".into(),
         role: NodeRole::Validator,
         port: ports[0],
+        behaviour: Behaviour::Honest,
     }];
-    for i in 1..=miners {
+    let behaviours = (0..miners)
+        .map(|_| Behaviour::Honest)
+        .chain(cheaters.iter().copied());
+    for (i, behaviour) in behaviours.enumerate() {
         nodes.push(NodeHandle {
-            name: format!("miner-{i}"),
+            name: format!("miner-{}", i + 1),
             role: NodeRole::Miner,
-            port: ports[usize::from(i)],
+            port: ports[i + 1],
+            behaviour,
         });
     }
     Ok(nodes)
@@ -219,7 +229,11 @@ fn spawn_nodes(
     let addresses = write_wallet(&wallet, nodes)?;
     let mut children = Children(Vec::new());
     for (uid, n) in nodes.iter().enumerate() {
-        println!("{:<10} uid {uid}  hotkey {}", n.name, addresses[uid]);
+        let cheat = match n.behaviour {
+            Behaviour::Honest => String::new(),
+            b => format!("  cheats: {b}"),
+        };
+        println!("{:<10} uid {uid}  hotkey {}{cheat}", n.name, addresses[uid]);
         let log = std::fs::File::create(opts.out.join("logs").join(format!("{}.log", n.name)))?;
         let stake = devnet::stake_for(n.role);
         let child = Command::new(&exe)
@@ -232,6 +246,7 @@ fn spawn_nodes(
             .args(["--devnet", store_arg, "--store", store_arg])
             .args(["--listen", &format!("127.0.0.1:{}", n.port)])
             .args(["--windows", &(opts.windows + 2).to_string()])
+            .args(["--behaviour", &n.behaviour.to_string()])
             // Processes share the cores: one torch thread each.
             .env("OMP_NUM_THREADS", "1")
             .env("NO_COLOR", "1")
@@ -288,7 +303,7 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
     let (genesis, store_arg) = create_chain(&opts, now_ms, blocks_per_window).await?;
     let window_ms = opts.block_ms * blocks_per_window;
     let start_window = (now_ms.saturating_sub(genesis.genesis_unix_ms)) / window_ms;
-    let nodes = plan_nodes(opts.miners)?;
+    let nodes = plan_nodes(opts.miners, &opts.cheaters)?;
     let mut children = spawn_nodes(&opts, &nodes, &store_arg)?;
 
     let tty = std::io::stdout().is_terminal();
@@ -385,14 +400,19 @@ fn log_tail(path: &std::path::Path, lines: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::roles::behaviour::Behaviour;
+
     #[test]
-    fn planned_nodes_get_distinct_ports() {
+    fn planned_nodes_get_distinct_ports_and_cheaters_come_after_the_honest_miners() {
         for _ in 0..20 {
-            let nodes = super::plan_nodes(7).unwrap();
+            let nodes = super::plan_nodes(5, &[Behaviour::Stale, Behaviour::Late]).unwrap();
             let mut ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
             ports.sort();
             ports.dedup();
             assert_eq!(ports.len(), 8);
+            let behaviours: Vec<String> = nodes.iter().map(|n| n.behaviour.to_string()).collect();
+            assert_eq!(behaviours[5..], ["honest", "stale", "late"]);
+            assert_eq!(nodes[7].name, "miner-7");
         }
     }
 }

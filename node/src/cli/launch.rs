@@ -5,6 +5,7 @@ use crate::data::{Pages, embedded_tokens};
 use crate::hparams::Hparams;
 use crate::model::default_device;
 use crate::roles::NodeError;
+use crate::roles::behaviour::Behaviour;
 use crate::roles::miner::Miner;
 use crate::roles::run::{Node, run};
 use crate::roles::validator::Validator;
@@ -77,6 +78,8 @@ pub struct NodeOptions {
     pub store: StoreSpec,
     pub listen: SocketAddr,
     pub windows: Option<u64>,
+    /// A miner's attack on the incentive (tests and demos only; honest by default).
+    pub behaviour: Behaviour,
 }
 
 fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitment), LaunchError> {
@@ -203,7 +206,9 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
 
     let device = default_device();
     let node = match opts.role {
-        NodeRole::Miner => Node::Miner(Box::new(Miner::new(ctx.clone(), &pages, device)?)),
+        NodeRole::Miner => Node::Miner(Box::new(
+            Miner::new(ctx.clone(), &pages, device)?.with_behaviour(opts.behaviour),
+        )),
         NodeRole::Validator => {
             Node::Validator(Box::new(Validator::new(ctx.clone(), &pages, device).await?))
         }

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use tch::Device;
 use templar_crds::{NodeRole, NodeStatus};
 use templar_protocol::Hotkey;
+use templar_protocol::identity::{Signer, Sr25519Signer};
 use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
 use templar_protocol::chain::{Chain, Commitment, ManualClock, RegisterRequest};
 use templar_protocol::network::NodeContext;
@@ -32,6 +33,9 @@ pub struct LocalNetwork {
     pub chain: Arc<DevnetChain>,
     pub hp: Hparams,
     pub pages: Pages,
+    /// Nodes get sr25519 keys (seeded from their names) and sign their payloads; otherwise
+    /// their hotkeys are the plain names.
+    pub signed: bool,
 }
 
 impl LocalNetwork {
@@ -61,6 +65,7 @@ impl LocalNetwork {
             chain,
             hp,
             pages,
+            signed: false,
         })
     }
 
@@ -92,7 +97,11 @@ impl LocalNetwork {
         own: Arc<dyn ObjectStore>,
         commitment: Commitment,
     ) -> Result<Arc<NodeContext>, NodeError> {
-        let hotkey = Hotkey::parse(hotkey)?;
+        let signer = self.signed.then(|| Arc::new(signer_for(hotkey)));
+        let hotkey = match &signer {
+            Some(s) => s.hotkey().clone(),
+            None => Hotkey::parse(hotkey)?,
+        };
         let request = RegisterRequest {
             stake: devnet::stake_for(role),
             uid: Some(uid),
@@ -114,6 +123,7 @@ impl LocalNetwork {
             status,
         );
         ctx.retry = self.retry.clone();
+        ctx.signer = signer.map(|s| s as Arc<dyn Signer>);
         ctx.peer_timeout = self.peer_timeout;
         Ok(Arc::new(ctx))
     }
@@ -186,4 +196,11 @@ impl LocalNetwork {
         }
         validator.finish_window(w).await
     }
+}
+
+/// A node's key in a signed local network: seeded from its name (tests only).
+fn signer_for(name: &str) -> Sr25519Signer {
+    use sha2::{Digest, Sha256};
+    let seed = Sha256::digest(format!("templar-local-network/{name}").as_bytes());
+    Sr25519Signer::from_seed(&seed).expect("a 32-byte seed")
 }

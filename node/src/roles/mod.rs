@@ -7,7 +7,10 @@
 //! [`Engine`]: crate::engine::Engine
 //! [`NodeContext`]: templar_protocol::network::NodeContext
 
+pub mod admission;
+pub mod behaviour;
 pub mod duplicates;
+pub mod integrity;
 pub mod local;
 pub mod miner;
 pub mod run;
@@ -46,6 +49,8 @@ pub struct Gathered {
     /// Upload time of each payload, in the same order.
     pub uploaded: Vec<std::time::SystemTime>,
     pub skipped: Vec<SkippedPeer>,
+    /// Listed miners whose payloads no node aggregates in this window.
+    pub excluded: Vec<u16>,
 }
 
 /// Window `w` has closed (the next one is seen to begin now): gather its listed peers'
@@ -56,11 +61,17 @@ pub async fn gather_closed_window(
     w: u64,
 ) -> Result<Gathered, NodeError> {
     ctx.observe_window(w + 1);
-    // Every node gathers the same uploads: those that landed by the deadline.
+    gather_window(ctx, engine, w).await
+}
+
+/// Gather window `w` (closed) once its gather deadline has passed: every node gathers the
+/// same uploads, those that landed by the deadline.
+pub async fn gather_window(ctx: &NodeContext, engine: &Engine, w: u64) -> Result<Gathered, NodeError> {
     tokio::time::sleep(ctx.wait_before_gather(w)).await;
-    let listed = ctx.peers_for(w).await?;
+    let list = ctx.peers_for(w).await?;
     let range = ctx.accept_range(w);
-    let (timed, skipped) = gather_timed(ctx, &engine.payload_validator(), w, &listed, range).await;
+    let (timed, skipped) =
+        gather_timed(ctx, &engine.payload_validator(), w, &list.miners, range).await;
     let uploaded = timed.iter().map(|(_, _, t)| *t).collect();
     let payloads: Vec<(u16, Payload)> = timed.into_iter().map(|(u, p, _)| (u, p)).collect();
     tracing::info!(
@@ -70,9 +81,10 @@ pub async fn gather_closed_window(
         "gathered"
     );
     Ok(Gathered {
-        listed,
+        listed: list.miners,
         payloads,
         uploaded,
         skipped,
+        excluded: list.excluded,
     })
 }

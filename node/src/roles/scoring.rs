@@ -28,6 +28,11 @@ pub struct ScoreState {
     /// update helps both alike). Starts at 1; weights scale by its positive part.
     #[serde(default = "one", with = "lossless_f64")]
     pub own_beats_random: f64,
+    /// Scored windows in a row that were invalid or did not lower the loss on the miner's own
+    /// pages; at `network.exclude_after` the miner's payloads leave the aggregation (the
+    /// top validator's peer list) until it scores positive again.
+    #[serde(default)]
+    pub consecutive_negative: u32,
 }
 
 fn one() -> f64 {
@@ -43,6 +48,7 @@ impl Default for ScoreState {
             last_sync_drift: None,
             consecutive_invalid: 0,
             own_beats_random: 1.0,
+            consecutive_negative: 0,
         }
     }
 }
@@ -85,9 +91,15 @@ pub fn update_score(entry: &mut ScoreState, result: Option<(f64, f64)>, alpha: f
             entry.last_own = Some(own);
             entry.last_random = random.is_finite().then_some(random);
             entry.consecutive_invalid = 0;
+            entry.consecutive_negative = if own > 0.0 {
+                0
+            } else {
+                entry.consecutive_negative.saturating_add(1)
+            };
         }
         _ => {
             entry.consecutive_invalid = entry.consecutive_invalid.saturating_add(1);
+            entry.consecutive_negative = entry.consecutive_negative.saturating_add(1);
             let k = entry.consecutive_invalid.min(MAX_PENALTY_ESCALATION);
             entry.ema *= penalty.powi(k as i32);
             entry.last_own = None;
@@ -362,6 +374,21 @@ mod tests {
     }
 
     #[test]
+    fn negative_and_invalid_windows_in_a_row_count_until_a_positive_one() {
+        let mut s = ScoreState::default();
+        update_score(&mut s, Some((0.5, 0.1)), 0.3, 0.75);
+        assert_eq!(s.consecutive_negative, 0);
+        update_score(&mut s, Some((-0.2, 0.1)), 0.3, 0.75);
+        update_score(&mut s, None, 0.3, 0.75);
+        update_score(&mut s, Some((0.0, 0.0)), 0.3, 0.75);
+        assert_eq!(s.consecutive_negative, 3, "raised, invalid, no improvement");
+        update_score(&mut s, Some((f64::NAN, 0.0)), 0.3, 0.75);
+        assert_eq!(s.consecutive_negative, 4, "a non-finite improvement is invalid");
+        update_score(&mut s, Some((1e-3, 0.0)), 0.3, 0.75);
+        assert_eq!(s.consecutive_negative, 0, "recovered");
+    }
+
+    #[test]
     fn persisted_state_round_trips_every_value() {
         let state: BTreeMap<u16, ScoreState> = [
             (1, 0.25, Some(-0.5)),
@@ -377,6 +404,7 @@ mod tests {
                 last_sync_drift: own.map(|x| x * 1e-3),
                 consecutive_invalid: 2,
                 own_beats_random: -0.25,
+                consecutive_negative: 5,
             };
             (u, s)
         })

@@ -5,13 +5,14 @@
 //! Replay gathers a past window exactly as the live gather did: the same peer list, the same
 //! time bounds from the chain's block times, and not before the gather deadline.
 
-use super::NodeError;
+use super::admission::Admission;
+use super::{NodeError, gather_window};
 use crate::checkpoint::CheckpointPointer;
 use crate::engine::{Engine, sample_drift};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use templar_crds::SyncCheck;
-use templar_protocol::network::{NodeContext, gather};
+use templar_protocol::network::NodeContext;
 use templar_protocol::storage::{ObjectStore, StorageError};
 use tokio::task::block_in_place;
 
@@ -71,26 +72,41 @@ pub async fn catch_up(
 }
 
 /// Gather and apply windows `from..to` (no training, no scoring), each within its time bounds
-/// and after its gather deadline. Returns the windows replayed.
+/// and after its gather deadline, admitting the payloads every node admits ([`Admission`];
+/// the window before `from` is gathered too, for the stale-repeat check). Returns the windows
+/// replayed.
 pub async fn replay(
     ctx: &NodeContext,
     engine: &mut Engine,
     from: u64,
     to: u64,
 ) -> Result<u64, NodeError> {
+    let mut admission = Admission::default();
+    if let Some(before) = from.checked_sub(1)
+        && from < to
+    {
+        let gathered = gather_window(ctx, engine, before).await?;
+        admission.remember(before, gathered.payloads);
+    }
     for w in from..to {
-        tokio::time::sleep(ctx.wait_before_gather(w)).await;
-        let peers = ctx.peers_for(w).await?;
-        let range = ctx.accept_range(w);
-        let (ok, skipped) = gather(ctx, &engine.payload_validator(), w, &peers, range).await;
-        let payloads: Vec<_> = ok.into_iter().map(|(_, p)| p).collect();
-        block_in_place(|| engine.apply(&payloads));
+        let gathered = gather_window(ctx, engine, w).await?;
+        let selected: Vec<_> = block_in_place(|| {
+            gathered
+                .payloads
+                .iter()
+                .map(|(_, p)| engine.selected(p))
+                .collect()
+        });
+        let decision = admission.decide(&ctx.hp, &engine.codec.spec.layouts, w, &gathered, &selected);
+        let admitted = decision.admitted(&gathered.payloads, selected);
+        block_in_place(|| engine.apply_selected(&admitted));
         tracing::info!(
             window = w,
-            applied = payloads.len(),
-            skipped = skipped.len(),
+            applied = admitted.len(),
+            skipped = gathered.skipped.len(),
             "replayed"
         );
+        admission.remember(w, gathered.payloads);
     }
     let sample = block_in_place(|| engine.model_sample());
     ctx.update_status(|s| {

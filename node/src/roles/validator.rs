@@ -1,7 +1,7 @@
 //! The validator: publish the peer list, gather, score each miner by the loss its update
 //! removes, keep a moving average, set weights, publish checkpoints.
 
-use super::duplicates::find_copies;
+use super::admission::Admission;
 use super::scoring::{ScoreState, choose_for_eval, score_window, weights_from_scores};
 use super::sync::{self, SyncTracker};
 use super::{Gathered, NodeError, gather_closed_window};
@@ -18,8 +18,7 @@ use std::sync::Arc;
 use tch::Device;
 use templar_crds::{MinerScore, SkippedPeer};
 use templar_protocol::chain::ChainError;
-use templar_protocol::network::NodeContext;
-use templar_protocol::payload::Payload;
+use templar_protocol::network::{NodeContext, PeerList};
 use templar_protocol::storage::StorageError;
 use tokio::task::block_in_place;
 
@@ -45,8 +44,7 @@ pub struct Validator {
     /// Keys the draw of each evaluation's random pages: per process, never stored.
     random_pages_key: RandomState,
     sync: SyncTracker,
-    /// The last window's valid payloads, for the stale-copy check.
-    previous: Option<(u64, Vec<(u16, Payload)>)>,
+    admission: Admission,
 }
 
 impl Validator {
@@ -74,7 +72,7 @@ impl Validator {
             eval_secret: RandomState::new().hash_one(std::process::id()),
             random_pages_key: RandomState::new(),
             sync: SyncTracker::default(),
-            previous: None,
+            admission: Admission::default(),
         })
     }
 
@@ -122,11 +120,23 @@ impl Validator {
                 .await?;
         }
         let miners = ctx.committed_miners(&ctx.chain.metagraph().await?).await?;
+        let after = ctx.hp.network.exclude_after;
+        let excluded: Vec<u16> = miners
+            .iter()
+            .copied()
+            .filter(|uid| {
+                self.state
+                    .scores
+                    .get(uid)
+                    .is_some_and(|s| after > 0 && s.consecutive_negative >= after)
+            })
+            .collect();
+        if !excluded.is_empty() {
+            tracing::info!(window = w, ?excluded, "excluded from aggregation: negative or invalid scores in a row");
+        }
+        let list = PeerList { miners, excluded };
         ctx.own_store
-            .put(
-                &ctx.keys.peers(w),
-                serde_json::to_vec(&miners).expect("json"),
-            )
+            .put(&ctx.keys.peers(w), serde_json::to_vec(&list).expect("json"))
             .await?;
         Ok(())
     }
@@ -134,28 +144,37 @@ impl Validator {
     /// Window `w` has closed: gather, score, step, set weights, checkpoint, persist.
     pub async fn finish_window(&mut self, w: u64) -> Result<(), NodeError> {
         let ctx = self.ctx.clone();
+        let gathered = gather_closed_window(&ctx, &self.engine, w).await?;
+        // Score on the model as it was before this window's step.
+        // Each payload is dequantised once, for the verdict, the scores and the step.
+        let selected: Vec<Vec<Selected>> = block_in_place(|| {
+            gathered
+                .payloads
+                .iter()
+                .map(|(_, p)| self.engine.selected(p))
+                .collect()
+        });
+        let decision = self
+            .admission
+            .decide(&ctx.hp, &self.engine.codec.spec.layouts, w, &gathered, &selected);
         let Gathered {
             listed: peers,
             payloads: ok,
-            uploaded,
             skipped,
-        } = gather_closed_window(&ctx, &self.engine, w).await?;
-        let copies = self.flag_copies(w, &ok, &uploaded);
-        // Score on the model as it was before this window's step.
-        // Each payload is dequantised once, for the scores and for the step.
-        let selected: Vec<Vec<Selected>> =
-            block_in_place(|| ok.iter().map(|(_, p)| self.engine.selected(p)).collect());
+            ..
+        } = gathered;
         let submitted: Vec<u16> = ok.iter().map(|(u, _)| *u).collect();
         let ours = block_in_place(|| self.engine.model_sample());
         let drifts: Vec<f64> = ok
             .iter()
             .map(|(_, p)| sample_drift(&p.meta.model_sample, &ours))
             .collect();
-        self.score(w, &peers, &submitted, &drifts, &copies, &selected);
-        block_in_place(|| self.engine.apply_selected(&selected));
+        self.score(w, &peers, &submitted, &drifts, &decision.flagged(), &selected);
+        let admitted = decision.admitted(&ok, selected);
+        block_in_place(|| self.engine.apply_selected(&admitted));
         let sample = block_in_place(|| self.engine.model_sample());
         self.sync.record(w, sample.clone());
-        self.previous = Some((w, ok));
+        self.admission.remember(w, ok);
 
         let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
         self.publish(w, &weights, &sample).await?;
@@ -170,55 +189,29 @@ impl Validator {
         Ok(())
     }
 
-    /// Copies among window `w`'s payloads and of the previous window's (logged with reasons).
-    fn flag_copies(
-        &self,
-        w: u64,
-        ok: &[(u16, Payload)],
-        uploaded: &[std::time::SystemTime],
-    ) -> Vec<u16> {
-        let current: Vec<_> = ok
-            .iter()
-            .zip(uploaded)
-            .map(|((u, p), t)| (*u, p, *t))
-            .collect();
-        let previous: Vec<(u16, &Payload)> = match &self.previous {
-            Some((pw, list)) if pw + 1 == w => list.iter().map(|(u, p)| (*u, p)).collect(),
-            _ => Vec::new(),
-        };
-        let layouts = &self.engine.codec.spec.layouts;
-        let threshold = self.ctx.hp.network.copy_overlap;
-        find_copies(&current, &previous, layouts, threshold)
-            .into_iter()
-            .map(|c| {
-                tracing::warn!(uid = c.uid, window = w, reason = %c.reason, "copied payload");
-                c.uid
-            })
-            .collect()
-    }
-
     /// Update the moving average of each miner chosen for evaluation in window `w`; miners
     /// no longer listed stop counting.
     /// `submitted` are the uids of the valid payloads, `drifts` the distance of the model each
     /// was trained from to ours, `selected` those payloads dequantised, in the same order.
     /// A payload trained from another model (drift beyond `sync_tolerance`: a miner that
     /// missed outer steps or diverged) counts as no valid payload, evaluated or not; it still
-    /// takes part in the outer step, which every node must take alike. So does a copy
-    /// (`copies`): it scores as no valid payload.
+    /// takes part in the outer step, which every node must take alike. A copy or an amplified
+    /// update (`flagged`) scores as no valid payload too (and every node leaves it out of the
+    /// step).
     fn score(
         &mut self,
         w: u64,
         peers: &[u16],
         submitted: &[u16],
         drifts: &[f64],
-        copies: &[u16],
+        flagged: &[u16],
         selected: &[Vec<Selected>],
     ) {
         let n = &self.ctx.hp.network;
         let in_sync: Vec<u16> = submitted
             .iter()
             .zip(drifts)
-            .filter(|&(uid, _)| !copies.contains(uid))
+            .filter(|&(uid, _)| !flagged.contains(uid))
             .filter(|&(&uid, &drift)| {
                 let ok = drift <= n.sync_tolerance;
                 if !ok {

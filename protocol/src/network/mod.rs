@@ -56,6 +56,41 @@ pub fn open_store(
     Err(UnsupportedStore(c.endpoint.clone()))
 }
 
+/// The top validator's list for a window (`Keys::peers`): the miners expected to train in
+/// it, and those of them whose payloads no node aggregates in it (a run of negative or
+/// invalid scores, `ScoreState::consecutive_negative` in the node crate). Every node reads the
+/// same list, so every node leaves the same payloads out of the outer step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerList {
+    pub miners: Vec<u16>,
+    #[serde(default)]
+    pub excluded: Vec<u16>,
+}
+
+impl PeerList {
+    /// The list as published, or the plain uid array of earlier versions (nobody excluded).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Published {
+            List(PeerList),
+            Uids(Vec<u16>),
+        }
+        Ok(match serde_json::from_slice(bytes)? {
+            Published::List(l) => l,
+            Published::Uids(miners) => PeerList {
+                miners,
+                excluded: Vec::new(),
+            },
+        })
+    }
+
+    /// Whether uid's payload stays out of this window's outer step.
+    pub fn is_excluded(&self, uid: u16) -> bool {
+        self.excluded.contains(&uid)
+    }
+}
+
 /// A peer's store and the commitment it was opened from.
 type PeerStore = (Commitment, Arc<dyn ObjectStore>);
 
@@ -181,7 +216,7 @@ impl NodeContext {
 
     /// Uids of the miners training in window `w`: the top validator's published list for
     /// that window, or (none published) the registered miners with a commitment.
-    pub async fn peers_for(&self, w: u64) -> Result<Vec<u16>, ChainError> {
+    pub async fn peers_for(&self, w: u64) -> Result<PeerList, ChainError> {
         let mg = self.chain.metagraph().await?;
         let top_store = match mg.top_validator() {
             Some(v) => match self.peer_store(v.uid).await {
@@ -196,16 +231,18 @@ impl NodeContext {
         };
         if let Some(store) = top_store {
             match store.get(&self.keys.peers(w), 1 << 20).await {
-                Ok(bytes) => {
-                    if let Ok(list) = serde_json::from_slice::<Vec<u16>>(&bytes) {
-                        return Ok(list);
-                    }
-                }
+                Ok(bytes) => match PeerList::from_json(&bytes) {
+                    Ok(list) => return Ok(list),
+                    Err(e) => tracing::warn!(error = %e, window = w, "peer list malformed"),
+                },
                 Err(StorageError::NotFound { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, window = w, "peer list unreadable"),
             }
         }
-        self.committed_miners(&mg).await
+        Ok(PeerList {
+            miners: self.committed_miners(&mg).await?,
+            excluded: Vec::new(),
+        })
     }
 
     /// Uids of the metagraph's miners that have committed a bucket.

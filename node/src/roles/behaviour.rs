@@ -1,0 +1,272 @@
+//! Cheating miners, for tests and demos only (`templar-node miner --behaviour`): each one
+//! uploads what one attack on the incentive would, through the same signing and storage path
+//! as an honest miner. The defence against each is in docs/incentive-integrity.md.
+
+use super::NodeError;
+use crate::engine::Engine;
+use crate::optim::WindowStats;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+use crate::codec::Selected;
+use tch::{Device, Kind, Tensor};
+use templar_protocol::network::{NodeContext, fetch_payload};
+use templar_protocol::payload::{Payload, PayloadMeta};
+use tokio::task::block_in_place;
+
+/// What a miner does with its window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Behaviour {
+    /// Trains on its assigned pages and uploads the result.
+    #[default]
+    Honest,
+    /// Uploads nothing.
+    Absent,
+    /// Trains nothing and uploads an all-zero update.
+    FreeRider,
+    /// Uploads random values with the norm of an honest update's, tensor by tensor.
+    Noise,
+    /// Re-uploads `victim`'s payload of the same window under its own name, re-signed, with
+    /// 1% noise on the values.
+    Copier { victim: u16 },
+    /// Uploads its honest update scaled by `factor`.
+    Amplifier { factor: f64 },
+    /// Trains once, then uploads that update again every window, re-stamped and re-signed.
+    Stale,
+    /// Trains honestly on pages of its own choosing (the last uid slot's) instead of its own.
+    WrongData,
+    /// Trains honestly and uploads after the window's time bound.
+    Late,
+    /// Uploads the negated honest update (raises the loss).
+    Poisoner,
+    /// Uploads its honest update in `victim`'s name (the victim's hotkey), signed with its
+    /// own key: what anyone who can write where a payload is read from could try.
+    Impersonator { victim: u16 },
+}
+
+impl Behaviour {
+    /// Every attack with a fixed victim, for the adversarial network and the benchmark.
+    pub fn adversaries(victim: u16) -> Vec<Behaviour> {
+        vec![
+            Behaviour::FreeRider,
+            Behaviour::Noise,
+            Behaviour::Copier { victim },
+            Behaviour::Amplifier { factor: 30.0 },
+            Behaviour::Stale,
+            Behaviour::WrongData,
+            Behaviour::Late,
+            Behaviour::Poisoner,
+            Behaviour::Impersonator { victim },
+        ]
+    }
+
+    /// Whether the upload waits until after the window's time bound.
+    pub fn uploads_late(&self) -> bool {
+        matches!(self, Behaviour::Late)
+    }
+}
+
+impl fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Behaviour::Honest => write!(f, "honest"),
+            Behaviour::Absent => write!(f, "absent"),
+            Behaviour::FreeRider => write!(f, "free-rider"),
+            Behaviour::Noise => write!(f, "noise"),
+            Behaviour::Copier { victim } => write!(f, "copier:{victim}"),
+            Behaviour::Amplifier { factor } => write!(f, "amplifier:{factor}"),
+            Behaviour::Stale => write!(f, "stale"),
+            Behaviour::WrongData => write!(f, "wrong-data"),
+            Behaviour::Late => write!(f, "late"),
+            Behaviour::Poisoner => write!(f, "poisoner"),
+            Behaviour::Impersonator { victim } => write!(f, "impersonator:{victim}"),
+        }
+    }
+}
+
+/// A `--behaviour` value that names no behaviour.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "unknown behaviour {0:?}: honest, absent, free-rider, noise, copier:UID, amplifier:FACTOR, stale, wrong-data, late, poisoner, impersonator:UID"
+)]
+pub struct UnknownBehaviour(pub String);
+
+impl FromStr for Behaviour {
+    type Err = UnknownBehaviour;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || UnknownBehaviour(s.to_string());
+        let (name, arg) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (s, None),
+        };
+        let uid = || arg.and_then(|a| a.parse::<u16>().ok()).ok_or_else(bad);
+        Ok(match (name, arg) {
+            ("honest", None) => Behaviour::Honest,
+            ("absent", None) => Behaviour::Absent,
+            ("free-rider", None) => Behaviour::FreeRider,
+            ("noise", None) => Behaviour::Noise,
+            ("copier", _) => Behaviour::Copier { victim: uid()? },
+            ("amplifier", a) => {
+                let factor = a.map_or(Ok(30.0), |a| a.parse::<f64>().map_err(|_| bad()))?;
+                if !(factor.is_finite() && factor > 0.0) {
+                    return Err(bad());
+                }
+                Behaviour::Amplifier { factor }
+            }
+            ("stale", None) => Behaviour::Stale,
+            ("wrong-data", None) => Behaviour::WrongData,
+            ("late", None) => Behaviour::Late,
+            ("poisoner", None) => Behaviour::Poisoner,
+            ("impersonator", _) => Behaviour::Impersonator { victim: uid()? },
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// What a miner of `behaviour` uploads for window `w` (None: nothing), with the stats of its
+/// training when it trained. `last` keeps the stale miner's first update.
+pub async fn window_payload(
+    behaviour: Behaviour,
+    ctx: &NodeContext,
+    engine: &mut Engine,
+    last: &mut Option<Payload>,
+    w: u64,
+) -> Result<(Option<WindowStats>, Option<Payload>), NodeError> {
+    let (uid, hotkey) = (ctx.uid, &ctx.hotkey);
+    let honest = |engine: &mut Engine, pages_of: u16| {
+        block_in_place(|| engine.train_on(uid, pages_of, hotkey, w))
+    };
+    let rewrite = |engine: &Engine, p: &Payload, f: &dyn Fn(&Tensor) -> Tensor| {
+        let meta = engine.payload_meta(uid, hotkey, w);
+        block_in_place(|| engine.rewrite_values(p, meta, |_, v| f(v)))
+    };
+    Ok(match behaviour {
+        Behaviour::Honest | Behaviour::Late => {
+            let (stats, p) = honest(engine, uid)?;
+            (Some(stats), Some(p))
+        }
+        Behaviour::Absent => (None, None),
+        Behaviour::WrongData => {
+            // Pages of its own choosing: the last slot of the window's assignment, a uid
+            // the network is unlikely to have.
+            let s = &engine.sampler;
+            let slots = (s.num_pages / s.pages_per_window.max(1)).clamp(1, 1 << 16);
+            let chosen = (slots - 1) as u16;
+            let chosen = if chosen == uid { chosen.saturating_sub(1) } else { chosen };
+            let (stats, p) = honest(engine, chosen)?;
+            (Some(stats), Some(p))
+        }
+        Behaviour::FreeRider => {
+            let meta = engine.payload_meta(uid, hotkey, w);
+            (None, Some(block_in_place(|| zero_payload(engine, meta))))
+        }
+        Behaviour::Noise => {
+            let (stats, p) = honest(engine, uid)?;
+            let noise = rewrite(engine, &p, &|v| {
+                let r = v.randn_like();
+                let scale = v.norm().double_value(&[]) / r.norm().double_value(&[]).max(1e-30);
+                r * scale
+            });
+            (Some(stats), Some(noise))
+        }
+        Behaviour::Amplifier { factor } => {
+            let (stats, p) = honest(engine, uid)?;
+            (Some(stats), Some(rewrite(engine, &p, &|v| v * factor)))
+        }
+        Behaviour::Poisoner => {
+            let (stats, p) = honest(engine, uid)?;
+            (Some(stats), Some(rewrite(engine, &p, &|v| -v)))
+        }
+        Behaviour::Stale => match last.clone() {
+            Some(first) => (None, Some(rewrite(engine, &first, &|v| v.shallow_clone()))),
+            None => {
+                let (stats, p) = honest(engine, uid)?;
+                *last = Some(p.clone());
+                (Some(stats), Some(p))
+            }
+        },
+        Behaviour::Copier { victim } => {
+            let Some(theirs) = victims_payload(ctx, engine, victim, w).await else {
+                return Ok((None, None));
+            };
+            let copied = rewrite(engine, &theirs, &|v| v + v.randn_like() * v.std(false) * 0.01);
+            (None, Some(copied))
+        }
+        Behaviour::Impersonator { victim } => {
+            let (stats, p) = honest(engine, uid)?;
+            let mg = ctx.chain.metagraph().await?;
+            let victim_hotkey = match mg.neurons.iter().find(|n| n.uid == victim) {
+                Some(n) => n.hotkey.clone(),
+                None => hotkey.clone(),
+            };
+            let meta = PayloadMeta {
+                hotkey: victim_hotkey,
+                ..p.meta.clone()
+            };
+            (Some(stats), Some(Payload { meta, ..p }))
+        }
+    })
+}
+
+/// An update of zeros (the first k coordinates of every block): what a free-rider sends
+/// without training.
+fn zero_payload(engine: &Engine, meta: PayloadMeta) -> Payload {
+    let selected: Vec<Selected> = engine
+        .codec
+        .spec
+        .layouts
+        .iter()
+        .map(|l| Selected {
+            indices: Tensor::arange(l.k, (Kind::Int64, Device::Cpu)).repeat([l.num_blocks(), 1]),
+            values: Tensor::zeros([l.num_blocks(), l.k], (Kind::Float, Device::Cpu)),
+        })
+        .collect();
+    engine.codec.to_payload(meta, &selected)
+}
+
+/// The victim's payload of window `w`, polled for until the peer timeout (it may upload
+/// after the copier begins).
+async fn victims_payload(
+    ctx: &NodeContext,
+    engine: &Engine,
+    victim: u16,
+    w: u64,
+) -> Option<Payload> {
+    let deadline = tokio::time::Instant::now() + ctx.peer_timeout;
+    let max = engine.payload_validator().max_bytes();
+    loop {
+        if let Ok((bytes, _)) = fetch_payload(ctx, victim, w, max, None).await
+            && let Ok(p) = engine.decode(&bytes, victim, w)
+        {
+            return Some(p);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(victim, window = w, "copier: nothing to copy");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_behaviour_reads_back_from_its_name() {
+        let mut all = Behaviour::adversaries(7);
+        all.extend([Behaviour::Honest, Behaviour::Absent]);
+        for b in all {
+            assert_eq!(b.to_string().parse::<Behaviour>(), Ok(b), "{b}");
+        }
+        assert_eq!(
+            "amplifier".parse::<Behaviour>(),
+            Ok(Behaviour::Amplifier { factor: 30.0 })
+        );
+        for bad in ["copier", "copier:x", "amplifier:-2", "amplifier:nan", "lazy", "late:3"] {
+            let e = bad.parse::<Behaviour>().unwrap_err();
+            assert!(e.to_string().contains("unknown behaviour"), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The incentive-integrity scenario: a signed local network of honest miners and one miner
+//! of each attack ([`Behaviour::adversaries`]), run in lockstep next to the same network
+//! without the cheaters. What the validator's weights and the held-out loss do is the
+//! evidence that honest training pays best. Used by the adversarial test and
+//! `templar-node bench integrity`.
+
+use super::NodeError;
+use super::behaviour::Behaviour;
+use super::local::LocalNetwork;
+use super::miner::Miner;
+use super::scoring::weights_from_scores;
+use crate::data::Pages;
+use crate::hparams::Hparams;
+use crate::train::{eval_loss, eval_pages};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// The scenario's settings from a network's: short windows (4 inner steps) and tight upload
+/// bounds (0.4 s grace and skew: one machine, one clock), so a run takes minutes on a CPU.
+pub fn scenario_hparams(mut hp: Hparams) -> Hparams {
+    hp.sparseloco.inner_steps = 4;
+    hp.network.blocks_per_window = 5;
+    hp.network.upload_grace_ms = 400;
+    hp.network.clock_skew_ms = 400;
+    hp
+}
+
+/// One miner at the end of a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MinerOutcome {
+    pub uid: u16,
+    pub behaviour: String,
+    pub weight: f64,
+    pub score: f64,
+    pub own_beats_random: f64,
+    /// On the top validator's exclusion list after the last window.
+    pub excluded: bool,
+}
+
+/// A run of one network: its miners at the end, every window's weights, and the held-out
+/// loss before the first window and after each.
+#[derive(Debug, Clone)]
+pub struct NetworkRun {
+    pub miners: Vec<MinerOutcome>,
+    pub weights: Vec<Vec<(u16, f64)>>,
+    pub held_out_loss: Vec<f64>,
+    /// The largest parameter difference between the validator's model and any miner's at the
+    /// end: every node admits the same payloads, so all stay equal.
+    pub max_model_difference: f64,
+}
+
+/// Run `windows` windows of a network with `honest` honest miners (uids 1..) and one miner
+/// per entry of `adversaries` after them, and a validator (uid 0), in a fresh folder under
+/// `root`. Every node signs its payloads with its own sr25519 key.
+pub async fn run_network(
+    root: &Path,
+    hp: &Hparams,
+    pages: &Pages,
+    honest: u16,
+    adversaries: &[Behaviour],
+    windows: u64,
+) -> Result<NetworkRun, NodeError> {
+    let mut net = LocalNetwork::new(root, hp.clone(), pages.clone()).await?;
+    net.signed = true;
+    let mut validator = net.validator("validator", 0).await?;
+    let behaviours = (0..honest)
+        .map(|_| Behaviour::Honest)
+        .chain(adversaries.iter().copied());
+    let mut miners: Vec<Miner> = Vec::new();
+    for (i, b) in behaviours.enumerate() {
+        let uid = i as u16 + 1;
+        miners.push(net.miner(&format!("miner-{uid}"), uid).await?.with_behaviour(b));
+    }
+    let held_out = eval_pages(hp, pages);
+    let loss = |v: &super::validator::Validator| eval_loss(&v.engine.model, pages, &held_out);
+    let mut held_out_loss = vec![loss(&validator)];
+    let mut weights = Vec::new();
+    let t = hp.network.softmax_temperature;
+    for w in 0..windows {
+        let mut refs: Vec<&mut Miner> = miners.iter_mut().collect();
+        net.window(w, &mut refs, &mut validator).await?;
+        weights.push(weights_from_scores(&validator.state.scores, t));
+        held_out_loss.push(loss(&validator));
+    }
+    let last = weights.last().cloned().unwrap_or_default();
+    let after = hp.network.exclude_after;
+    let outcomes = miners
+        .iter()
+        .map(|m| {
+            let uid = m.ctx.uid;
+            let s = validator.state.scores.get(&uid).cloned().unwrap_or_default();
+            MinerOutcome {
+                uid,
+                behaviour: m.behaviour().to_string(),
+                weight: last.iter().find(|(u, _)| *u == uid).map_or(0.0, |x| x.1),
+                score: s.ema,
+                own_beats_random: s.own_beats_random,
+                excluded: after > 0 && s.consecutive_negative >= after,
+            }
+        })
+        .collect();
+    let max_model_difference = miners
+        .iter()
+        .map(|m| m.engine.max_param_diff(&validator.engine))
+        .fold(0.0, f64::max);
+    Ok(NetworkRun {
+        miners: outcomes,
+        weights,
+        held_out_loss,
+        max_model_difference,
+    })
+}
+
+/// `bench integrity`'s figures for one seed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrityReport {
+    pub seed: u64,
+    pub windows: u64,
+    pub honest_miners: u16,
+    /// Final weight of each miner with its behaviour.
+    pub miners: Vec<MinerOutcome>,
+    /// The honest miners' share of the total weight after the last window.
+    pub honest_share: f64,
+    /// The first window from which on every adversary's weight stayed below every honest
+    /// miner's (None: not by the end).
+    pub windows_until_honest_lead: Option<u64>,
+    pub held_out_loss_with_adversaries: Vec<f64>,
+    pub held_out_loss_honest_only: Vec<f64>,
+    /// Loss fall with adversaries over the fall without them (1: no harm).
+    pub loss_fall_ratio: f64,
+    /// Largest parameter difference between the validator and any miner at the end, with
+    /// the adversaries (every node applies the same admission rule).
+    pub max_model_difference: f64,
+    pub seconds: f64,
+}
+
+impl IntegrityReport {
+    pub fn honest(&self) -> impl Iterator<Item = &MinerOutcome> {
+        self.miners.iter().filter(|m| m.behaviour == "honest")
+    }
+
+    pub fn adversaries(&self) -> impl Iterator<Item = &MinerOutcome> {
+        self.miners.iter().filter(|m| m.behaviour != "honest")
+    }
+
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "seed {}: honest share {:.3}, adversaries below every honest miner from window {:?}, loss fall ratio {:.2}\n",
+            self.seed, self.honest_share, self.windows_until_honest_lead, self.loss_fall_ratio
+        );
+        for m in &self.miners {
+            out += &format!(
+                "  uid {:>2} {:<16} weight {:.4} score {:+.5} own>random {:+.2}{}\n",
+                m.uid,
+                m.behaviour,
+                m.weight,
+                m.score,
+                m.own_beats_random,
+                if m.excluded { " (excluded)" } else { "" }
+            );
+        }
+        out
+    }
+}
+
+/// The scenario with `data.seed = seed`: `honest` honest miners with and without one miner of
+/// each attack, `windows` windows each, in folders under `root`.
+pub async fn integrity_report(
+    root: &Path,
+    hp: &Hparams,
+    pages: &Pages,
+    seed: u64,
+    honest: u16,
+    windows: u64,
+) -> Result<IntegrityReport, NodeError> {
+    let started = Instant::now();
+    let mut hp = hp.clone();
+    hp.data.seed = seed;
+    let adversaries = Behaviour::adversaries(1);
+    let with = run_network(
+        &root.join(format!("with-{seed}")),
+        &hp,
+        pages,
+        honest,
+        &adversaries,
+        windows,
+    )
+    .await?;
+    let without = run_network(&root.join(format!("without-{seed}")), &hp, pages, honest, &[], windows).await?;
+    let honest_uids: Vec<u16> = (1..=honest).collect();
+    let is_honest = |uid: &u16| honest_uids.contains(uid);
+    let lead = |weights: &[(u16, f64)]| {
+        let min_honest = weights
+            .iter()
+            .filter(|(u, _)| is_honest(u))
+            .map(|x| x.1)
+            .fold(f64::INFINITY, f64::min);
+        let max_adversary = weights
+            .iter()
+            .filter(|(u, _)| !is_honest(u))
+            .map(|x| x.1)
+            .fold(0.0, f64::max);
+        min_honest > max_adversary
+    };
+    let windows_until_honest_lead = (0..=with.weights.len())
+        .find(|&k| k < with.weights.len() && with.weights[k..].iter().all(|w| lead(w)))
+        .map(|k| k as u64);
+    let total: f64 = with.miners.iter().map(|m| m.weight).sum();
+    let honest_weight: f64 = with
+        .miners
+        .iter()
+        .filter(|m| is_honest(&m.uid))
+        .map(|m| m.weight)
+        .sum();
+    let fall = |curve: &[f64]| curve[0] - curve[curve.len() - 1];
+    Ok(IntegrityReport {
+        seed,
+        windows,
+        honest_miners: honest,
+        miners: with.miners,
+        honest_share: if total > 0.0 {
+            honest_weight / total
+        } else {
+            0.0
+        },
+        windows_until_honest_lead,
+        loss_fall_ratio: fall(&with.held_out_loss) / fall(&without.held_out_loss),
+        max_model_difference: with.max_model_difference,
+        held_out_loss_with_adversaries: with.held_out_loss,
+        held_out_loss_honest_only: without.held_out_loss,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
