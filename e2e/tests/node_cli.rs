@@ -188,3 +188,130 @@ fn devnet_runs_against_s3() {
         assert!(log.contains("registered"), "{name}: {log}");
     }
 }
+
+#[test]
+fn devnet_cheaters_earn_nothing_while_the_honest_miners_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let run = node(&[
+        "devnet",
+        "--miners",
+        "2",
+        "--windows",
+        "4",
+        "--cheater",
+        "amplifier:30",
+        "--cheater",
+        "poisoner",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let validator_log = std::fs::read_to_string(out.join("logs/validator.log")).unwrap_or_default();
+    assert!(
+        run.status.success(),
+        "devnet failed: {stdout}\n{}\n{validator_log}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("cheats: amplifier:30"), "{stdout}");
+    let csv = std::fs::read_to_string(out.join("windows.csv")).unwrap();
+    let last_weight = |miner: &str| -> f64 {
+        let row = csv
+            .lines()
+            .rfind(|l| l.split(',').nth(1) == Some(miner))
+            .unwrap_or_else(|| panic!("no row of {miner}: {csv}"));
+        row.split(',').nth(6).unwrap().parse().unwrap()
+    };
+    for honest in ["miner-1", "miner-2"] {
+        assert!(last_weight(honest) > 0.0, "{honest}: {csv}");
+    }
+    for cheater in ["miner-3", "miner-4"] {
+        assert_eq!(last_weight(cheater), 0.0, "{cheater}: {csv}");
+    }
+    // The amplified update was seen and kept out of the step on the validator.
+    assert!(
+        validator_log.contains("amplified payload left out"),
+        "{validator_log}"
+    );
+}
+
+#[test]
+fn only_a_miner_can_cheat_and_a_behaviour_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let common = [
+        "run", "--hotkey", "v", "--devnet", &store, "--store", &store,
+    ];
+    let validator = node(
+        &[
+            &common[..],
+            &["--role", "validator", "--behaviour", "poisoner"],
+        ]
+        .concat(),
+    );
+    assert!(!validator.status.success());
+    assert!(
+        String::from_utf8_lossy(&validator.stderr).contains("--behaviour is for miners"),
+        "{}",
+        String::from_utf8_lossy(&validator.stderr)
+    );
+    let unknown = node(&[&common[..], &["--role", "miner", "--behaviour", "lazy"]].concat());
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("unknown behaviour \"lazy\""),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+}
+
+#[test]
+fn bench_integrity_prints_weights_by_behaviour_and_both_loss_curves() {
+    let run = node(&[
+        "bench",
+        "integrity",
+        "--honest",
+        "2",
+        "--windows",
+        "2",
+        "--seeds",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let r = &r.as_array().unwrap()[0];
+    assert_eq!(r["seed"], 3);
+    let miners = r["miners"].as_array().unwrap();
+    assert_eq!(miners.len(), 11, "2 honest and 9 adversaries");
+    let behaviours: Vec<&str> = miners
+        .iter()
+        .map(|m| m["behaviour"].as_str().unwrap())
+        .collect();
+    for b in [
+        "honest",
+        "poisoner",
+        "copier:1",
+        "impersonator:1",
+        "wrong-data",
+    ] {
+        assert!(behaviours.contains(&b), "{behaviours:?}");
+    }
+    let total: f64 = miners.iter().map(|m| m["weight"].as_f64().unwrap()).sum();
+    assert!(
+        (total - 1.0).abs() < 1e-9 || total == 0.0,
+        "weights sum to 1: {total}"
+    );
+    let share = r["honestShare"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share));
+    for curve in ["heldOutLossWithAdversaries", "heldOutLossHonestOnly"] {
+        assert_eq!(
+            r[curve].as_array().unwrap().len(),
+            3,
+            "{curve}: before and after each window"
+        );
+    }
+}

@@ -9,12 +9,12 @@ use templar_node::cli::devnet::{DevnetOptions, run_devnet};
 use templar_node::cli::identity::{NodeIdentity, bittensor_hotkey, identity_from_wallet};
 use templar_node::cli::launch::{NodeOptions, StoreSpec, run_node};
 use templar_node::cli::train::{DataSource, TrainOptions, run_train};
-use templar_node::roles::behaviour::Behaviour;
-use templar_node::roles::integrity::{integrity_report, scenario_hparams};
 use templar_node::cli::{bench, load_hparams, runtime, tokenizer};
 use templar_node::data::{self, Pages};
 use templar_node::hparams::{Hparams, ModelConfig, OuterMode};
 use templar_node::model::default_device;
+use templar_node::roles::behaviour::Behaviour;
+use templar_node::roles::integrity::{integrity_report, scenario_hparams};
 use templar_protocol::Hotkey;
 
 #[derive(Parser)]

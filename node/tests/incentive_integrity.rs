@@ -40,7 +40,10 @@ async fn every_honest_miner_outearns_every_cheater(seed: u64) {
         );
     }
     let adversaries: f64 = r.adversaries().map(|m| m.weight).sum();
-    assert!(adversaries < 0.1, "adversaries' share {adversaries}\n{summary}");
+    assert!(
+        adversaries < 0.1,
+        "adversaries' share {adversaries}\n{summary}"
+    );
     assert!(r.windows_until_honest_lead.is_some(), "{summary}");
     // Detected attacks never reach the model: the loss falls nearly as without them.
     assert!(
@@ -51,7 +54,14 @@ async fn every_honest_miner_outearns_every_cheater(seed: u64) {
         r.held_out_loss_honest_only
     );
     // The attacks that are caught in the window leave the aggregation by the end.
-    for behaviour in ["copier:1", "amplifier:30", "stale", "late", "poisoner", "impersonator:1"] {
+    for behaviour in [
+        "copier:1",
+        "amplifier:30",
+        "stale",
+        "late",
+        "poisoner",
+        "impersonator:1",
+    ] {
         let m = r.adversaries().find(|m| m.behaviour == behaviour).unwrap();
         assert!(m.excluded, "{behaviour} still aggregated\n{summary}");
     }

@@ -2,9 +2,9 @@
 //! 1 validator) on the devnet chain, a live table in the terminal, and a report folder (CSV +
 //! PNG plot).
 
-use crate::roles::behaviour::Behaviour;
 use super::launch::StoreSpec;
 use super::report::{Row, write_csv};
+use crate::roles::behaviour::Behaviour;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

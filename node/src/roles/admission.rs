@@ -15,8 +15,8 @@
 use super::Gathered;
 use super::duplicates::{Copy, find_copies};
 use crate::codec::Selected;
-use crate::optim::sparseloco::{lower_median, values_norm};
 use crate::hparams::Hparams;
+use crate::optim::sparseloco::{lower_median, values_norm};
 use templar_protocol::payload::{BlockLayout, Payload};
 
 /// The payloads of the window before, for the stale-repeat check.
@@ -106,7 +106,12 @@ impl Admission {
         }
         let outliers = norm_outliers(&gathered.payloads, selected, hp.network.norm_outlier);
         for (uid, ratio) in &outliers {
-            tracing::warn!(uid, window = w, ratio, "amplified payload left out: norm {ratio:.1}x the median");
+            tracing::warn!(
+                uid,
+                window = w,
+                ratio,
+                "amplified payload left out: norm {ratio:.1}x the median"
+            );
         }
         Decision {
             copies,
@@ -149,7 +154,8 @@ pub fn norm_outliers(
             // A non-finite norm is always an outlier; with a zero median (most payloads
             // empty) no finite one is.
             let over = if median > 0.0 { n / median } else { n * 0.0 };
-            (!(over <= ratio)).then_some((*uid, over))
+            let outlier = over.is_nan() || over > ratio;
+            outlier.then_some((*uid, over))
         })
         .collect()
 }
@@ -199,10 +205,17 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].0, 4);
         assert!((out[0].1 - 10.0).abs() < 1e-6);
-        assert!(norm_outliers(&payloads, &selected, 0.0).is_empty(), "0 turns it off");
+        assert!(
+            norm_outliers(&payloads, &selected, 0.0).is_empty(),
+            "0 turns it off"
+        );
         assert!(norm_outliers(&payloads, &selected, 11.0).is_empty());
         // Mostly empty updates (free-riders): a zero median flags no finite norm.
-        let zeros = vec![values(&[0.0, 0.0]), values(&[0.0, 0.0]), values(&[1.0, 0.0])];
+        let zeros = vec![
+            values(&[0.0, 0.0]),
+            values(&[0.0, 0.0]),
+            values(&[1.0, 0.0]),
+        ];
         assert!(norm_outliers(&payloads[..3], &zeros, 5.0).is_empty());
         // A norm that overflows is always an outlier.
         let inf = vec![values(&[1.0, 0.0]), values(&[f32::MAX, f32::MAX])];
@@ -253,6 +266,9 @@ mod tests {
         assert!(d.copies[0].reason.contains("previous window"), "{d:?}");
         assert_eq!(d.excluded, vec![8], "the top validator's list");
         let d = a.decide(&hp, &layouts, 6, &current, &selected);
-        assert!(d.copies.is_empty(), "window 6 does not follow window 4: {d:?}");
+        assert!(
+            d.copies.is_empty(),
+            "window 6 does not follow window 4: {d:?}"
+        );
     }
 }

@@ -3,12 +3,12 @@
 //! as an honest miner. The defence against each is in docs/incentive-integrity.md.
 
 use super::NodeError;
+use crate::codec::Selected;
 use crate::engine::Engine;
 use crate::optim::WindowStats;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
-use crate::codec::Selected;
 use tch::{Device, Kind, Tensor};
 use templar_protocol::network::{NodeContext, fetch_payload};
 use templar_protocol::payload::{Payload, PayloadMeta};
@@ -153,7 +153,11 @@ pub async fn window_payload(
             let s = &engine.sampler;
             let slots = (s.num_pages / s.pages_per_window.max(1)).clamp(1, 1 << 16);
             let chosen = (slots - 1) as u16;
-            let chosen = if chosen == uid { chosen.saturating_sub(1) } else { chosen };
+            let chosen = if chosen == uid {
+                chosen.saturating_sub(1)
+            } else {
+                chosen
+            };
             let (stats, p) = honest(engine, chosen)?;
             (Some(stats), Some(p))
         }
@@ -190,7 +194,9 @@ pub async fn window_payload(
             let Some(theirs) = victims_payload(ctx, engine, victim, w).await else {
                 return Ok((None, None));
             };
-            let copied = rewrite(engine, &theirs, &|v| v + v.randn_like() * v.std(false) * 0.01);
+            let copied = rewrite(engine, &theirs, &|v| {
+                v + v.randn_like() * v.std(false) * 0.01
+            });
             (None, Some(copied))
         }
         Behaviour::Impersonator { victim } => {
@@ -264,7 +270,14 @@ mod tests {
             "amplifier".parse::<Behaviour>(),
             Ok(Behaviour::Amplifier { factor: 30.0 })
         );
-        for bad in ["copier", "copier:x", "amplifier:-2", "amplifier:nan", "lazy", "late:3"] {
+        for bad in [
+            "copier",
+            "copier:x",
+            "amplifier:-2",
+            "amplifier:nan",
+            "lazy",
+            "late:3",
+        ] {
             let e = bad.parse::<Behaviour>().unwrap_err();
             assert!(e.to_string().contains("unknown behaviour"), "{bad}: {e}");
         }

@@ -71,7 +71,11 @@ pub async fn run_network(
     let mut miners: Vec<Miner> = Vec::new();
     for (i, b) in behaviours.enumerate() {
         let uid = i as u16 + 1;
-        miners.push(net.miner(&format!("miner-{uid}"), uid).await?.with_behaviour(b));
+        miners.push(
+            net.miner(&format!("miner-{uid}"), uid)
+                .await?
+                .with_behaviour(b),
+        );
     }
     let held_out = eval_pages(hp, pages);
     let loss = |v: &super::validator::Validator| eval_loss(&v.engine.model, pages, &held_out);
@@ -90,7 +94,12 @@ pub async fn run_network(
         .iter()
         .map(|m| {
             let uid = m.ctx.uid;
-            let s = validator.state.scores.get(&uid).cloned().unwrap_or_default();
+            let s = validator
+                .state
+                .scores
+                .get(&uid)
+                .cloned()
+                .unwrap_or_default();
             MinerOutcome {
                 uid,
                 behaviour: m.behaviour().to_string(),
@@ -189,7 +198,15 @@ pub async fn integrity_report(
         windows,
     )
     .await?;
-    let without = run_network(&root.join(format!("without-{seed}")), &hp, pages, honest, &[], windows).await?;
+    let without = run_network(
+        &root.join(format!("without-{seed}")),
+        &hp,
+        pages,
+        honest,
+        &[],
+        windows,
+    )
+    .await?;
     let honest_uids: Vec<u16> = (1..=honest).collect();
     let is_honest = |uid: &u16| honest_uids.contains(uid);
     let lead = |weights: &[(u16, f64)]| {

@@ -133,9 +133,13 @@ impl Miner {
                 .map(|(_, p)| self.engine.selected(p))
                 .collect()
         });
-        let decision = self
-            .admission
-            .decide(&ctx.hp, &self.engine.codec.spec.layouts, w, &gathered, &selected);
+        let decision = self.admission.decide(
+            &ctx.hp,
+            &self.engine.codec.spec.layouts,
+            w,
+            &gathered,
+            &selected,
+        );
         let Gathered {
             payloads, skipped, ..
         } = gathered;

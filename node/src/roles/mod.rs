@@ -66,7 +66,11 @@ pub async fn gather_closed_window(
 
 /// Gather window `w` (closed) once its gather deadline has passed: every node gathers the
 /// same uploads, those that landed by the deadline.
-pub async fn gather_window(ctx: &NodeContext, engine: &Engine, w: u64) -> Result<Gathered, NodeError> {
+pub async fn gather_window(
+    ctx: &NodeContext,
+    engine: &Engine,
+    w: u64,
+) -> Result<Gathered, NodeError> {
     tokio::time::sleep(ctx.wait_before_gather(w)).await;
     let list = ctx.peers_for(w).await?;
     let range = ctx.accept_range(w);

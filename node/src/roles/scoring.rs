@@ -383,7 +383,10 @@ mod tests {
         update_score(&mut s, Some((0.0, 0.0)), 0.3, 0.75);
         assert_eq!(s.consecutive_negative, 3, "raised, invalid, no improvement");
         update_score(&mut s, Some((f64::NAN, 0.0)), 0.3, 0.75);
-        assert_eq!(s.consecutive_negative, 4, "a non-finite improvement is invalid");
+        assert_eq!(
+            s.consecutive_negative, 4,
+            "a non-finite improvement is invalid"
+        );
         update_score(&mut s, Some((1e-3, 0.0)), 0.3, 0.75);
         assert_eq!(s.consecutive_negative, 0, "recovered");
     }

@@ -97,7 +97,8 @@ pub async fn replay(
                 .map(|(_, p)| engine.selected(p))
                 .collect()
         });
-        let decision = admission.decide(&ctx.hp, &engine.codec.spec.layouts, w, &gathered, &selected);
+        let decision =
+            admission.decide(&ctx.hp, &engine.codec.spec.layouts, w, &gathered, &selected);
         let admitted = decision.admitted(&gathered.payloads, selected);
         block_in_place(|| engine.apply_selected(&admitted));
         tracing::info!(

@@ -132,7 +132,11 @@ impl Validator {
             })
             .collect();
         if !excluded.is_empty() {
-            tracing::info!(window = w, ?excluded, "excluded from aggregation: negative or invalid scores in a row");
+            tracing::info!(
+                window = w,
+                ?excluded,
+                "excluded from aggregation: negative or invalid scores in a row"
+            );
         }
         let list = PeerList { miners, excluded };
         ctx.own_store
@@ -154,9 +158,13 @@ impl Validator {
                 .map(|(_, p)| self.engine.selected(p))
                 .collect()
         });
-        let decision = self
-            .admission
-            .decide(&ctx.hp, &self.engine.codec.spec.layouts, w, &gathered, &selected);
+        let decision = self.admission.decide(
+            &ctx.hp,
+            &self.engine.codec.spec.layouts,
+            w,
+            &gathered,
+            &selected,
+        );
         let Gathered {
             listed: peers,
             payloads: ok,
@@ -169,7 +177,14 @@ impl Validator {
             .iter()
             .map(|(_, p)| sample_drift(&p.meta.model_sample, &ours))
             .collect();
-        self.score(w, &peers, &submitted, &drifts, &decision.flagged(), &selected);
+        self.score(
+            w,
+            &peers,
+            &submitted,
+            &drifts,
+            &decision.flagged(),
+            &selected,
+        );
         let admitted = decision.admitted(&ok, selected);
         block_in_place(|| self.engine.apply_selected(&admitted));
         let sample = block_in_place(|| self.engine.model_sample());
