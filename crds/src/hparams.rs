@@ -285,7 +285,7 @@ pub struct NetworkParams {
     /// (relative L2) trained on another model: its window counts as an invalid submission.
     pub sync_tolerance: f64,
     /// Index overlap (shared top-k coordinates per block) at which two payloads count as one
-    /// copied from the other (honest miners measured 0.14 to 0.31; a copy is 1).
+    /// copied from the other (honest miners measured 0.12 to 0.36; a copy is 1).
     pub copy_overlap: f64,
     /// A miner whose last this many scored windows were invalid or raised the loss is left
     /// out of every node's outer step until it scores positive again (0: never).
@@ -293,6 +293,10 @@ pub struct NetworkParams {
     /// A payload whose value norm is above this many times the window's lower-median payload
     /// norm (an amplified update) is left out and scores as invalid (0: never).
     pub norm_outlier: f64,
+    /// A payload whose values agree with the window's others less than this (median cosine on
+    /// shared coordinates; honest miners measured 0.82 and above, noise near 0, a negated
+    /// update near -1) is left out and scores as invalid (-1: never).
+    pub min_agreement: f64,
     /// Set weights every N windows.
     pub weights_every: u64,
     /// The top validator publishes a checkpoint every N windows.
@@ -320,6 +324,7 @@ impl Default for NetworkParams {
             copy_overlap: 0.6,
             exclude_after: 3,
             norm_outlier: 5.0,
+            min_agreement: 0.3,
             weights_every: 1,
             checkpoint_every: 5,
             upload_grace_ms: 2000,
@@ -436,6 +441,9 @@ impl Hparams {
         }
         if !(n.norm_outlier == 0.0 || (n.norm_outlier >= 1.0 && n.norm_outlier.is_finite())) {
             return bad("network.norm_outlier must be 0 (off) or a finite number >= 1".into());
+        }
+        if !(-1.0..=1.0).contains(&n.min_agreement) {
+            return bad("network.min_agreement must be in [-1, 1]".into());
         }
         if !(n.sync_tolerance > 0.0 && n.sync_tolerance.is_finite()) {
             return bad("network.sync_tolerance must be a positive number".into());

@@ -286,7 +286,7 @@ fn bench_integrity_prints_weights_by_behaviour_and_both_loss_curves() {
     let r = &r.as_array().unwrap()[0];
     assert_eq!(r["seed"], 3);
     let miners = r["miners"].as_array().unwrap();
-    assert_eq!(miners.len(), 11, "2 honest and 9 adversaries");
+    assert_eq!(miners.len(), 12, "2 honest and 10 adversaries");
     let behaviours: Vec<&str> = miners
         .iter()
         .map(|m| m["behaviour"].as_str().unwrap())

@@ -239,7 +239,7 @@ enum BenchCommand {
     Integrity {
         #[arg(long, default_value_t = 4)]
         honest: u16,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 20)]
         windows: u64,
         /// Data seeds (model initialisation and page assignment), one run each.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]

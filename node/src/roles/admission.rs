@@ -7,12 +7,15 @@
 //!   previous window's payloads ([`find_copies`]);
 //! - an amplified update: value norm above `network.norm_outlier` times the lower median of
 //!   the window's payload norms (the outer step clips each peer to the median norm anyway;
-//!   this makes amplifying a detectable offence instead of a free one).
+//!   this makes amplifying a detectable offence instead of a free one);
+//! - an update that disagrees with the window: median value agreement with the other payloads
+//!   below `network.min_agreement` ([`disagreeing`]: noise, a negated update).
 //!
 //! A payload left out still reaches the validator's scoring (an excluded miner is evaluated,
 //! so it can recover; a copy or an outlier scores as an invalid submission).
 
 use super::Gathered;
+use super::agreement::disagreeing;
 use super::duplicates::{Copy, find_copies};
 use crate::codec::Selected;
 use crate::hparams::Hparams;
@@ -34,6 +37,8 @@ pub struct Decision {
     pub excluded: Vec<u16>,
     /// Amplified updates: uid and its norm over the window's lower-median norm.
     pub outliers: Vec<(u16, f64)>,
+    /// Updates against the window: uid and its median agreement with the others.
+    pub disagreeing: Vec<(u16, f64)>,
 }
 
 impl Decision {
@@ -64,6 +69,7 @@ impl Decision {
     pub fn flagged(&self) -> Vec<u16> {
         let mut uids = self.copied_uids();
         uids.extend(self.outliers.iter().map(|(u, _)| *u));
+        uids.extend(self.disagreeing.iter().map(|(u, _)| *u));
         uids.sort_unstable();
         uids.dedup();
         uids
@@ -113,10 +119,20 @@ impl Admission {
                 "amplified payload left out: norm {ratio:.1}x the median"
             );
         }
+        let disagreeing = disagreeing(&gathered.payloads, layouts, hp.network.min_agreement);
+        for (uid, agreement) in &disagreeing {
+            tracing::warn!(
+                uid,
+                window = w,
+                agreement,
+                "payload against the window left out"
+            );
+        }
         Decision {
             copies,
             excluded,
             outliers,
+            disagreeing,
         }
     }
 
@@ -231,12 +247,17 @@ mod tests {
             }],
             excluded: vec![2],
             outliers: vec![(4, 30.0)],
+            disagreeing: vec![(6, -0.9)],
         };
         assert!(d.admits(1) && d.admits(5));
-        assert!(!d.admits(2) && !d.admits(3) && !d.admits(4));
-        assert_eq!(d.flagged(), vec![3, 4], "an excluded miner is still scored");
-        let payloads: Vec<_> = (1..=5).map(|u| (u, payload(u, vec![0, 1]))).collect();
-        let selected: Vec<_> = (1..=5).map(|u| values(&[u as f32, 0.0])).collect();
+        assert!(!d.admits(2) && !d.admits(3) && !d.admits(4) && !d.admits(6));
+        assert_eq!(
+            d.flagged(),
+            vec![3, 4, 6],
+            "an excluded miner is still scored"
+        );
+        let payloads: Vec<_> = (1..=6).map(|u| (u, payload(u, vec![0, 1]))).collect();
+        let selected: Vec<_> = (1..=6).map(|u| values(&[u as f32, 0.0])).collect();
         let kept: Vec<f64> = d
             .admitted(&payloads, selected)
             .iter()

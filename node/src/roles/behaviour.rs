@@ -48,6 +48,7 @@ impl Behaviour {
     /// Every attack with a fixed victim, for the adversarial network and the benchmark.
     pub fn adversaries(victim: u16) -> Vec<Behaviour> {
         vec![
+            Behaviour::Absent,
             Behaviour::FreeRider,
             Behaviour::Noise,
             Behaviour::Copier { victim },

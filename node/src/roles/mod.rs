@@ -8,6 +8,7 @@
 //! [`NodeContext`]: templar_protocol::network::NodeContext
 
 pub mod admission;
+pub mod agreement;
 pub mod behaviour;
 pub mod duplicates;
 pub mod integrity;

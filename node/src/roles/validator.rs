@@ -42,7 +42,7 @@ pub struct Validator {
     /// (the validator's bucket is readable by peers), so miners cannot predict it.
     eval_secret: u64,
     /// Keys the draw of each evaluation's random pages: per process, never stored.
-    random_pages_key: RandomState,
+    random_pages_secret: u64,
     sync: SyncTracker,
     admission: Admission,
 }
@@ -70,10 +70,19 @@ impl Validator {
             last_weights_block: None,
             // RandomState is keyed from the OS random source, fresh for each instance.
             eval_secret: RandomState::new().hash_one(std::process::id()),
-            random_pages_key: RandomState::new(),
+            random_pages_secret: RandomState::new().hash_one(std::process::id()),
             sync: SyncTracker::default(),
             admission: Admission::default(),
         })
+    }
+
+    /// The same validator with fixed secrets for the evaluation order and the random pages,
+    /// so that a scenario replays exactly (tests and benchmarks only: a running validator's
+    /// secrets are drawn from the OS and never leave the process).
+    pub fn with_secrets(mut self, eval: u64, random_pages: u64) -> Self {
+        self.eval_secret = eval;
+        self.random_pages_secret = random_pages;
+        self
     }
 
     async fn is_top_validator(&self) -> Result<bool, NodeError> {
@@ -238,12 +247,12 @@ impl Validator {
             .collect();
         let chosen = choose_for_eval(peers, w, n.eval_miners, self.eval_secret);
         let engine = &self.engine;
-        let secret_hasher = self.random_pages_key.clone();
+        let secret = self.random_pages_secret;
         let medians = block_in_place(|| engine.peer_norm_medians(selected));
         let evaluate = |uid: u16| {
             let at = submitted.iter().position(|u| *u == uid)?;
             // Random pages from the secret: a miner cannot know them before its upload.
-            let salt = secret_hasher.hash_one((w, uid));
+            let salt = random_pages_salt(secret, w, uid);
             let result = block_in_place(|| {
                 engine.evaluate(uid, w, &selected[at], n.eval_pages, &medians, salt)
             });
@@ -366,4 +375,16 @@ impl Validator {
             s.last_checkpoint_window = self.state.last_checkpoint_window;
         });
     }
+}
+
+/// The salt of miner uid's random evaluation pages in window `w`: SHA-256 of the validator's
+/// secret with the window and uid.
+fn random_pages_salt(secret: u64, w: u64, uid: u16) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"templar-random-pages");
+    h.update(secret.to_le_bytes());
+    h.update(w.to_le_bytes());
+    h.update(uid.to_le_bytes());
+    u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
 }
