@@ -18,9 +18,11 @@ use super::Gathered;
 use super::agreement::disagreeing;
 use super::duplicates::{Copy, find_copies};
 use crate::codec::Selected;
+use crate::engine::Engine;
 use crate::hparams::Hparams;
 use crate::optim::sparseloco::{lower_median, values_norm};
 use templar_protocol::payload::{BlockLayout, Payload};
+use tokio::task::block_in_place;
 
 /// The payloads of the window before, for the stale-repeat check.
 #[derive(Debug, Default)]
@@ -77,6 +79,26 @@ impl Decision {
 }
 
 impl Admission {
+    /// Dequantise window `w`'s gathered payloads (once, for the verdict, the scores and the
+    /// step) and decide: the verdict with the dequantised payloads in gathered order.
+    pub fn judge(
+        &self,
+        hp: &Hparams,
+        engine: &Engine,
+        w: u64,
+        gathered: &Gathered,
+    ) -> (Decision, Vec<Vec<Selected>>) {
+        let selected: Vec<Vec<Selected>> = block_in_place(|| {
+            gathered
+                .payloads
+                .iter()
+                .map(|(_, p)| engine.selected(p))
+                .collect()
+        });
+        let layouts = &engine.codec.spec.layouts;
+        (self.decide(hp, layouts, w, gathered, &selected), selected)
+    }
+
     /// Window `w`'s verdict on what was gathered, `selected` being its payloads dequantised
     /// (logged with reasons).
     pub fn decide(
@@ -179,25 +201,13 @@ pub fn norm_outliers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roles::test_payloads;
     use std::time::{Duration, SystemTime};
     use tch::Tensor;
-    use templar_protocol::Hotkey;
-    use templar_protocol::payload::{ParamUpdate, PayloadMeta, Values};
 
     fn payload(uid: u16, indices: Vec<u16>) -> Payload {
-        Payload {
-            meta: PayloadMeta {
-                window: 1,
-                uid,
-                hotkey: Hotkey::parse(&format!("m{uid}")).unwrap(),
-                hparams_digest: String::new(),
-                model_sample: Vec::new(),
-            },
-            params: vec![ParamUpdate {
-                values: Values::F32(vec![0.0; indices.len()]),
-                indices,
-            }],
-        }
+        let zeros = vec![0.0; indices.len()];
+        test_payloads::payload(uid, indices, zeros)
     }
 
     fn values(v: &[f32]) -> Vec<Selected> {

@@ -101,29 +101,7 @@ pub fn disagreeing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use templar_protocol::Hotkey;
-    use templar_protocol::payload::{ParamUpdate, PayloadMeta};
-
-    fn layout() -> Vec<BlockLayout> {
-        // Two blocks of 8x8, k = 8.
-        vec![BlockLayout::new(&[8, 16], 8, 8)]
-    }
-
-    fn payload(uid: u16, indices: Vec<u16>, values: Vec<f32>) -> Payload {
-        Payload {
-            meta: PayloadMeta {
-                window: 1,
-                uid,
-                hotkey: Hotkey::parse(&format!("m{uid}")).unwrap(),
-                hparams_digest: String::new(),
-                model_sample: Vec::new(),
-            },
-            params: vec![ParamUpdate {
-                indices,
-                values: Values::F32(values),
-            }],
-        }
-    }
+    use crate::roles::test_payloads::{payload, two_block_layout as layout};
 
     #[test]
     fn value_similarity_is_the_cosine_on_shared_coordinates_of_the_same_block() {

@@ -232,15 +232,16 @@ fn zero_payload(engine: &Engine, meta: PayloadMeta) -> Payload {
     engine.codec.to_payload(meta, &selected)
 }
 
-/// The victim's payload of window `w`, polled for until the peer timeout (it may upload
-/// after the copier begins).
+/// The victim's payload of window `w`, polled for (it may upload after the copier begins)
+/// until the window's gather deadline or the peer timeout, whichever comes first.
 async fn victims_payload(
     ctx: &NodeContext,
     engine: &Engine,
     victim: u16,
     w: u64,
 ) -> Option<Payload> {
-    let deadline = tokio::time::Instant::now() + ctx.peer_timeout;
+    let wait = ctx.peer_timeout.min(ctx.wait_before_gather(w));
+    let deadline = tokio::time::Instant::now() + wait;
     let max = engine.payload_validator().max_bytes();
     loop {
         if let Ok((bytes, _)) = fetch_payload(ctx, victim, w, max, None).await

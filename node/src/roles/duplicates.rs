@@ -103,30 +103,8 @@ pub fn find_copies(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roles::test_payloads::{payload, two_block_layout as layout};
     use std::time::Duration;
-    use templar_protocol::Hotkey;
-    use templar_protocol::payload::{ParamUpdate, PayloadMeta, Values};
-
-    fn layout() -> Vec<BlockLayout> {
-        // Two blocks of 8x8, k = 8.
-        vec![BlockLayout::new(&[8, 16], 8, 8)]
-    }
-
-    fn payload(uid: u16, indices: Vec<u16>, values: Vec<f32>) -> Payload {
-        Payload {
-            meta: PayloadMeta {
-                window: 1,
-                uid,
-                hotkey: Hotkey::parse(&format!("m{uid}")).unwrap(),
-                hparams_digest: String::new(),
-                model_sample: Vec::new(),
-            },
-            params: vec![ParamUpdate {
-                indices,
-                values: Values::F32(values),
-            }],
-        }
-    }
 
     fn at(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(s)

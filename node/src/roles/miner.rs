@@ -126,20 +126,7 @@ impl Miner {
         let ctx = self.ctx.clone();
         self.upload_late(w).await?;
         let gathered = gather_closed_window(&ctx, &self.engine, w).await?;
-        let selected: Vec<_> = block_in_place(|| {
-            gathered
-                .payloads
-                .iter()
-                .map(|(_, p)| self.engine.selected(p))
-                .collect()
-        });
-        let decision = self.admission.decide(
-            &ctx.hp,
-            &self.engine.codec.spec.layouts,
-            w,
-            &gathered,
-            &selected,
-        );
+        let (decision, selected) = self.admission.judge(&ctx.hp, &self.engine, w, &gathered);
         let Gathered {
             payloads, skipped, ..
         } = gathered;

@@ -17,6 +17,8 @@ pub mod miner;
 pub mod run;
 pub mod scoring;
 pub mod sync;
+#[cfg(test)]
+mod test_payloads;
 pub mod validator;
 
 use crate::engine::{Engine, EngineError};

@@ -90,15 +90,7 @@ pub async fn replay(
     }
     for w in from..to {
         let gathered = gather_window(ctx, engine, w).await?;
-        let selected: Vec<_> = block_in_place(|| {
-            gathered
-                .payloads
-                .iter()
-                .map(|(_, p)| engine.selected(p))
-                .collect()
-        });
-        let decision =
-            admission.decide(&ctx.hp, &engine.codec.spec.layouts, w, &gathered, &selected);
+        let (decision, selected) = admission.judge(&ctx.hp, engine, w, &gathered);
         let admitted = decision.admitted(&gathered.payloads, selected);
         block_in_place(|| engine.apply_selected(&admitted));
         tracing::info!(

@@ -159,21 +159,7 @@ impl Validator {
         let ctx = self.ctx.clone();
         let gathered = gather_closed_window(&ctx, &self.engine, w).await?;
         // Score on the model as it was before this window's step.
-        // Each payload is dequantised once, for the verdict, the scores and the step.
-        let selected: Vec<Vec<Selected>> = block_in_place(|| {
-            gathered
-                .payloads
-                .iter()
-                .map(|(_, p)| self.engine.selected(p))
-                .collect()
-        });
-        let decision = self.admission.decide(
-            &ctx.hp,
-            &self.engine.codec.spec.layouts,
-            w,
-            &gathered,
-            &selected,
-        );
+        let (decision, selected) = self.admission.judge(&ctx.hp, &self.engine, w, &gathered);
         let Gathered {
             listed: peers,
             payloads: ok,
