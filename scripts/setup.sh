@@ -45,10 +45,11 @@ fi
 #    Bittensor project's wallet library as an oracle for keys and signatures.
 HELM_SDK_VERSION=0.2.2
 BT_WALLET_VERSION=4.1.1
+BT_SDK_VERSION=11.3.0
 if [ "$want_pytools" = 1 ]; then
-  if ! "$TEMPLAR_VENV/bin/python" -c "import kubernetes_validate, jsonschema, yaml, bittensor_wallet, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '$HELM_SDK_VERSION' or m.version('bittensor-wallet') != '$BT_WALLET_VERSION')" 2>/dev/null; then
+  if ! "$TEMPLAR_VENV/bin/python" -c "import kubernetes_validate, jsonschema, yaml, bittensor_wallet, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '$HELM_SDK_VERSION' or m.version('bittensor-wallet') != '$BT_WALLET_VERSION' or m.version('bittensor') != '$BT_SDK_VERSION')" 2>/dev/null; then
     log "installing Python test tools"
-    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate jsonschema pyyaml "helm-python-sdk==$HELM_SDK_VERSION" "bittensor-wallet==$BT_WALLET_VERSION" ||
+    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate jsonschema pyyaml "helm-python-sdk==$HELM_SDK_VERSION" "bittensor-wallet==$BT_WALLET_VERSION" "bittensor==$BT_SDK_VERSION" ||
       { echo "[setup] Python test tools install failed" >&2; return 1 2>/dev/null || exit 1; }
   fi
 fi

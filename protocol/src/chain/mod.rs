@@ -4,6 +4,7 @@
 //! same trait.
 
 pub mod devnet;
+pub mod weights;
 
 use crate::identity::Hotkey;
 use std::sync::Mutex;
