@@ -12,7 +12,8 @@
 //!   below `network.min_agreement` ([`disagreeing`]: noise, a negated update).
 //!
 //! A payload left out still reaches the validator's scoring (an excluded miner is evaluated,
-//! so it can recover; a copy or an outlier scores as an invalid submission).
+//! so it can recover; a copy, an outlier or a payload against the window scores as an
+//! invalid submission).
 
 use super::Gathered;
 use super::agreement::disagreeing;
@@ -46,7 +47,10 @@ pub struct Decision {
 impl Decision {
     /// Whether uid's payload enters the outer step.
     pub fn admits(&self, uid: u16) -> bool {
-        !self.excluded.contains(&uid) && !self.flagged().contains(&uid)
+        !self.excluded.contains(&uid)
+            && !self.copies.iter().any(|c| c.uid == uid)
+            && !self.outliers.iter().any(|(u, _)| *u == uid)
+            && !self.disagreeing.iter().any(|(u, _)| *u == uid)
     }
 
     /// The dequantised payloads (`selected`, in the order of `payloads`) that enter the step.
@@ -67,7 +71,8 @@ impl Decision {
         self.copies.iter().map(|c| c.uid).collect()
     }
 
-    /// The payloads that score as invalid submissions: copies and amplified updates.
+    /// The payloads that score as invalid submissions: copies, amplified updates and those
+    /// against the window.
     pub fn flagged(&self) -> Vec<u16> {
         let mut uids = self.copied_uids();
         uids.extend(self.outliers.iter().map(|(u, _)| *u));
@@ -127,7 +132,7 @@ impl Admission {
             .payloads
             .iter()
             .map(|(u, _)| *u)
-            .filter(|u| gathered.excluded.contains(u))
+            .filter(|u| gathered.peers.is_excluded(*u))
             .collect();
         if !excluded.is_empty() {
             tracing::info!(window = w, ?excluded, "excluded miners' payloads left out");
@@ -204,6 +209,7 @@ mod tests {
     use crate::roles::test_payloads;
     use std::time::{Duration, SystemTime};
     use tch::Tensor;
+    use templar_protocol::network::PeerList;
 
     fn payload(uid: u16, indices: Vec<u16>) -> Payload {
         let zeros = vec![0.0; indices.len()];
@@ -281,11 +287,13 @@ mod tests {
         let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
         let old = payload(7, vec![0, 1]);
         let current = Gathered {
-            listed: vec![7, 8],
+            peers: PeerList {
+                miners: vec![7, 8],
+                excluded: vec![8],
+            },
             payloads: vec![(7, old.clone()), (8, payload(8, vec![2, 3]))],
             uploaded: vec![at(1), at(1)],
             skipped: Vec::new(),
-            excluded: vec![8],
         };
         let selected = vec![values(&[1.0, 0.0]), values(&[0.0, 1.0])];
         let layouts = vec![BlockLayout::new(&[2, 2], 2, 2)];

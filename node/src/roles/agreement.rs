@@ -5,6 +5,7 @@
 //! update (poisoner) near -1. A payload whose median agreement with the others is below
 //! `network.min_agreement` is left out of the step by every node and scores as invalid.
 
+use super::duplicates::for_each_shared;
 use templar_protocol::payload::{BlockLayout, Payload, Values};
 
 /// Fewest shared coordinates for a pair's cosine to count.
@@ -30,32 +31,14 @@ pub fn value_similarity(a: &Payload, b: &Payload, layouts: &[BlockLayout]) -> f6
 pub fn shared_value_similarity(a: &Payload, b: &Payload, layouts: &[BlockLayout]) -> (f64, usize) {
     let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
     let mut shared = 0usize;
-    let mut position: Vec<u32> = Vec::new();
-    for ((pa, pb), layout) in a.params.iter().zip(&b.params).zip(layouts) {
-        let k = (layout.k.max(1)) as usize;
-        position.clear();
-        position.resize(layout.block_size().max(1) as usize, u32::MAX);
-        let blocks = pa.indices.chunks(k).zip(pb.indices.chunks(k)).enumerate();
-        for (block, (ba, bb)) in blocks {
-            for (j, &i) in ba.iter().enumerate() {
-                position[i as usize] = (block * k + j) as u32;
-            }
-            for (j, &i) in bb.iter().enumerate() {
-                let at = position[i as usize];
-                if at == u32::MAX || at as usize / k != block {
-                    continue;
-                }
-                let (x, y) = (
-                    value_at(&pa.values, at as usize),
-                    value_at(&pb.values, block * k + j),
-                );
-                dot += x * y;
-                na += x * x;
-                nb += y * y;
-                shared += 1;
-            }
-        }
-    }
+    for_each_shared(a, b, layouts, |param, i, j| {
+        let x = value_at(&a.params[param].values, i);
+        let y = value_at(&b.params[param].values, j);
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+        shared += 1;
+    });
     let cosine = if na > 0.0 && nb > 0.0 {
         dot / (na.sqrt() * nb.sqrt())
     } else {

@@ -17,25 +17,43 @@ use super::agreement::value_similarity;
 use std::time::SystemTime;
 use templar_protocol::payload::{BlockLayout, Payload};
 
-/// Fraction of `a`'s selected coordinates that `b` selected too, block by block.
-pub fn index_overlap(a: &Payload, b: &Payload, layouts: &[BlockLayout]) -> f64 {
-    let (mut common, mut total) = (0usize, 0usize);
-    let mut seen: Vec<u32> = Vec::new();
-    for ((pa, pb), layout) in a.params.iter().zip(&b.params).zip(layouts) {
+/// Calls `f(param, i, j)` for every coordinate that `a` and `b` both selected in the same
+/// block of parameter `param` (`i` and `j` its positions in `a`'s and `b`'s lists of that
+/// parameter); returns how many coordinates `a` selected in the blocks compared. Indices are
+/// block-local, so the same position in another block is another coordinate.
+pub fn for_each_shared(
+    a: &Payload,
+    b: &Payload,
+    layouts: &[BlockLayout],
+    mut f: impl FnMut(usize, usize, usize),
+) -> usize {
+    let mut total = 0usize;
+    let mut position: Vec<u32> = Vec::new();
+    for (param, ((pa, pb), layout)) in a.params.iter().zip(&b.params).zip(layouts).enumerate() {
         let k = (layout.k.max(1)) as usize;
-        seen.clear();
-        seen.resize(layout.block_size().max(1) as usize, u32::MAX);
-        for (block, (ba, bb)) in pa.indices.chunks(k).zip(pb.indices.chunks(k)).enumerate() {
-            for &i in ba {
-                seen[i as usize] = block as u32;
+        position.clear();
+        position.resize(layout.block_size().max(1) as usize, u32::MAX);
+        let blocks = pa.indices.chunks(k).zip(pb.indices.chunks(k)).enumerate();
+        for (block, (ba, bb)) in blocks {
+            for (j, &i) in ba.iter().enumerate() {
+                position[i as usize] = (block * k + j) as u32;
             }
-            common += bb
-                .iter()
-                .filter(|&&i| seen[i as usize] == block as u32)
-                .count();
+            for (j, &i) in bb.iter().enumerate() {
+                let at = position[i as usize];
+                if at != u32::MAX && at as usize / k == block {
+                    f(param, at as usize, block * k + j);
+                }
+            }
             total += ba.len();
         }
     }
+    total
+}
+
+/// Fraction of `a`'s selected coordinates that `b` selected too, block by block.
+pub fn index_overlap(a: &Payload, b: &Payload, layouts: &[BlockLayout]) -> f64 {
+    let mut common = 0usize;
+    let total = for_each_shared(a, b, layouts, |_, _, _| common += 1);
     if total == 0 {
         0.0
     } else {

@@ -25,7 +25,7 @@ use crate::engine::{Engine, EngineError};
 use templar_crds::SkippedPeer;
 use templar_protocol::chain::ChainError;
 use templar_protocol::identity::InvalidHotkey;
-use templar_protocol::network::{NodeContext, PeerError, gather_timed};
+use templar_protocol::network::{NodeContext, PeerError, PeerList, gather_timed};
 use templar_protocol::payload::Payload;
 use templar_protocol::storage::StorageError;
 
@@ -44,16 +44,15 @@ pub enum NodeError {
     Peer(#[from] PeerError),
 }
 
-/// What a closed window brought: the listed peers, the valid payloads in uid order, and the
+/// What a closed window brought: the top validator's peer list (the miners, and those whose
+/// payloads no node aggregates in this window), the valid payloads in uid order, and the
 /// peers left out with their reasons.
 pub struct Gathered {
-    pub listed: Vec<u16>,
+    pub peers: PeerList,
     pub payloads: Vec<(u16, Payload)>,
     /// Upload time of each payload, in the same order.
     pub uploaded: Vec<std::time::SystemTime>,
     pub skipped: Vec<SkippedPeer>,
-    /// Listed miners whose payloads no node aggregates in this window.
-    pub excluded: Vec<u16>,
 }
 
 /// Window `w` has closed (the next one is seen to begin now): gather its listed peers'
@@ -75,10 +74,10 @@ pub async fn gather_window(
     w: u64,
 ) -> Result<Gathered, NodeError> {
     tokio::time::sleep(ctx.wait_before_gather(w)).await;
-    let list = ctx.peers_for(w).await?;
+    let peers = ctx.peers_for(w).await?;
     let range = ctx.accept_range(w);
     let (timed, skipped) =
-        gather_timed(ctx, &engine.payload_validator(), w, &list.miners, range).await;
+        gather_timed(ctx, &engine.payload_validator(), w, &peers.miners, range).await;
     let uploaded = timed.iter().map(|(_, _, t)| *t).collect();
     let payloads: Vec<(u16, Payload)> = timed.into_iter().map(|(u, p, _)| (u, p)).collect();
     tracing::info!(
@@ -88,10 +87,9 @@ pub async fn gather_window(
         "gathered"
     );
     Ok(Gathered {
-        listed: list.miners,
+        peers,
         payloads,
         uploaded,
         skipped,
-        excluded: list.excluded,
     })
 }

@@ -181,17 +181,25 @@ pub fn choose_for_eval(uids: &[u16], w: u64, count: usize, secret: u64) -> Vec<u
     let per_cycle = order.len().div_ceil(count) as u64;
     let (cycle, slot) = (w / per_cycle, (w % per_cycle) as usize);
     let rank = |uid: &u16| {
-        let mut h = Sha256::new();
-        h.update(secret.to_le_bytes());
-        h.update(cycle.to_le_bytes());
-        h.update(uid.to_le_bytes());
-        let digest = h.finalize();
-        u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+        secret_draw(&[
+            &secret.to_le_bytes(),
+            &cycle.to_le_bytes(),
+            &uid.to_le_bytes(),
+        ])
     };
     order.sort_by_cached_key(rank);
     (0..count)
         .map(|i| order[(slot * count + i) % order.len()])
         .collect()
+}
+
+/// A number drawn from a secret: the first 8 bytes, little-endian, of SHA-256 over `parts`.
+pub fn secret_draw(parts: &[&[u8]]) -> u64 {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
 }
 
 /// f64 in JSON without loss: finite values as numbers, NaN and the infinities as the strings

@@ -2,7 +2,7 @@
 //! removes, keep a moving average, set weights, publish checkpoints.
 
 use super::admission::Admission;
-use super::scoring::{ScoreState, choose_for_eval, score_window, weights_from_scores};
+use super::scoring::{ScoreState, choose_for_eval, score_window, secret_draw, weights_from_scores};
 use super::sync::{self, SyncTracker};
 use super::{Gathered, NodeError, gather_closed_window};
 use crate::checkpoint::CheckpointPointer;
@@ -161,7 +161,7 @@ impl Validator {
         // Score on the model as it was before this window's step.
         let (decision, selected) = self.admission.judge(&ctx.hp, &self.engine, w, &gathered);
         let Gathered {
-            listed: peers,
+            peers,
             payloads: ok,
             skipped,
             ..
@@ -174,7 +174,7 @@ impl Validator {
             .collect();
         self.score(
             w,
-            &peers,
+            &peers.miners,
             &submitted,
             &drifts,
             &decision.flagged(),
@@ -205,9 +205,9 @@ impl Validator {
     /// was trained from to ours, `selected` those payloads dequantised, in the same order.
     /// A payload trained from another model (drift beyond `sync_tolerance`: a miner that
     /// missed outer steps or diverged) counts as no valid payload, evaluated or not; it still
-    /// takes part in the outer step, which every node must take alike. A copy or an amplified
-    /// update (`flagged`) scores as no valid payload too (and every node leaves it out of the
-    /// step).
+    /// takes part in the outer step, which every node must take alike. A payload the admission
+    /// rule flagged (`flagged`: a copy, an amplified update, one against the window) scores as
+    /// no valid payload too (and every node leaves it out of the step).
     fn score(
         &mut self,
         w: u64,
@@ -366,11 +366,10 @@ impl Validator {
 /// The salt of miner uid's random evaluation pages in window `w`: SHA-256 of the validator's
 /// secret with the window and uid.
 fn random_pages_salt(secret: u64, w: u64, uid: u16) -> u64 {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"templar-random-pages");
-    h.update(secret.to_le_bytes());
-    h.update(w.to_le_bytes());
-    h.update(uid.to_le_bytes());
-    u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
+    secret_draw(&[
+        b"templar-random-pages",
+        &secret.to_le_bytes(),
+        &w.to_le_bytes(),
+        &uid.to_le_bytes(),
+    ])
 }
