@@ -1,0 +1,7 @@
+//! templar on Bittensor's subtensor chain.
+//!
+//! - [`tlock`]: commit-reveal v4, weights timelock-encrypted to a drand quicknet round.
+//! - [`reveal`]: which round a commit must target, from the subnet's epoch state.
+
+pub mod reveal;
+pub mod tlock;
