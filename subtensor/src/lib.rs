@@ -3,5 +3,7 @@
 //! - [`tlock`]: commit-reveal v4, weights timelock-encrypted to a drand quicknet round.
 //! - [`reveal`]: which round a commit must target, from the subnet's epoch state.
 
+pub mod api;
+pub mod calls;
 pub mod reveal;
 pub mod tlock;

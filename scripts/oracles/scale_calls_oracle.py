@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""The Bittensor SDK's SCALE codec (`bittensor_core.Runtime`, Rust-backed, what the SDK composes
+every extrinsic with) as an oracle for the Rust call data and storage decoding.
+
+Reads {"requests": [...]} on stdin; each request names "metadata" (a path to V14/V15
+metadata bytes) and one of:
+- {"op": "call", "module", "function", "params"} -> {"call": hex}
+- {"op": "decode", "type": type string, "data": hex} -> {"value": ...}
+Errors come back as {"error": str}.
+"""
+import json
+import sys
+
+import bittensor_core
+
+_runtimes = {}
+
+
+def runtime(path):
+    if path not in _runtimes:
+        with open(path, "rb") as f:
+            _runtimes[path] = bittensor_core.Runtime(f.read(), 0, 0, 42)
+    return _runtimes[path]
+
+
+def unhex(value):
+    """Byte arguments travel as {"hex": "..."} in JSON."""
+    if isinstance(value, dict) and set(value) == {"hex"}:
+        return bytes.fromhex(value["hex"])
+    if isinstance(value, dict):
+        return {k: unhex(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unhex(v) for v in value]
+    return value
+
+
+def answer(req):
+    rt = runtime(req["metadata"])
+    try:
+        if req["op"] == "call":
+            call = rt.compose_call(req["module"], req["function"], unhex(req["params"]))
+            return {"call": bytes(call).hex()}
+        if req["op"] == "decode":
+            value = rt.decode(req["type"], bytes.fromhex(req["data"]), True)
+            return {"value": json.loads(json.dumps(value, default=lambda b: bytes(b).hex()))}
+    except Exception as e:
+        return {"error": str(e)}
+    raise ValueError(f"unknown op {req['op']}")
+
+
+def main():
+    json.dump([answer(r) for r in json.load(sys.stdin)["requests"]], sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
