@@ -7,6 +7,8 @@ Reads {"requests": [...]} on stdin, prints one answer per request:
 - {"op": "decrypt", "ciphertext": hex, "signature": hex} -> {"data": hex} or {"error": str}
 - {"op": "payload", "hotkey": hex, "uids": [...], "values": [...], "version_key": k}
   -> {"scale": hex}: WeightsTlockPayload encoded field by field by scalecodec
+- {"op": "hash_commit", "hotkey": hex, "netuid_index", "uids", "values", "salt",
+  "version_key"} -> {"hash": hex}: the v2 commit hash from scalecodec and hashlib's BLAKE2b
 - {"op": "commit_v2", "uids", "values", "version_key", "state": {...}, "reveal_period",
   "block_time", "hotkey": hex} -> {"ciphertext": hex, "round": r, "now": unix secs}
 """
@@ -60,6 +62,20 @@ def answer(req):
             + scale("u64", req["version_key"])
         )
         return {"scale": encoded.hex()}
+    if op == "hash_commit":
+        # Subtensor's v2 commit hash: BlakeTwo256 of SCALE(AccountId, u16 netuid index,
+        # Vec<u16> uids, Vec<u16> values, Vec<u16> salt, u64 version_key).
+        import hashlib
+
+        encoded = (
+            bytes.fromhex(req["hotkey"])
+            + scale("u16", req["netuid_index"])
+            + scale("Vec<u16>", req["uids"])
+            + scale("Vec<u16>", req["values"])
+            + scale("Vec<u16>", req["salt"])
+            + scale("u64", req["version_key"])
+        )
+        return {"hash": hashlib.blake2b(encoded, digest_size=32).hexdigest()}
     if op == "commit_v2":
         s = req["state"]
         now = time.time()

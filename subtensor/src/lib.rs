@@ -5,5 +5,6 @@
 
 pub mod api;
 pub mod calls;
+pub mod hash_commit;
 pub mod reveal;
 pub mod tlock;

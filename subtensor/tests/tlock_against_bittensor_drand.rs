@@ -183,3 +183,39 @@ fn the_reveal_round_equals_the_sdks_for_the_same_epoch_state() {
     }
     assert!(now() >= answers[0]["now"].as_f64().unwrap());
 }
+
+#[test]
+fn the_hash_commit_equals_scalecodec_and_blake2b_of_the_same_fields() {
+    use templar_subtensor::hash_commit::HashCommit;
+    let commits: Vec<HashCommit> = (0..5u16)
+        .map(|i| HashCommit {
+            hotkey: [i as u8 + 1; 32],
+            netuid_index: i * 4096 + 3,
+            uids: (0..i * 3).collect(),
+            values: (0..i * 3).map(|v| v * 1_000).collect(),
+            salt: HashCommit::random_salt(),
+            version_key: u64::from(i) << 40,
+        })
+        .collect();
+    let requests = commits
+        .iter()
+        .map(|c| {
+            json!({"op": "hash_commit", "hotkey": hex::encode(c.hotkey), "netuid_index": c.netuid_index,
+                   "uids": c.uids, "values": c.values, "salt": c.salt, "version_key": c.version_key})
+        })
+        .collect();
+    for (c, answer) in commits.iter().zip(oracle(requests)) {
+        assert_eq!(
+            hex::encode(c.hash()),
+            answer["hash"].as_str().unwrap(),
+            "{c:?}"
+        );
+    }
+    let mut other = commits[1].clone();
+    other.salt[0] ^= 1;
+    assert_ne!(
+        other.hash(),
+        commits[1].hash(),
+        "the salt is part of the hash"
+    );
+}
