@@ -5,6 +5,7 @@ every extrinsic with) as an oracle for the Rust call data and storage decoding.
 Reads {"requests": [...]} on stdin; each request names "metadata" (a path to V14/V15
 metadata bytes) and one of:
 - {"op": "call", "module", "function", "params"} -> {"call": hex}
+- {"op": "encode", "type": type string, "value": ...} -> {"data": hex}
 - {"op": "decode", "type": type string, "data": hex} -> {"value": ...}
 Errors come back as {"error": str}.
 """
@@ -40,6 +41,8 @@ def answer(req):
         if req["op"] == "call":
             call = rt.compose_call(req["module"], req["function"], unhex(req["params"]))
             return {"call": bytes(call).hex()}
+        if req["op"] == "encode":
+            return {"data": bytes(rt.encode(req["type"], unhex(req["value"]))).hex()}
         if req["op"] == "decode":
             value = rt.decode(req["type"], bytes.fromhex(req["data"]), True)
             return {"value": json.loads(json.dumps(value, default=lambda b: bytes(b).hex()))}

@@ -87,6 +87,13 @@ pub fn raw_data(raw: &[u8]) -> Result<Data, CallError> {
     Ok(<Data as codec::Decode>::decode(&mut encoded.as_slice()).expect("RawN of N <= 128 bytes"))
 }
 
+/// The bytes of a `Data::RawN` field (`None` for the other kinds of field).
+pub fn raw_bytes(field: &Data) -> Option<Vec<u8>> {
+    let encoded = codec::Encode::encode(field);
+    let (&index, bytes) = encoded.split_first()?;
+    (1..=129).contains(&index).then(|| bytes.to_vec())
+}
+
 /// The SCALE call data (pallet index, call index, arguments) of `call` under `metadata`.
 pub fn call_data(call: &impl Payload, metadata: &subxt::Metadata) -> Result<Vec<u8>, CallError> {
     frame_decode::extrinsics::encode_call_data(

@@ -5,6 +5,11 @@
 
 pub mod api;
 pub mod calls;
+pub mod chain;
+pub mod client;
+pub mod commitment;
+pub mod errors;
 pub mod hash_commit;
 pub mod reveal;
+pub mod signer;
 pub mod tlock;

@@ -63,6 +63,28 @@ impl EpochState {
         next
     }
 
+    /// The state of a runtime without the stateful epoch model: epochs every `tempo + 1`
+    /// blocks, at blocks where `(block + netuid + 1) % (tempo + 1) == 0`.
+    pub fn fixed_schedule(
+        current_block: u64,
+        tempo: u16,
+        netuid: u16,
+        blocks_since_last_step: u64,
+    ) -> Self {
+        let period = u64::from(tempo) + 1;
+        let offset = u64::from(netuid) + 1;
+        let epoch = (current_block + offset) / period;
+        Self {
+            current_block,
+            // An epoch every tempo + 1 blocks: the last ran one block after the epoch start.
+            tempo: tempo.saturating_add(1),
+            last_epoch_block: (epoch * period).saturating_sub(offset),
+            pending_epoch_at: 0,
+            subnet_epoch_index: epoch,
+            blocks_since_last_step: blocks_since_last_step.min(MAX_TEMPO),
+        }
+    }
+
     /// The first block whose epoch is `reveal_period_epochs` after the commit's.
     pub fn first_reveal_block(&self, reveal_period_epochs: u64) -> Result<u64, RevealError> {
         if self.tempo == 0 {

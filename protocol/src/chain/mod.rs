@@ -79,6 +79,24 @@ pub enum ChainError {
         "weights were set at block {last_block}; the rate limit allows the next at block {next_block}"
     )]
     WeightsRateLimited { last_block: u64, next_block: u64 },
+    #[error("chain RPC failed: {0}")]
+    Rpc(String),
+    #[error("{what}: no answer from the chain within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error(
+        "the chain's runtime (spec version {spec_version}) differs from the metadata this build was generated from: {detail}; refresh it with `templar-node chain metadata --endpoint URL` and rebuild"
+    )]
+    RuntimeMismatch { spec_version: u32, detail: String },
+    #[error("hotkey {0} has no validator permit on this subnet")]
+    NoValidatorPermit(Hotkey),
+    #[error("weights version key {ours} is below the subnet's WeightsVersionKey {required}")]
+    VersionKeyTooLow { ours: u64, required: u64 },
+    #[error("commit-reveal mismatch: {0}")]
+    CommitReveal(String),
+    #[error("the chain rejected the extrinsic with {error}: {reason}")]
+    Rejected { error: String, reason: String },
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// One registered node.

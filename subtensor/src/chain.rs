@@ -1,0 +1,592 @@
+//! [`SubtensorChain`]: the network's [`Chain`] on a Bittensor subnet (finney, testnet or a
+//! local subtensor). Weights go the way the subnet requires: commit-reveal v4 (timelocked to
+//! a drand round) while `CommitRevealWeightsEnabled`, plain `set_mechanism_weights` otherwise,
+//! or hash commit-reveal when asked.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use subxt::client::OnlineClientAtBlock;
+use subxt::config::SubstrateConfig;
+use subxt::utils::AccountId32;
+use templar_protocol::chain::weights::weights_for_chain;
+use templar_protocol::chain::{Chain, ChainError, Commitment, Metagraph, Neuron, RegisterRequest};
+use templar_protocol::identity::sr25519::Sr25519Signer;
+use templar_protocol::identity::{Hotkey, Signer as _, ss58};
+
+use crate::api::runtime;
+use crate::calls;
+use crate::client::{self, Client, bounded};
+use crate::commitment;
+use crate::errors::module_error;
+use crate::reveal::EpochState;
+use crate::signer::HotkeySigner;
+use crate::tlock::WeightsTlockPayload;
+
+/// Bittensor's SS58 prefix.
+const SS58_PREFIX: u8 = 42;
+/// Stake is in rao (1e-9 alpha).
+const RAO: f64 = 1e9;
+/// At most this many storage reads in flight while building the metagraph.
+const FAN_OUT: usize = 16;
+
+/// How the validator sets weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsMethod {
+    /// What the subnet requires: timelocked commit while commit-reveal is on, plain otherwise.
+    Auto,
+    /// Hash commit now, reveal after the reveal period (commit-reveal v2).
+    HashCommit,
+}
+
+#[derive(Clone, Debug)]
+pub struct SubtensorSettings {
+    pub netuid: u16,
+    /// Sent with weights; the chain refuses it below the subnet's `WeightsVersionKey`.
+    pub version_key: u64,
+    pub block_time: Duration,
+    /// Bound on one RPC request.
+    pub rpc_timeout: Duration,
+    /// Bound on an extrinsic from submission to inclusion in a block.
+    pub inclusion_timeout: Duration,
+    pub weights_method: WeightsMethod,
+}
+
+impl SubtensorSettings {
+    pub fn new(netuid: u16) -> Self {
+        Self {
+            netuid,
+            version_key: 0,
+            block_time: Duration::from_secs(12),
+            rpc_timeout: Duration::from_secs(30),
+            inclusion_timeout: Duration::from_secs(120),
+            weights_method: WeightsMethod::Auto,
+        }
+    }
+}
+
+pub struct SubtensorChain {
+    client: Client,
+    settings: SubtensorSettings,
+    signer: Arc<Sr25519Signer>,
+}
+
+fn account(hotkey: &Hotkey) -> Result<AccountId32, ChainError> {
+    let (public, _) = ss58::decode(hotkey.as_str()).map_err(|e| {
+        ChainError::InvalidWeights(format!("hotkey {hotkey} is no SS58 address: {e}"))
+    })?;
+    Ok(AccountId32(public))
+}
+
+fn hotkey_of(account: &AccountId32) -> Hotkey {
+    Hotkey::parse(&ss58::encode(&account.0, SS58_PREFIX)).expect("an SS58 address is a hotkey")
+}
+
+impl SubtensorChain {
+    /// Connects to `endpoint` (`ws://` or `wss://`) through a client that reconnects with
+    /// backoff when the connection drops, and checks the runtime and the subnet.
+    pub async fn connect(
+        endpoint: &str,
+        settings: SubtensorSettings,
+        signer: Arc<Sr25519Signer>,
+    ) -> Result<Self, ChainError> {
+        use subxt::rpcs::client::{ReconnectingRpcClient, RpcClient};
+        let rpc = bounded(
+            &format!("connecting to {endpoint}"),
+            settings.rpc_timeout,
+            ReconnectingRpcClient::builder().build(endpoint.to_string()),
+        )
+        .await?;
+        Self::from_rpc(RpcClient::new(rpc), settings, signer).await
+    }
+
+    /// Over any RPC client (the tests' mock one included).
+    pub async fn from_rpc(
+        rpc: subxt::rpcs::RpcClient,
+        settings: SubtensorSettings,
+        signer: Arc<Sr25519Signer>,
+    ) -> Result<Self, ChainError> {
+        let t = settings.rpc_timeout;
+        let client = bounded("starting the chain client", t, async {
+            Client::from_rpc_client(rpc).await
+        })
+        .await?;
+        let chain = Self {
+            client,
+            settings,
+            signer,
+        };
+        let at = chain.head().await?;
+        client::check_runtime(&at)?;
+        let exists = chain
+            .fetch(
+                &at,
+                "NetworksAdded",
+                runtime::storage().subtensor_module().networks_added(),
+                (chain.settings.netuid,),
+            )
+            .await?;
+        if !exists {
+            return Err(ChainError::Unsupported(format!(
+                "subnet {} does not exist on this chain",
+                chain.settings.netuid
+            )));
+        }
+        tracing::info!(
+            spec_version = at.spec_version(),
+            block = at.block_number(),
+            netuid = chain.settings.netuid,
+            "connected to subtensor"
+        );
+        Ok(chain)
+    }
+
+    async fn head(&self) -> Result<OnlineClientAtBlock<SubstrateConfig>, ChainError> {
+        bounded(
+            "reading the head block",
+            self.settings.rpc_timeout,
+            self.client.at_current_block(),
+        )
+        .await
+    }
+
+    async fn fetch<Addr>(
+        &self,
+        at: &OnlineClientAtBlock<SubstrateConfig>,
+        what: &str,
+        address: Addr,
+        keys: Addr::KeyParts,
+    ) -> Result<Addr::Value, ChainError>
+    where
+        Addr: subxt::storage::Address,
+    {
+        let value = bounded(
+            what,
+            self.settings.rpc_timeout,
+            at.storage().fetch(address, keys),
+        )
+        .await?;
+        value.decode().map_err(|e| ChainError::Corrupt {
+            key: what.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn own(&self, hotkey: &Hotkey) -> Result<AccountId32, ChainError> {
+        if hotkey != self.signer.hotkey() {
+            return Err(ChainError::Unsupported(format!(
+                "this node signs as {}, not {hotkey}",
+                self.signer.hotkey()
+            )));
+        }
+        Ok(AccountId32(self.signer.public()))
+    }
+
+    async fn uid_of(
+        &self,
+        at: &OnlineClientAtBlock<SubstrateConfig>,
+        account: &AccountId32,
+    ) -> Result<Option<u16>, ChainError> {
+        let address = runtime::storage().subtensor_module().uids();
+        let value = bounded(
+            "Uids",
+            self.settings.rpc_timeout,
+            at.storage()
+                .try_fetch(address, (self.settings.netuid, *account)),
+        )
+        .await?;
+        value
+            .map(|v| v.decode())
+            .transpose()
+            .map_err(|e| ChainError::Corrupt {
+                key: "Uids".into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Signs, submits and waits until the extrinsic is in a block (bounded); a failed
+    /// dispatch comes back as the chain's named error.
+    async fn submit(&self, call: impl subxt::transactions::Payload) -> Result<(), ChainError> {
+        let at = self.head().await?;
+        let name = format!("{}.{}", call.pallet_name(), call.call_name());
+        let signer = HotkeySigner(&self.signer);
+        let progress = bounded(
+            &format!("submitting {name}"),
+            self.settings.rpc_timeout,
+            at.transactions()
+                .sign_and_submit_then_watch_default(&call, &signer),
+        )
+        .await?;
+        let hotkey = self.signer.hotkey().clone();
+        let included = tokio::time::timeout(self.settings.inclusion_timeout, async move {
+            let mut progress = progress;
+            while let Some(status) = progress.next().await {
+                use subxt::transactions::TransactionStatus as S;
+                match status.map_err(|e| ChainError::Rpc(format!("{name}: {e}")))? {
+                    S::InBestBlock(block) | S::InFinalizedBlock(block) => {
+                        return match block.wait_for_success().await {
+                            Ok(_) => Ok(()),
+                            Err(subxt::error::TransactionEventsError::ExtrinsicFailed(
+                                subxt::error::DispatchError::Module(e),
+                            )) => Err(match e.details() {
+                                Ok(d) => module_error(
+                                    d.pallet.name(),
+                                    &d.variant.name,
+                                    &d.variant.docs.join(" "),
+                                    &hotkey,
+                                ),
+                                Err(_) => ChainError::Rejected {
+                                    error: e.to_string(),
+                                    reason: String::new(),
+                                },
+                            }),
+                            Err(e) => Err(ChainError::Rejected {
+                                error: name.clone(),
+                                reason: e.to_string(),
+                            }),
+                        };
+                    }
+                    S::Invalid { message } | S::Dropped { message } | S::Error { message } => {
+                        return Err(ChainError::Rejected {
+                            error: name.clone(),
+                            reason: message,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Err(ChainError::Rpc(format!(
+                "{name}: the status stream ended before inclusion"
+            )))
+        })
+        .await;
+        included.unwrap_or(Err(ChainError::Timeout {
+            what: "waiting for the extrinsic to be included".into(),
+            after: self.settings.inclusion_timeout,
+        }))
+    }
+
+    /// The subnet's epoch state for the reveal round: the stateful epoch model where the
+    /// runtime has it (`LastEpochBlock` etc.), else the fixed `tempo + 1` schedule.
+    async fn epoch_state(
+        &self,
+        at: &OnlineClientAtBlock<SubstrateConfig>,
+    ) -> Result<EpochState, ChainError> {
+        let netuid = self.settings.netuid;
+        let sm = runtime::storage().subtensor_module();
+        let tempo = self.fetch(at, "Tempo", sm.tempo(), (netuid,)).await?;
+        let blocks_since_last_step = self
+            .fetch(
+                at,
+                "BlocksSinceLastStep",
+                sm.blocks_since_last_step(),
+                (netuid,),
+            )
+            .await?;
+        let current_block = at.block_number();
+        let has_epoch_model = at
+            .metadata_ref()
+            .pallet_by_name("SubtensorModule")
+            .and_then(|p| p.storage())
+            .is_some_and(|s| s.entry_by_name("LastEpochBlock").is_some());
+        if has_epoch_model {
+            let read = async |name: &str| -> Result<u64, ChainError> {
+                let address =
+                    subxt::dynamic::storage::<(u16,), u64>("SubtensorModule", name.to_string());
+                let value = bounded(
+                    name,
+                    self.settings.rpc_timeout,
+                    at.storage().fetch(address, (netuid,)),
+                )
+                .await?;
+                value.decode().map_err(|e| ChainError::Corrupt {
+                    key: name.into(),
+                    reason: e.to_string(),
+                })
+            };
+            return Ok(EpochState {
+                current_block,
+                tempo,
+                last_epoch_block: read("LastEpochBlock").await?,
+                pending_epoch_at: read("PendingEpochAt").await?,
+                subnet_epoch_index: read("SubnetEpochIndex").await?,
+                blocks_since_last_step,
+            });
+        }
+        Ok(EpochState::fixed_schedule(
+            current_block,
+            tempo,
+            netuid,
+            blocks_since_last_step,
+        ))
+    }
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[async_trait::async_trait]
+impl Chain for SubtensorChain {
+    fn block_interval(&self) -> Duration {
+        self.settings.block_time
+    }
+
+    async fn current_block(&self) -> Result<u64, ChainError> {
+        Ok(self.head().await?.block_number())
+    }
+
+    /// Registration costs TAO and is done with btcli; this only finds the uid.
+    async fn register(
+        &self,
+        hotkey: &Hotkey,
+        _request: RegisterRequest,
+    ) -> Result<u16, ChainError> {
+        let at = self.head().await?;
+        self.uid_of(&at, &account(hotkey)?)
+            .await?
+            .ok_or_else(|| ChainError::NotRegistered(hotkey.clone()))
+    }
+
+    async fn metagraph(&self) -> Result<Metagraph, ChainError> {
+        let at = self.head().await?;
+        let netuid = self.settings.netuid;
+        let sm = runtime::storage().subtensor_module();
+        let mut keys = bounded(
+            "Keys",
+            self.settings.rpc_timeout,
+            at.storage().iter(sm.keys(), (netuid,)),
+        )
+        .await?;
+        let mut accounts = Vec::new();
+        while let Some(entry) = tokio::time::timeout(self.settings.rpc_timeout, keys.next())
+            .await
+            .map_err(|_| ChainError::Timeout {
+                what: "Keys".into(),
+                after: self.settings.rpc_timeout,
+            })?
+        {
+            let entry = entry.map_err(|e| ChainError::Rpc(format!("Keys: {e}")))?;
+            let (_, uid) =
+                entry
+                    .key()
+                    .and_then(|k| k.decode())
+                    .map_err(|e| ChainError::Corrupt {
+                        key: "Keys".into(),
+                        reason: e.to_string(),
+                    })?;
+            let account = entry.value().decode().map_err(|e| ChainError::Corrupt {
+                key: "Keys".into(),
+                reason: e.to_string(),
+            })?;
+            accounts.push((uid, account));
+        }
+        accounts.sort_by_key(|(uid, _)| *uid);
+        let permits = self
+            .fetch(&at, "ValidatorPermit", sm.validator_permit(), (netuid,))
+            .await?;
+        let incentives = self
+            .fetch(&at, "Incentive", sm.incentive(), (netuid,))
+            .await?;
+        let mut stakes = Vec::with_capacity(accounts.len());
+        for chunk in accounts.chunks(FAN_OUT) {
+            let reads = chunk.iter().map(|(_, account)| {
+                self.fetch(
+                    &at,
+                    "TotalHotkeyAlpha",
+                    sm.total_hotkey_alpha(),
+                    (*account, netuid),
+                )
+            });
+            stakes.extend(futures::future::join_all(reads).await);
+        }
+        let mut neurons = Vec::with_capacity(accounts.len());
+        for ((uid, account), stake) in accounts.iter().zip(stakes) {
+            let i = usize::from(*uid);
+            neurons.push(Neuron {
+                uid: *uid,
+                hotkey: hotkey_of(account),
+                stake: stake? as f64 / RAO,
+                validator_permit: permits.get(i).copied().unwrap_or(false),
+                incentive: f64::from(incentives.get(i).copied().unwrap_or(0)) / f64::from(u16::MAX),
+            });
+        }
+        Ok(Metagraph {
+            block: at.block_number(),
+            neurons,
+        })
+    }
+
+    /// Writes the commitment only when it differs from what the chain holds (each write
+    /// costs and is rate-limited per epoch).
+    async fn commit(&self, hotkey: &Hotkey, commitment: &Commitment) -> Result<(), ChainError> {
+        let me = self.own(hotkey)?;
+        let raw =
+            commitment::to_raw(commitment).map_err(|e| ChainError::Unsupported(e.to_string()))?;
+        let at = self.head().await?;
+        if self.raw_commitment(&at, &me).await?.as_deref() == Some(raw.as_slice()) {
+            tracing::debug!("commitment unchanged; not written again");
+            return Ok(());
+        }
+        let call = calls::set_commitment(self.settings.netuid, &raw)
+            .map_err(|e| ChainError::Unsupported(e.to_string()))?;
+        self.submit(call).await
+    }
+
+    async fn commitment(&self, uid: u16) -> Result<Option<Commitment>, ChainError> {
+        let at = self.head().await?;
+        let address = runtime::storage().subtensor_module().keys();
+        let Some(account) = bounded(
+            "Keys",
+            self.settings.rpc_timeout,
+            at.storage().try_fetch(address, (self.settings.netuid, uid)),
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let account = account.decode().map_err(|e| ChainError::Corrupt {
+            key: "Keys".into(),
+            reason: e.to_string(),
+        })?;
+        match self.raw_commitment(&at, &account).await? {
+            None => Ok(None),
+            Some(raw) => commitment::from_raw(&raw)
+                .map(Some)
+                .map_err(|e| ChainError::Corrupt {
+                    key: format!("CommitmentOf uid {uid}"),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    async fn set_weights(&self, hotkey: &Hotkey, weights: &[(u16, f64)]) -> Result<(), ChainError> {
+        let me = self.own(hotkey)?;
+        let at = self.head().await?;
+        let netuid = self.settings.netuid;
+        let sm = runtime::storage().subtensor_module();
+        let Some(own_uid) = self.uid_of(&at, &me).await? else {
+            return Err(ChainError::NotRegistered(hotkey.clone()));
+        };
+        let required = self
+            .fetch(
+                &at,
+                "WeightsVersionKey",
+                sm.weights_version_key(),
+                (netuid,),
+            )
+            .await?;
+        if self.settings.version_key < required {
+            return Err(ChainError::VersionKeyTooLow {
+                ours: self.settings.version_key,
+                required,
+            });
+        }
+        let limit = self
+            .fetch(
+                &at,
+                "WeightsSetRateLimit",
+                sm.weights_set_rate_limit(),
+                (netuid,),
+            )
+            .await?;
+        let last = self
+            .fetch(&at, "LastUpdate", sm.last_update(), (netuid,))
+            .await?;
+        if let Some(&last_block) = last.get(usize::from(own_uid))
+            && last_block > 0
+            && at.block_number() < last_block + limit
+        {
+            return Err(ChainError::WeightsRateLimited {
+                last_block,
+                next_block: last_block + limit,
+            });
+        }
+        let max_weight = self
+            .fetch(&at, "MaxWeightsLimit", sm.max_weights_limit(), (netuid,))
+            .await?;
+        let (uids, values) = weights_for_chain(weights, own_uid, max_weight)
+            .map_err(|e| ChainError::InvalidWeights(e.to_string()))?;
+        let version_key = self.settings.version_key;
+        let commit_reveal = self
+            .fetch(
+                &at,
+                "CommitRevealWeightsEnabled",
+                sm.commit_reveal_weights_enabled(),
+                (netuid,),
+            )
+            .await?;
+        if !commit_reveal {
+            return self
+                .submit(calls::set_weights(netuid, uids, values, version_key))
+                .await;
+        }
+        if self.settings.weights_method == WeightsMethod::HashCommit {
+            return Err(ChainError::Unsupported(
+                "hash commit-reveal needs a reveal after the reveal period; only timelocked commits are sent automatically".into(),
+            ));
+        }
+        let period = self
+            .fetch(
+                &at,
+                "RevealPeriodEpochs",
+                sm.reveal_period_epochs(),
+                (netuid,),
+            )
+            .await?;
+        let state = self.epoch_state(&at).await?;
+        let round = state
+            .reveal_round(period, self.settings.block_time.as_secs_f64(), now_secs())
+            .map_err(|e| ChainError::CommitReveal(e.to_string()))?;
+        let payload = WeightsTlockPayload {
+            hotkey: me.0.to_vec(),
+            uids,
+            values,
+            version_key,
+        };
+        let commit = payload
+            .seal(round)
+            .map_err(|e| ChainError::CommitReveal(e.to_string()))?;
+        tracing::info!(round, period, "committing timelocked weights");
+        self.submit(calls::commit_timelocked_weights(netuid, commit, round))
+            .await
+    }
+
+    async fn weights_rate_limit(&self) -> Result<u64, ChainError> {
+        let at = self.head().await?;
+        let address = runtime::storage()
+            .subtensor_module()
+            .weights_set_rate_limit();
+        self.fetch(&at, "WeightsSetRateLimit", address, (self.settings.netuid,))
+            .await
+    }
+}
+
+impl SubtensorChain {
+    /// The first raw field of `account`'s commitment on this subnet.
+    async fn raw_commitment(
+        &self,
+        at: &OnlineClientAtBlock<SubstrateConfig>,
+        account: &AccountId32,
+    ) -> Result<Option<Vec<u8>>, ChainError> {
+        let address = runtime::storage().commitments().commitment_of();
+        let Some(value) = bounded(
+            "CommitmentOf",
+            self.settings.rpc_timeout,
+            at.storage()
+                .try_fetch(address, (self.settings.netuid, *account)),
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let registration = value.decode().map_err(|e| ChainError::Corrupt {
+            key: "CommitmentOf".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(registration.info.fields.0.iter().find_map(calls::raw_bytes))
+    }
+}

@@ -1,0 +1,115 @@
+//! The connection to a subtensor node: every RPC bounded by a timeout, and the runtime checked
+//! at start against the metadata this build was generated from, so a changed call or storage
+//! shape is an error naming it before any extrinsic is sent.
+
+use std::future::Future;
+use std::time::Duration;
+
+use subxt::config::SubstrateConfig;
+use subxt::{Metadata, OnlineClient};
+use templar_protocol::chain::ChainError;
+
+use crate::api::runtime;
+
+pub type Client = OnlineClient<SubstrateConfig>;
+pub type AtBlock = subxt::client::OnlineClientAtBlock<SubstrateConfig>;
+
+/// The metadata the generated API was built from.
+pub const COMMITTED_METADATA: &[u8] = include_bytes!("../metadata/finney.scale");
+
+/// Calls and storage entries this crate uses; each must have the same shape on the live chain.
+pub const CALLS: &[(&str, &str)] = &[
+    ("SubtensorModule", "set_mechanism_weights"),
+    ("SubtensorModule", "commit_timelocked_mechanism_weights"),
+    ("SubtensorModule", "commit_mechanism_weights"),
+    ("SubtensorModule", "reveal_mechanism_weights"),
+    ("Commitments", "set_commitment"),
+];
+pub const STORAGE: &[(&str, &str)] = &[
+    ("SubtensorModule", "Keys"),
+    ("SubtensorModule", "Uids"),
+    ("SubtensorModule", "ValidatorPermit"),
+    ("SubtensorModule", "Incentive"),
+    ("SubtensorModule", "TotalHotkeyAlpha"),
+    ("SubtensorModule", "NetworksAdded"),
+    ("SubtensorModule", "CommitRevealWeightsEnabled"),
+    ("SubtensorModule", "WeightsVersionKey"),
+    ("SubtensorModule", "WeightsSetRateLimit"),
+    ("SubtensorModule", "MaxWeightsLimit"),
+    ("SubtensorModule", "Tempo"),
+    ("SubtensorModule", "RevealPeriodEpochs"),
+    ("SubtensorModule", "BlocksSinceLastStep"),
+    ("SubtensorModule", "LastUpdate"),
+    ("Commitments", "CommitmentOf"),
+];
+
+/// Where the live runtime differs from the committed metadata for what this crate uses.
+pub fn runtime_differences(live: &Metadata) -> Vec<String> {
+    let committed = Metadata::decode_from(COMMITTED_METADATA).expect("committed metadata decodes");
+    let mut differences = Vec::new();
+    for (pallet, call) in CALLS {
+        let ours = committed
+            .pallet_by_name(pallet)
+            .and_then(|p| p.call_hash(call));
+        let theirs = live.pallet_by_name(pallet).and_then(|p| p.call_hash(call));
+        match theirs {
+            None => differences.push(format!("call {pallet}.{call} is gone")),
+            Some(h) if Some(h) != ours => {
+                differences.push(format!("call {pallet}.{call} changed shape"))
+            }
+            _ => {}
+        }
+    }
+    for (pallet, entry) in STORAGE {
+        let ours = committed
+            .pallet_by_name(pallet)
+            .and_then(|p| p.storage_hash(entry));
+        let theirs = live
+            .pallet_by_name(pallet)
+            .and_then(|p| p.storage_hash(entry));
+        match theirs {
+            None => differences.push(format!("storage {pallet}.{entry} is gone")),
+            Some(h) if Some(h) != ours => {
+                differences.push(format!("storage {pallet}.{entry} changed shape"))
+            }
+            _ => {}
+        }
+    }
+    differences
+}
+
+/// Runs one chain request with a deadline; a transport error or a late answer is a
+/// `ChainError`, never a hang.
+pub async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    after: Duration,
+    request: impl Future<Output = Result<T, E>>,
+) -> Result<T, ChainError> {
+    match tokio::time::timeout(after, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(ChainError::Rpc(format!("{what}: {e}"))),
+        Err(_) => Err(ChainError::Timeout {
+            what: what.to_string(),
+            after,
+        }),
+    }
+}
+
+/// Refuses a runtime whose calls or storage this build would misencode.
+pub fn check_runtime(at: &AtBlock) -> Result<(), ChainError> {
+    let differences = runtime_differences(at.metadata_ref());
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(ChainError::RuntimeMismatch {
+        spec_version: at.spec_version(),
+        detail: differences.join("; "),
+    })
+}
+
+/// Whether the generated API agrees with itself (its static hashes were made from the
+/// committed metadata): a guard against a metadata file swapped without rebuilding.
+pub fn codegen_matches_committed() -> bool {
+    let committed = Metadata::decode_from(COMMITTED_METADATA).expect("committed metadata decodes");
+    runtime::is_codegen_valid_for(&committed)
+}
