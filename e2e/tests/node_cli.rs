@@ -265,6 +265,52 @@ fn only_a_miner_can_cheat_and_a_behaviour_must_exist() {
 }
 
 #[test]
+fn subtensor_runs_need_an_endpoint_a_netuid_and_a_hotkey_that_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let base = [
+        "run",
+        "--role",
+        "miner",
+        "--store",
+        &store,
+        "--chain",
+        "subtensor",
+    ];
+    let no_netuid = node(
+        &[
+            &base[..],
+            &["--hotkey", "m", "--endpoint", "ws://127.0.0.1:9"],
+        ]
+        .concat(),
+    );
+    assert!(!no_netuid.status.success());
+    let stderr = String::from_utf8_lossy(&no_netuid.stderr);
+    assert!(stderr.contains("--netuid"), "{stderr}");
+    // A bare devnet name cannot sign extrinsics: refused before any connection is tried.
+    let bare = node(
+        &[
+            &base[..],
+            &[
+                "--hotkey",
+                "m",
+                "--endpoint",
+                "ws://127.0.0.1:9",
+                "--netuid",
+                "3",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(!bare.status.success());
+    let stderr = String::from_utf8_lossy(&bare.stderr);
+    assert!(
+        stderr.contains("a subtensor node signs extrinsics"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bench_integrity_prints_weights_by_behaviour_and_both_loss_curves() {
     let run = node(&[
         "bench",

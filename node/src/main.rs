@@ -1,13 +1,13 @@
 //! `templar-node`: argument parsing and dispatch; each subcommand's work is in
 //! `templar_node::cli`.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use templar_crds::NodeRole;
 use templar_node::cli::devnet::{DevnetOptions, run_devnet};
 use templar_node::cli::identity::{NodeIdentity, bittensor_hotkey, identity_from_wallet};
-use templar_node::cli::launch::{NodeOptions, StoreSpec, run_node};
+use templar_node::cli::launch::{ChainChoice, NodeOptions, StoreSpec, run_node};
 use templar_node::cli::train::{DataSource, TrainOptions, run_train};
 use templar_node::cli::{bench, load_hparams, runtime, tokenizer};
 use templar_node::data::{self, Pages};
@@ -16,6 +16,7 @@ use templar_node::model::default_device;
 use templar_node::roles::behaviour::Behaviour;
 use templar_node::roles::integrity::{integrity_report, scenario_hparams};
 use templar_protocol::Hotkey;
+use templar_subtensor::chain::SubtensorSettings;
 
 #[derive(Parser)]
 #[command(
@@ -40,12 +41,17 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
-    /// Run one network node (miner or validator) on the devnet chain.
+    /// Run one network node (miner or validator) on the devnet chain or a Bittensor subnet.
     Run(RunArgs),
     /// Start a local network (N miners, 1 validator) with a live table and a report.
     Devnet(DevnetArgs),
     /// Print the SS58 address of a hotkey (a Bittensor wallet's, or a --wallet folder's entry).
     Wallet(WalletArgs),
+    /// Subtensor chain tools.
+    Chain {
+        #[command(subcommand)]
+        which: ChainCommand,
+    },
     /// Tokenizer tools.
     Tokenizer {
         #[command(subcommand)]
@@ -97,6 +103,25 @@ struct RunArgs {
     hotkey: Option<Hotkey>,
     #[command(flatten)]
     wallet: WalletArgs,
+    /// The chain: `devnet` (an object store, `make demo`) or `subtensor` (a Bittensor subnet:
+    /// --endpoint, --netuid, and a hotkey keyfile).
+    #[arg(long, value_enum, default_value = "devnet")]
+    chain: ChainKind,
+    /// Subtensor node: wss://entrypoint-finney.opentensor.ai:443, wss://test.finney.opentensor.ai:443,
+    /// or ws://127.0.0.1:9944 for a local subtensor.
+    #[arg(
+        long,
+        env = "TEMPLAR_SUBTENSOR_ENDPOINT",
+        required_if_eq("chain", "subtensor")
+    )]
+    endpoint: Option<String>,
+    /// The subnet (subtensor).
+    #[arg(long, required_if_eq("chain", "subtensor"))]
+    netuid: Option<u16>,
+    /// Weights version key sent with weights (subtensor); the chain refuses one below the
+    /// subnet's WeightsVersionKey.
+    #[arg(long, default_value_t = 0)]
+    version_key: u64,
     /// Create the devnet chain with this block time (ms) when it does not exist yet; without
     /// it the node waits for another node to create it.
     #[arg(long)]
@@ -110,8 +135,8 @@ struct RunArgs {
     #[arg(long)]
     hparams: Option<PathBuf>,
     /// The devnet chain's state: file:///path or s3 (TEMPLAR_S3_* environment).
-    #[arg(long)]
-    devnet: StoreSpec,
+    #[arg(long, required_if_eq("chain", "devnet"))]
+    devnet: Option<StoreSpec>,
     /// This node's bucket: file:///path (folder bucket-HOTKEY inside) or s3.
     #[arg(long)]
     store: StoreSpec,
@@ -185,6 +210,24 @@ struct DevnetArgs {
     /// defences work.
     #[arg(long = "cheater")]
     cheaters: Vec<Behaviour>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ChainKind {
+    Devnet,
+    Subtensor,
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// Fetch the runtime metadata (V16) from a subtensor node, to refresh the committed
+    /// subtensor/metadata/finney.scale after a runtime upgrade (then rebuild).
+    Metadata {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value = "subtensor/metadata/finney.scale")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -317,17 +360,37 @@ fn run(args: RunArgs) -> Result<()> {
     if !matches!(args.role, Role::Miner) && args.behaviour != Behaviour::Honest {
         bail!("--behaviour is for miners");
     }
+    let chain = match args.chain {
+        ChainKind::Devnet => ChainChoice::Devnet {
+            store: args
+                .devnet
+                .context("--devnet is required with --chain devnet")?,
+            init_block_ms: args.init_devnet_block_ms,
+        },
+        ChainKind::Subtensor => {
+            let netuid = args
+                .netuid
+                .context("--netuid is required with --chain subtensor")?;
+            let mut settings = SubtensorSettings::new(netuid);
+            settings.version_key = args.version_key;
+            ChainChoice::Subtensor {
+                endpoint: args
+                    .endpoint
+                    .context("--endpoint is required with --chain subtensor")?,
+                settings,
+            }
+        }
+    };
     let opts = NodeOptions {
         role: match args.role {
             Role::Miner => NodeRole::Miner,
             Role::Validator => NodeRole::Validator,
         },
+        chain,
         identity,
-        init_devnet_block_ms: args.init_devnet_block_ms,
         uid: args.uid,
         stake: args.stake,
         hparams: load_hparams(args.hparams.as_deref())?,
-        devnet: args.devnet,
         store: args.store,
         listen: args.listen,
         windows: args.windows,
@@ -444,6 +507,15 @@ fn main() -> Result<()> {
             }
             None => bail!("give --wallet.name and --wallet.hotkey, or --wallet"),
         },
+        Command::Chain {
+            which: ChainCommand::Metadata { endpoint, out },
+        } => {
+            let bytes =
+                runtime()?.block_on(templar_subtensor::client::fetch_metadata(&endpoint))?;
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(())
+        }
         Command::Bench { which } => bench(which),
         Command::Tokenizer {
             which: TokenizerCommand::Train { vocab, text, out },

@@ -111,10 +111,21 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
         return Err(Problem::new("InvalidSpec", "spec.image is empty".into()));
     }
     if spec.chain.kind == ChainKind::Subtensor {
-        return Err(Problem::new(
-            "ChainNotSupported",
-            "this operator version runs devnet chains only; subtensor support is coming".into(),
-        ));
+        let endpoint = spec.chain.endpoint.as_deref().unwrap_or("").trim();
+        if !(endpoint.starts_with("ws://") || endpoint.starts_with("wss://")) {
+            return Err(Problem::new(
+                "InvalidSpec",
+                format!(
+                    "spec.chain.endpoint must be a ws:// or wss:// subtensor endpoint for a subtensor chain, got {endpoint:?}"
+                ),
+            ));
+        }
+        if spec.chain.netuid.is_none() {
+            return Err(Problem::new(
+                "InvalidSpec",
+                "spec.chain.netuid is required for a subtensor chain".into(),
+            ));
+        }
     }
     if let Some(clash) = spec
         .env

@@ -165,7 +165,14 @@ fn validators_get_their_role_service_and_hyperparameters() {
     // devnet chain with a validator's stake.
     let joined = args.join(" ");
     assert!(joined.contains("--wallet /etc/templar/wallet"), "{joined}");
-    assert!(joined.contains("--devnet s3 --store s3"), "{joined}");
+    assert!(
+        joined.contains("--devnet s3") && joined.contains("--store s3"),
+        "{joined}"
+    );
+    assert!(
+        !joined.contains("--chain"),
+        "devnet is the node's default chain: {joined}"
+    );
     assert!(
         joined.contains("--stake 5000 --init-devnet-block-ms"),
         "{joined}"
@@ -222,4 +229,36 @@ fn built_objects_pass_kubernetes_validate_strict() {
         );
     }
     common::kubernetes_validate_strict(&objects.map(|(n, j)| (n.to_string(), j)));
+}
+
+#[test]
+fn subtensor_nodes_connect_to_the_endpoint_and_sign_with_their_wallet_entry() {
+    let yaml = MINIMAL.replace("TemplarMiner", "TemplarValidator")
+        + "  chain: {kind: subtensor, endpoint: \"wss://entrypoint-finney.opentensor.ai:443\", netuid: 3, versionKey: 7}\n";
+    let cr: TemplarValidator = serde_yaml::from_str(&yaml).unwrap();
+    let o = Owner {
+        kind: "TemplarValidator",
+        role: NodeRole::Validator,
+        name: "sn3",
+        namespace: "train",
+        uid: "u",
+        spec: &cr.spec.node,
+    };
+    let sts = statefulset(&o, "hash");
+    let args = sts.spec.template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let joined = args.join(" ");
+    assert!(
+        joined.contains("--chain subtensor --endpoint wss://entrypoint-finney.opentensor.ai:443 --netuid 3 --version-key 7"),
+        "{joined}"
+    );
+    assert!(joined.contains("--wallet /etc/templar/wallet"), "{joined}");
+    for devnet_only in ["--devnet", "--stake", "--init-devnet-block-ms"] {
+        assert!(
+            !joined.contains(devnet_only),
+            "{devnet_only} on subtensor: {joined}"
+        );
+    }
 }

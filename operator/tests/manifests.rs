@@ -179,7 +179,7 @@ fn devnet_examples_pass_the_operators_validation() {
 }
 
 #[test]
-fn bittensor_example_waits_for_the_subtensor_chain() {
+fn bittensor_example_runs_on_the_subtensor_chain() {
     let docs = documents("manifests/examples/bittensor.yaml");
     let mut inputs = Inputs::default();
     for (secret, keys) in [
@@ -195,8 +195,7 @@ fn bittensor_example_waits_for_the_subtensor_chain() {
     let outcomes = validate_all(&docs, &inputs);
     assert_eq!(outcomes.len(), 2);
     for (name, outcome) in outcomes {
-        let problem = outcome.expect_err("subtensor is refused until the chain lands");
-        assert!(problem.message.contains("subtensor"), "{name}: {problem:?}");
+        outcome.unwrap_or_else(|p| panic!("manifests/examples/bittensor.yaml {name}: {p:?}"));
     }
 }
 

@@ -119,12 +119,26 @@ fn invalid_hyperparameters_and_unsupported_chains_are_rejected() {
     )
     .unwrap_err();
     assert_eq!(p.reason, "InvalidHyperparameters");
-    let p = validate(
+    validate(
         &spec("  chain: {kind: subtensor, endpoint: \"wss://entrypoint-finney.opentensor.ai:443\", netuid: 3}\n"),
         &inputs(),
     )
+    .expect("a subtensor chain with endpoint and netuid is accepted");
+    let p = validate(
+        &spec(
+            "  chain: {kind: subtensor, endpoint: \"wss://entrypoint-finney.opentensor.ai:443\"}\n",
+        ),
+        &inputs(),
+    )
     .unwrap_err();
-    assert_eq!(p.reason, "ChainNotSupported");
+    assert_eq!(p.reason, "InvalidSpec");
+    assert!(p.message.contains("netuid"), "{p:?}");
+    let p = validate(
+        &spec("  chain: {kind: subtensor, endpoint: \"https://example.com\", netuid: 3}\n"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert!(p.message.contains("ws://"), "{p:?}");
 }
 
 fn pod(name: &str, created: Timestamp, status: serde_json::Value) -> Pod {

@@ -113,3 +113,42 @@ pub fn codegen_matches_committed() -> bool {
     let committed = Metadata::decode_from(COMMITTED_METADATA).expect("committed metadata decodes");
     runtime::is_codegen_valid_for(&committed)
 }
+
+/// The newest metadata (V16, else V15) a node serves, as `MetadataVersioned` bytes ready to
+/// commit: what `templar-node chain metadata` writes.
+pub async fn fetch_metadata(endpoint: &str) -> Result<Vec<u8>, ChainError> {
+    use codec::{Decode, Encode};
+    use subxt::rpcs::client::RpcClient;
+    let after = Duration::from_secs(60);
+    let rpc = bounded(
+        &format!("connecting to {endpoint}"),
+        after,
+        RpcClient::from_insecure_url(endpoint),
+    )
+    .await?;
+    for version in [16u32, 15] {
+        let params = subxt::rpcs::rpc_params![
+            "Metadata_metadata_at_version",
+            format!("0x{}", hex::encode(version.encode()))
+        ];
+        let answer: String = bounded(
+            "Metadata_metadata_at_version",
+            after,
+            rpc.request("state_call", params),
+        )
+        .await?;
+        let bytes = hex::decode(answer.trim_start_matches("0x"))
+            .map_err(|e| ChainError::Rpc(format!("metadata is not hex: {e}")))?;
+        let metadata = Option::<Vec<u8>>::decode(&mut bytes.as_slice())
+            .map_err(|e| ChainError::Rpc(format!("metadata answer does not decode: {e}")))?;
+        if let Some(metadata) = metadata {
+            Metadata::decode_from(&metadata).map_err(|e| {
+                ChainError::Rpc(format!("metadata V{version} does not decode: {e}"))
+            })?;
+            return Ok(metadata);
+        }
+    }
+    Err(ChainError::Unsupported(
+        "the node serves neither metadata V16 nor V15".into(),
+    ))
+}

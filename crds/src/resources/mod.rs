@@ -44,8 +44,11 @@ pub struct ChainSpec {
     pub kind: ChainKind,
     /// Subtensor websocket endpoint (required for subtensor).
     pub endpoint: Option<String>,
-    /// Subnet id on subtensor.
+    /// Subnet id on subtensor (required for subtensor).
     pub netuid: Option<u16>,
+    /// Weights version key validators send (subtensor); the chain refuses one below the
+    /// subnet's `WeightsVersionKey`.
+    pub version_key: Option<u64>,
 }
 
 /// Where the nodes upload their updates and read their peers'.
@@ -197,8 +200,8 @@ macro_rules! node_set_kind {
             printcolumn(name = "Loss", type_ = "number", json_path = ".status.loss"),
             printcolumn(name = "Score", type_ = "number", json_path = ".status.score"),
             printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-            validation = Rule::new("self.spec.chain.kind == 'devnet' || has(self.spec.chain.endpoint)")
-                .message("spec.chain.endpoint is required for a subtensor chain"),
+            validation = Rule::new("self.spec.chain.kind == 'devnet' || (has(self.spec.chain.endpoint) && has(self.spec.chain.netuid))")
+                .message("spec.chain.endpoint and spec.chain.netuid are required for a subtensor chain"),
             validation = Rule::new("!has(self.spec.hyperparameters.inline) || !has(self.spec.hyperparameters.configMap)")
                 .message("spec.hyperparameters: give inline or configMap, not both"),
             validation = Rule::new("has(self.spec.cache) == has(oldSelf.spec.cache)")

@@ -55,6 +55,10 @@ pub enum LaunchError {
     Identity(#[from] super::identity::IdentityError),
     #[error("no devnet chain after waiting {0:?}: start a node with --init-devnet-block-ms")]
     NoChain(Duration),
+    #[error(
+        "a subtensor node signs extrinsics: give a hotkey keyfile (--wallet.name and --wallet.hotkey, or a --wallet entry), not a bare name"
+    )]
+    NoKey,
     #[error("cannot serve status on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -62,18 +66,31 @@ pub enum LaunchError {
     },
 }
 
+/// Which chain the node runs against.
+#[derive(Debug, Clone)]
+pub enum ChainChoice {
+    /// The devnet chain in an object store (`make demo`, clusters without Bittensor).
+    Devnet {
+        store: StoreSpec,
+        /// Create it with this block time (ms) when it does not exist.
+        init_block_ms: Option<u64>,
+    },
+    /// A Bittensor subnet: finney, testnet or a local subtensor.
+    Subtensor {
+        endpoint: String,
+        settings: templar_subtensor::chain::SubtensorSettings,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     pub role: NodeRole,
+    pub chain: ChainChoice,
     /// The hotkey, and its signer when it has a key (payloads are signed).
     pub identity: NodeIdentity,
-    /// Create the devnet chain (this block time) when it does not exist.
-    pub init_devnet_block_ms: Option<u64>,
     pub uid: Option<u16>,
     pub stake: f64,
     pub hparams: Hparams,
-    /// The devnet chain's state store.
-    pub devnet: StoreSpec,
     /// This node's bucket.
     pub store: StoreSpec,
     pub listen: SocketAddr,
@@ -154,15 +171,33 @@ async fn open_chain(
 
 /// Register, commit, serve status and run the role until `windows` are done or Ctrl-C.
 pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
-    let (chain_store, _) = open(&opts.devnet, "chain")?;
-    let chain = Arc::new(
-        open_chain(
-            chain_store,
-            opts.init_devnet_block_ms,
-            opts.hparams.network.blocks_per_window,
-        )
-        .await?,
-    );
+    let chain: Arc<dyn Chain> = match &opts.chain {
+        ChainChoice::Devnet {
+            store,
+            init_block_ms,
+        } => {
+            let (chain_store, _) = open(store, "chain")?;
+            Arc::new(
+                open_chain(
+                    chain_store,
+                    *init_block_ms,
+                    opts.hparams.network.blocks_per_window,
+                )
+                .await?,
+            )
+        }
+        ChainChoice::Subtensor { endpoint, settings } => {
+            let signer = opts.identity.signer.clone().ok_or(LaunchError::NoKey)?;
+            Arc::new(
+                templar_subtensor::chain::SubtensorChain::connect(
+                    endpoint,
+                    settings.clone(),
+                    signer,
+                )
+                .await?,
+            )
+        }
+    };
     let request = RegisterRequest {
         stake: opts.stake,
         uid: opts.uid,
@@ -181,10 +216,9 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
         hotkey: hotkey.to_string(),
         ..Default::default()
     };
-    let chain_dyn: Arc<dyn Chain> = chain.clone();
     let mut ctx = NodeContext::new(
         opts.hparams.clone(),
-        chain_dyn,
+        chain.clone(),
         own,
         hotkey.clone(),
         uid,

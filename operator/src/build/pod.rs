@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use templar_crds::NodeRole;
+use templar_crds::resources::{ChainKind, ChainSpec};
 use templar_protocol::chain::devnet;
 
 /// The hyperparameters ConfigMap is mounted as a folder (no `subPath`), so the kubelet
@@ -88,9 +89,10 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
 const DEVNET_BLOCK_MS: &str = "12000";
 
 /// `templar-node run` arguments: the hotkey comes from the wallet secret entry of the pod's
-/// ordinal; chain state and payloads live in the S3 bucket; validators create the devnet
-/// chain when it does not exist yet and miners wait for it.
-fn node_args(role: NodeRole) -> Vec<String> {
+/// ordinal; payloads live in the S3 bucket. On the devnet the chain state lives there too and
+/// validators create it when it does not exist yet; on subtensor the node connects to the
+/// endpoint and signs with the hotkey keyfile.
+fn node_args(role: NodeRole, chain: &ChainSpec) -> Vec<String> {
     let mut args: Vec<String> = [
         "run",
         "--role",
@@ -99,8 +101,6 @@ fn node_args(role: NodeRole) -> Vec<String> {
         WALLET_PATH,
         "--hparams",
         HPARAMS_FILE,
-        "--devnet",
-        "s3",
         "--store",
         "s3",
         "--listen",
@@ -108,6 +108,22 @@ fn node_args(role: NodeRole) -> Vec<String> {
     .map(String::from)
     .into();
     args.push(format!("0.0.0.0:{STATUS_PORT}"));
+    if chain.kind == ChainKind::Subtensor {
+        args.extend(["--chain".into(), "subtensor".into()]);
+        args.extend([
+            "--endpoint".into(),
+            chain.endpoint.clone().unwrap_or_default(),
+        ]);
+        args.extend([
+            "--netuid".into(),
+            chain.netuid.unwrap_or_default().to_string(),
+        ]);
+        if let Some(key) = chain.version_key {
+            args.extend(["--version-key".into(), key.to_string()]);
+        }
+        return args;
+    }
+    args.extend(["--devnet".into(), "s3".into()]);
     if role == NodeRole::Validator {
         args.push("--stake".into());
         args.push(devnet::stake_for(role).to_string());
@@ -210,7 +226,7 @@ fn container(o: &Owner) -> Container {
         name: "node".into(),
         image: Some(o.spec.image.clone()),
         image_pull_policy: o.spec.image_pull_policy.clone(),
-        args: Some(node_args(o.role)),
+        args: Some(node_args(o.role, &o.spec.chain)),
         env: Some(env(o)),
         ports: Some(vec![ContainerPort {
             name: Some("status".into()),
