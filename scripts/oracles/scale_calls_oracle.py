@@ -7,6 +7,7 @@ metadata bytes) and one of:
 - {"op": "call", "module", "function", "params"} -> {"call": hex}
 - {"op": "encode", "type": type string, "value": ...} -> {"data": hex}
 - {"op": "decode", "type": type string, "data": hex} -> {"value": ...}
+- {"op": "extrinsic", "data": hex} -> {"value": ...}: a signed extrinsic, decoded
 Errors come back as {"error": str}.
 """
 import json
@@ -43,6 +44,9 @@ def answer(req):
             return {"call": bytes(call).hex()}
         if req["op"] == "encode":
             return {"data": bytes(rt.encode(req["type"], unhex(req["value"]))).hex()}
+        if req["op"] == "extrinsic":
+            value = rt.decode_extrinsic(bytes.fromhex(req["data"]), True)
+            return {"value": json.loads(json.dumps(value, default=lambda b: bytes(b).hex()))}
         if req["op"] == "decode":
             value = rt.decode(req["type"], bytes.fromhex(req["data"]), True)
             return {"value": json.loads(json.dumps(value, default=lambda b: bytes(b).hex()))}

@@ -33,6 +33,10 @@ struct FakeNode {
     storage: HashMap<String, Vec<u8>>,
     silent: bool,
     calls: Arc<Mutex<Vec<String>>>,
+    /// The extrinsic submitted last, to put in the block the node "includes" it in.
+    submitted: Mutex<Option<String>>,
+    /// `System.Events` of that block.
+    events: Vec<u8>,
 }
 
 fn hash(byte: u8) -> String {
@@ -50,6 +54,15 @@ fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
             _ => json!(hash(0x22)),
         },
         "chain_getFinalizedHead" => json!(hash(0x22)),
+        "system_accountNextIndex" => json!(0),
+        "chain_getBlock" => json!({
+            "block": {
+                "header": {"parentHash": hash(0x22), "number": format!("0x{:x}", BLOCK + 1), "stateRoot": hash(0x33),
+                           "extrinsicsRoot": hash(0x44), "digest": {"logs": []}},
+                "extrinsics": node.submitted.lock().unwrap().iter().cloned().collect::<Vec<_>>()
+            },
+            "justifications": null
+        }),
         "chain_getHeader" => json!({
             "parentHash": hash(0x21), "number": format!("0x{BLOCK:x}"), "stateRoot": hash(0x33),
             "extrinsicsRoot": hash(0x44), "digest": {"logs": []}
@@ -72,6 +85,9 @@ fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
                         .to_vec();
                     json!(format!("0x{}", hex::encode(version)))
                 }
+                "AccountNonceApi_account_nonce" => {
+                    json!(format!("0x{}", hex::encode(0u32.encode())))
+                }
                 "Metadata_metadata_versions" => {
                     json!(format!("0x{}", hex::encode(vec![16u32].encode())))
                 }
@@ -84,6 +100,9 @@ fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
         }
         "state_getStorage" => {
             let key = params.get(0)?.as_str()?;
+            if key == storage_key("System", "Events", &[]) {
+                return Some(json!(format!("0x{}", hex::encode(&node.events))));
+            }
             match node.storage.get(key) {
                 Some(v) => json!(format!("0x{}", hex::encode(v))),
                 None => Value::Null,
@@ -94,7 +113,11 @@ fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
 }
 
 fn client(node: FakeNode) -> RpcClient {
-    let node = Arc::new(node);
+    client_of(Arc::new(node))
+}
+
+fn client_of(node: Arc<FakeNode>) -> RpcClient {
+    let submit_node = node.clone();
     let mock = MockRpcClient::builder()
         .method_fallback(move |method: String, params| {
             let node = node.clone();
@@ -111,6 +134,20 @@ fn client(node: FakeNode) -> RpcClient {
                     eprintln!("mock node: unanswered {method} {params}");
                 }
                 out.map(subxt_rpcs::client::mock_rpc_client::Json)
+            }
+        })
+        .subscription_handler("author_submitAndWatchExtrinsic", move |params, _unsub| {
+            let node = submit_node.clone();
+            async move {
+                let params: Value = params
+                    .map(|p| serde_json::from_str(p.get()).unwrap())
+                    .unwrap_or(Value::Null);
+                *node.submitted.lock().unwrap() =
+                    params.get(0).and_then(Value::as_str).map(String::from);
+                vec![
+                    subxt_rpcs::client::mock_rpc_client::Json(json!("ready")),
+                    subxt_rpcs::client::mock_rpc_client::Json(json!({"inBlock": hash(0x55)})),
+                ]
             }
         })
         .build();
@@ -132,6 +169,8 @@ fn node_with_subnet(metadata: Vec<u8>) -> FakeNode {
         storage,
         silent: false,
         calls: Default::default(),
+        submitted: Mutex::new(None),
+        events: Vec::new(),
     }
 }
 
@@ -139,6 +178,10 @@ fn settings() -> SubtensorSettings {
     let mut s = SubtensorSettings::new(NETUID);
     s.rpc_timeout = Duration::from_secs(5);
     s
+}
+
+fn signer_hotkey() -> templar_protocol::identity::Hotkey {
+    templar_protocol::identity::Signer::hotkey(signer().as_ref()).clone()
 }
 
 fn signer() -> Arc<Sr25519Signer> {
@@ -294,4 +337,163 @@ async fn mock_node_commitments_decode_from_the_sdks_bytes_into_the_bucket() {
         matches!(&err, ChainError::Corrupt { key, .. } if key.contains("uid 4")),
         "{err}"
     );
+}
+
+const OWN_UID: u16 = 5;
+
+/// A subnet where the signer holds uid 5, without commit-reveal, rate limit 100 blocks.
+fn weights_node(version_key: u64, last_update: u64) -> FakeNode {
+    let mut node = node_with_subnet(common::committed_metadata());
+    let me = signer().public();
+    let mut uid_key = NETUID.encode();
+    uid_key.extend(sp_crypto_hashing::blake2_128(&me));
+    uid_key.extend(me);
+    let n = NETUID.encode();
+    for (entry, key, value) in [
+        ("Uids", uid_key, OWN_UID.encode()),
+        ("WeightsVersionKey", n.clone(), version_key.encode()),
+        (
+            "LastUpdate",
+            n.clone(),
+            vec![0u64, 0, 0, 0, 0, last_update].encode(),
+        ),
+        ("MaxWeightsLimit", n.clone(), u16::MAX.encode()),
+        ("CommitRevealWeightsEnabled", n.clone(), false.encode()),
+    ] {
+        node.storage
+            .insert(storage_key("SubtensorModule", entry, &key), value);
+    }
+    node
+}
+
+/// `System.Events` holding `ExtrinsicFailed` with `SubtensorModule` error `error_index`,
+/// encoded by the Bittensor SDK's codec.
+fn failed_events(error_index: u8) -> Vec<u8> {
+    let md = subxt_metadata::Metadata::decode_from(&common::committed_metadata()).unwrap();
+    let events_ty = md
+        .pallet_by_name("System")
+        .unwrap()
+        .storage()
+        .unwrap()
+        .entry_by_name("Events")
+        .unwrap()
+        .value_ty();
+    let pallet = md.pallet_by_name("SubtensorModule").unwrap().error_index();
+    let dir = tempfile::tempdir().unwrap();
+    let v15 = dir.path().join("v15.scale");
+    std::fs::write(&v15, common::as_v15(&common::committed_metadata())).unwrap();
+    let value = json!([{
+        "phase": {"ApplyExtrinsic": 0},
+        "event": {"System": {"ExtrinsicFailed": {
+            "dispatch_error": {"Module": {"index": pallet, "error": {"hex": hex::encode([error_index, 0, 0, 0])}}},
+            "dispatch_info": {"weight": {"ref_time": 1000, "proof_size": 0}, "class": "Normal", "pays_fee": "Yes"}
+        }}},
+        "topics": []
+    }]);
+    let answers = common::oracle(
+        "scale_calls_oracle.py",
+        vec![
+            json!({"metadata": v15, "op": "encode", "type": format!("scale_info::{events_ty}"), "value": value}),
+        ],
+    );
+    hex::decode(
+        answers[0]["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", answers[0])),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn mock_node_weights_below_the_subnets_version_key_are_refused_before_sending() {
+    let chain = SubtensorChain::from_rpc(client(weights_node(9, 0)), settings(), signer())
+        .await
+        .unwrap();
+    let me = templar_protocol::identity::Signer::hotkey(signer().as_ref()).clone();
+    let err = chain.set_weights(&me, &[(1, 1.0)]).await.unwrap_err();
+    assert_eq!(
+        err,
+        ChainError::VersionKeyTooLow {
+            ours: 0,
+            required: 9
+        }
+    );
+}
+
+#[tokio::test]
+async fn mock_node_weights_inside_the_rate_limit_are_refused_before_sending() {
+    let last = BLOCK - 10;
+    let chain = SubtensorChain::from_rpc(client(weights_node(0, last)), settings(), signer())
+        .await
+        .unwrap();
+    let me = templar_protocol::identity::Signer::hotkey(signer().as_ref()).clone();
+    let err = chain.set_weights(&me, &[(1, 1.0)]).await.unwrap_err();
+    assert_eq!(
+        err,
+        ChainError::WeightsRateLimited {
+            last_block: last,
+            next_block: last + 100
+        }
+    );
+}
+
+#[tokio::test]
+async fn mock_node_a_failed_weights_extrinsic_comes_back_as_the_chains_named_error() {
+    let md = subxt_metadata::Metadata::decode_from(&common::committed_metadata()).unwrap();
+    let no_permit = md
+        .pallet_by_name("SubtensorModule")
+        .unwrap()
+        .error_variants()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "NeuronNoValidatorPermit")
+        .unwrap()
+        .index;
+    let mut node = weights_node(0, 0);
+    node.events = failed_events(no_permit);
+    let calls = node.calls.clone();
+    let node = Arc::new(node);
+    let chain = SubtensorChain::from_rpc(client_of(node.clone()), settings(), signer())
+        .await
+        .unwrap();
+    let me = templar_protocol::identity::Signer::hotkey(signer().as_ref()).clone();
+    let err = chain
+        .set_weights(&me, &[(1, 1.0), (2, 0.5)])
+        .await
+        .unwrap_err();
+    assert_eq!(err, ChainError::NoValidatorPermit(me));
+    assert!(
+        calls.lock().unwrap().iter().any(|m| m == "chain_getBlock"),
+        "the block was read"
+    );
+
+    // The signed extrinsic as sent, decoded by the Bittensor SDK's codec: signer, call and
+    // arguments, with the runtime's own transaction extensions.
+    let sent = node.submitted.lock().unwrap().clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let v15 = dir.path().join("v15.scale");
+    std::fs::write(&v15, common::as_v15(&common::committed_metadata())).unwrap();
+    let answers = common::oracle(
+        "scale_calls_oracle.py",
+        vec![json!({"metadata": v15, "op": "extrinsic", "data": sent.trim_start_matches("0x")})],
+    );
+    let x = &answers[0]["value"];
+    assert_eq!(x["address"], json!(signer_hotkey().as_str()), "{x}");
+    assert_eq!(x["call"]["call_module"], "SubtensorModule", "{x}");
+    assert_eq!(x["call"]["call_function"], "set_mechanism_weights", "{x}");
+    let args: HashMap<String, Value> = x["call"]["call_args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap().to_string(), a["value"].clone()))
+        .collect();
+    assert_eq!(args["netuid"], json!(NETUID));
+    assert_eq!(args["dests"], json!([1, 2]));
+    assert_eq!(
+        args["weights"],
+        json!([65535, 32768]),
+        "max-upscaled, as the SDK sends"
+    );
+    assert_eq!(x["nonce"], json!(0));
+    assert!(x["signature"]["Sr25519"].is_string(), "{x}");
 }
