@@ -18,9 +18,8 @@ use crate::api::runtime;
 use crate::calls;
 use crate::client::{self, Client, bounded};
 use crate::commitment;
-use crate::errors::module_error;
+use crate::extrinsic;
 use crate::reveal::EpochState;
-use crate::signer::HotkeySigner;
 use crate::tlock::WeightsTlockPayload;
 
 /// Bittensor's SS58 prefix.
@@ -204,66 +203,9 @@ impl SubtensorChain {
             })
     }
 
-    /// Signs, submits and waits until the extrinsic is in a block (bounded); a failed
-    /// dispatch comes back as the chain's named error.
     async fn submit(&self, call: impl subxt::transactions::Payload) -> Result<(), ChainError> {
         let at = self.head().await?;
-        let name = format!("{}.{}", call.pallet_name(), call.call_name());
-        let signer = HotkeySigner(&self.signer);
-        let progress = bounded(
-            &format!("submitting {name}"),
-            self.settings.rpc_timeout,
-            at.transactions()
-                .sign_and_submit_then_watch_default(&call, &signer),
-        )
-        .await?;
-        let hotkey = self.signer.hotkey().clone();
-        let included = tokio::time::timeout(self.settings.inclusion_timeout, async move {
-            let mut progress = progress;
-            while let Some(status) = progress.next().await {
-                use subxt::transactions::TransactionStatus as S;
-                match status.map_err(|e| ChainError::Rpc(format!("{name}: {e}")))? {
-                    S::InBestBlock(block) | S::InFinalizedBlock(block) => {
-                        return match block.wait_for_success().await {
-                            Ok(_) => Ok(()),
-                            Err(subxt::error::TransactionEventsError::ExtrinsicFailed(
-                                subxt::error::DispatchError::Module(e),
-                            )) => Err(match e.details() {
-                                Ok(d) => module_error(
-                                    d.pallet.name(),
-                                    &d.variant.name,
-                                    &d.variant.docs.join(" "),
-                                    &hotkey,
-                                ),
-                                Err(_) => ChainError::Rejected {
-                                    error: e.to_string(),
-                                    reason: String::new(),
-                                },
-                            }),
-                            Err(e) => Err(ChainError::Rejected {
-                                error: name.clone(),
-                                reason: e.to_string(),
-                            }),
-                        };
-                    }
-                    S::Invalid { message } | S::Dropped { message } | S::Error { message } => {
-                        return Err(ChainError::Rejected {
-                            error: name.clone(),
-                            reason: message,
-                        });
-                    }
-                    _ => {}
-                }
-            }
-            Err(ChainError::Rpc(format!(
-                "{name}: the status stream ended before inclusion"
-            )))
-        })
-        .await;
-        included.unwrap_or(Err(ChainError::Timeout {
-            what: "waiting for the extrinsic to be included".into(),
-            after: self.settings.inclusion_timeout,
-        }))
+        extrinsic::submit(&at, call, &self.signer, &self.settings).await
     }
 
     /// The subnet's epoch state for the reveal round: the stateful epoch model where the

@@ -1,0 +1,79 @@
+//! Sending one extrinsic: signed with the node's hotkey, submitted, watched until it is in a
+//! block (bounded), and a failed dispatch turned into the chain's named error.
+
+use subxt::client::OnlineClientAtBlock;
+use subxt::config::SubstrateConfig;
+use templar_protocol::chain::ChainError;
+use templar_protocol::identity::Signer as _;
+use templar_protocol::identity::sr25519::Sr25519Signer;
+
+use crate::chain::SubtensorSettings;
+use crate::client::bounded;
+use crate::errors::module_error;
+use crate::signer::HotkeySigner;
+
+/// Signs, submits and waits until the extrinsic is in a block (bounded); a failed
+/// dispatch comes back as the chain's named error.
+pub async fn submit(
+    at: &OnlineClientAtBlock<SubstrateConfig>,
+    call: impl subxt::transactions::Payload,
+    signer: &Sr25519Signer,
+    settings: &SubtensorSettings,
+) -> Result<(), ChainError> {
+    let name = format!("{}.{}", call.pallet_name(), call.call_name());
+    let hotkey = signer.hotkey().clone();
+    let signer = HotkeySigner(signer);
+    let progress = bounded(
+        &format!("submitting {name}"),
+        settings.rpc_timeout,
+        at.transactions()
+            .sign_and_submit_then_watch_default(&call, &signer),
+    )
+    .await?;
+    let included = tokio::time::timeout(settings.inclusion_timeout, async move {
+        let mut progress = progress;
+        while let Some(status) = progress.next().await {
+            use subxt::transactions::TransactionStatus as S;
+            match status.map_err(|e| ChainError::Rpc(format!("{name}: {e}")))? {
+                S::InBestBlock(block) | S::InFinalizedBlock(block) => {
+                    return match block.wait_for_success().await {
+                        Ok(_) => Ok(()),
+                        Err(subxt::error::TransactionEventsError::ExtrinsicFailed(
+                            subxt::error::DispatchError::Module(e),
+                        )) => Err(match e.details() {
+                            Ok(d) => module_error(
+                                d.pallet.name(),
+                                &d.variant.name,
+                                &d.variant.docs.join(" "),
+                                &hotkey,
+                            ),
+                            Err(_) => ChainError::Rejected {
+                                error: e.to_string(),
+                                reason: String::new(),
+                            },
+                        }),
+                        Err(e) => Err(ChainError::Rejected {
+                            error: name.clone(),
+                            reason: e.to_string(),
+                        }),
+                    };
+                }
+                S::Invalid { message } | S::Dropped { message } | S::Error { message } => {
+                    return Err(ChainError::Rejected {
+                        error: name.clone(),
+                        reason: message,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Err(ChainError::Rpc(format!(
+            "{name}: the status stream ended before inclusion"
+        )))
+    })
+    .await;
+    included.unwrap_or(Err(ChainError::Timeout {
+        what: "waiting for the extrinsic to be included".into(),
+        after: settings.inclusion_timeout,
+    }))
+}
