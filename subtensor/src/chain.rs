@@ -4,6 +4,7 @@
 //! or hash commit-reveal when asked.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use subxt::client::OnlineClientAtBlock;
@@ -19,6 +20,7 @@ use crate::calls;
 use crate::client::{self, Client, bounded};
 use crate::commitment;
 use crate::extrinsic;
+use crate::head::HeadFollower;
 use crate::reveal::EpochState;
 use crate::tlock::WeightsTlockPayload;
 
@@ -68,6 +70,10 @@ pub struct SubtensorChain {
     client: Client,
     settings: SubtensorSettings,
     signer: Arc<Sr25519Signer>,
+    head: HeadFollower,
+    /// The highest block reported, so that the subscription and a direct read (which may
+    /// lag it by a block) never make the chain go backwards for the node.
+    highest: AtomicU64,
 }
 
 fn account(hotkey: &Hotkey) -> Result<AccountId32, ChainError> {
@@ -110,12 +116,16 @@ impl SubtensorChain {
             Client::from_rpc_client(rpc).await
         })
         .await?;
+        // A head older than a few blocks is not trusted; the subscription is replaced then.
+        let head = HeadFollower::spawn(client.clone(), settings.block_time * 4);
         let chain = Self {
             client,
             settings,
             signer,
+            head,
+            highest: AtomicU64::new(0),
         };
-        let at = chain.head().await?;
+        let at = chain.at_head().await?;
         client::check_runtime(&at)?;
         let exists = chain
             .fetch(
@@ -140,7 +150,12 @@ impl SubtensorChain {
         Ok(chain)
     }
 
-    async fn head(&self) -> Result<OnlineClientAtBlock<SubstrateConfig>, ChainError> {
+    /// How many block subscriptions were opened (more than 1: it dropped and was re-opened).
+    pub fn head_subscriptions(&self) -> u64 {
+        self.head.subscriptions()
+    }
+
+    async fn at_head(&self) -> Result<OnlineClientAtBlock<SubstrateConfig>, ChainError> {
         bounded(
             "reading the head block",
             self.settings.rpc_timeout,
@@ -204,7 +219,7 @@ impl SubtensorChain {
     }
 
     async fn submit(&self, call: impl subxt::transactions::Payload) -> Result<(), ChainError> {
-        let at = self.head().await?;
+        let at = self.at_head().await?;
         extrinsic::submit(&at, call, &self.signer, &self.settings).await
     }
 
@@ -278,7 +293,11 @@ impl Chain for SubtensorChain {
     }
 
     async fn current_block(&self) -> Result<u64, ChainError> {
-        Ok(self.head().await?.block_number())
+        let block = match self.head.latest(self.settings.block_time * 2) {
+            Some(block) => block,
+            None => self.at_head().await?.block_number(),
+        };
+        Ok(self.highest.fetch_max(block, Ordering::AcqRel).max(block))
     }
 
     /// Registration costs TAO and is done with btcli; this only finds the uid.
@@ -287,14 +306,14 @@ impl Chain for SubtensorChain {
         hotkey: &Hotkey,
         _request: RegisterRequest,
     ) -> Result<u16, ChainError> {
-        let at = self.head().await?;
+        let at = self.at_head().await?;
         self.uid_of(&at, &account(hotkey)?)
             .await?
             .ok_or_else(|| ChainError::NotRegistered(hotkey.clone()))
     }
 
     async fn metagraph(&self) -> Result<Metagraph, ChainError> {
-        let at = self.head().await?;
+        let at = self.at_head().await?;
         let netuid = self.settings.netuid;
         let sm = runtime::storage().subtensor_module();
         let mut keys = bounded(
@@ -368,7 +387,7 @@ impl Chain for SubtensorChain {
         let me = self.own(hotkey)?;
         let raw =
             commitment::to_raw(commitment).map_err(|e| ChainError::Unsupported(e.to_string()))?;
-        let at = self.head().await?;
+        let at = self.at_head().await?;
         if self.raw_commitment(&at, &me).await?.as_deref() == Some(raw.as_slice()) {
             tracing::debug!("commitment unchanged; not written again");
             return Ok(());
@@ -379,7 +398,7 @@ impl Chain for SubtensorChain {
     }
 
     async fn commitment(&self, uid: u16) -> Result<Option<Commitment>, ChainError> {
-        let at = self.head().await?;
+        let at = self.at_head().await?;
         let address = runtime::storage().subtensor_module().keys();
         let Some(account) = bounded(
             "Keys",
@@ -394,20 +413,23 @@ impl Chain for SubtensorChain {
             key: "Keys".into(),
             reason: e.to_string(),
         })?;
-        match self.raw_commitment(&at, &account).await? {
-            None => Ok(None),
-            Some(raw) => commitment::from_raw(&raw)
-                .map(Some)
-                .map_err(|e| ChainError::Corrupt {
-                    key: format!("CommitmentOf uid {uid}"),
-                    reason: e.to_string(),
-                }),
+        let Some(raw) = self.raw_commitment(&at, &account).await? else {
+            return Ok(None);
+        };
+        // Another subnet's format, or garbage, is this peer's problem: it has no bucket
+        // anyone can read, and the rest of the network goes on without it.
+        match commitment::from_raw(&raw) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                tracing::warn!(uid, reason = %e, "commitment is not templar's bucket format; peer left out");
+                Ok(None)
+            }
         }
     }
 
     async fn set_weights(&self, hotkey: &Hotkey, weights: &[(u16, f64)]) -> Result<(), ChainError> {
         let me = self.own(hotkey)?;
-        let at = self.head().await?;
+        let at = self.at_head().await?;
         let netuid = self.settings.netuid;
         let sm = runtime::storage().subtensor_module();
         let Some(own_uid) = self.uid_of(&at, &me).await? else {
@@ -498,7 +520,7 @@ impl Chain for SubtensorChain {
     }
 
     async fn weights_rate_limit(&self) -> Result<u64, ChainError> {
-        let at = self.head().await?;
+        let at = self.at_head().await?;
         let address = runtime::storage()
             .subtensor_module()
             .weights_set_rate_limit();

@@ -155,6 +155,30 @@ mod tests {
     }
 
     #[test]
+    fn the_fixed_schedule_reveals_where_the_old_formula_does() {
+        // Epochs at (block + netuid + 1) % (tempo + 1) == 0; reveal in the first block of the
+        // epoch `period` after the commit's. Where the commit lands in an epoch's first block
+        // (the block after the head), it belongs to that epoch, one later than the formula
+        // that reads the head's epoch says.
+        for (tempo, netuid) in [(360u16, 3u16), (99, 0), (10, 7)] {
+            let (len, off) = (u64::from(tempo) + 1, u64::from(netuid) + 1);
+            for head in [1_000u64, 5_000, 77_777] {
+                for period in [1u64, 2, 3] {
+                    let lands_on_epoch_start = (head + 1 + off) % len == 0;
+                    let epoch = (head + off) / len + u64::from(lands_on_epoch_start);
+                    let expected = (epoch + period) * len - off;
+                    let state = EpochState::fixed_schedule(head, tempo, netuid, 0);
+                    assert_eq!(
+                        state.first_reveal_block(period),
+                        Ok(expected),
+                        "tempo {tempo} netuid {netuid} head {head} period {period}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn no_tempo_no_reveal() {
         assert_eq!(
             state(5, 0, 0).first_reveal_block(1),

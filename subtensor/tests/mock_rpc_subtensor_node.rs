@@ -5,174 +5,20 @@
 
 mod common;
 
+use common::fake_node::{
+    BLOCK, FakeNode, NETUID, client, client_of, node_with_subnet, storage_key,
+};
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use codec::{Decode, Encode};
 use frame_metadata::{RuntimeMetadata, RuntimeMetadataPrefixed};
 use serde_json::{Value, json};
-use subxt_rpcs::client::{MockRpcClient, RpcClient};
 use templar_protocol::chain::{Chain, ChainError};
 use templar_protocol::identity::sr25519::Sr25519Signer;
 use templar_subtensor::chain::{SubtensorChain, SubtensorSettings};
-
-const NETUID: u16 = 3;
-const BLOCK: u64 = 4_321;
-
-fn storage_key(pallet: &str, entry: &str, key: &[u8]) -> String {
-    let mut k = sp_crypto_hashing::twox_128(pallet.as_bytes()).to_vec();
-    k.extend(sp_crypto_hashing::twox_128(entry.as_bytes()));
-    k.extend_from_slice(key);
-    format!("0x{}", hex::encode(k))
-}
-
-/// A scripted node: the metadata it serves, its storage, and whether it answers at all.
-struct FakeNode {
-    metadata: Vec<u8>,
-    storage: HashMap<String, Vec<u8>>,
-    silent: bool,
-    calls: Arc<Mutex<Vec<String>>>,
-    /// The extrinsic submitted last, to put in the block the node "includes" it in.
-    submitted: Mutex<Option<String>>,
-    /// `System.Events` of that block.
-    events: Vec<u8>,
-}
-
-fn hash(byte: u8) -> String {
-    format!("0x{}", hex::encode([byte; 32]))
-}
-
-fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
-    Some(match method {
-        "rpc_methods" => {
-            json!({"methods": ["chain_getBlockHash", "chain_getHeader", "state_getRuntimeVersion",
-            "state_call", "state_getStorage", "state_getMetadata", "chain_subscribeNewHeads"]})
-        }
-        "chain_getBlockHash" => match params.get(0).and_then(Value::as_u64) {
-            Some(0) => json!(hash(0x11)),
-            _ => json!(hash(0x22)),
-        },
-        "chain_getFinalizedHead" => json!(hash(0x22)),
-        "system_accountNextIndex" => json!(0),
-        "chain_getBlock" => json!({
-            "block": {
-                "header": {"parentHash": hash(0x22), "number": format!("0x{:x}", BLOCK + 1), "stateRoot": hash(0x33),
-                           "extrinsicsRoot": hash(0x44), "digest": {"logs": []}},
-                "extrinsics": node.submitted.lock().unwrap().iter().cloned().collect::<Vec<_>>()
-            },
-            "justifications": null
-        }),
-        "chain_getHeader" => json!({
-            "parentHash": hash(0x21), "number": format!("0x{BLOCK:x}"), "stateRoot": hash(0x33),
-            "extrinsicsRoot": hash(0x44), "digest": {"logs": []}
-        }),
-        "state_getRuntimeVersion" => json!({
-            "specName": "node-subtensor", "implName": "node-subtensor", "authoringVersion": 1,
-            "specVersion": 365, "implVersion": 1, "apis": [], "transactionVersion": 1, "stateVersion": 1
-        }),
-        "state_getMetadata" => json!(format!("0x{}", hex::encode(&node.metadata))),
-        "state_call" => {
-            let function = params.get(0)?.as_str()?;
-            match function {
-                // The runtime's own SCALE RuntimeVersion is System.Version in its metadata.
-                "Core_version" => {
-                    let md = subxt_metadata::Metadata::decode_from(&node.metadata).unwrap();
-                    let version = md
-                        .pallet_by_name("System")?
-                        .constant_by_name("Version")?
-                        .value()
-                        .to_vec();
-                    json!(format!("0x{}", hex::encode(version)))
-                }
-                "AccountNonceApi_account_nonce" => {
-                    json!(format!("0x{}", hex::encode(0u32.encode())))
-                }
-                "Metadata_metadata_versions" => {
-                    json!(format!("0x{}", hex::encode(vec![16u32].encode())))
-                }
-                "Metadata_metadata_at_version" => json!(format!(
-                    "0x{}",
-                    hex::encode(Some(node.metadata.clone()).encode())
-                )),
-                _ => return None,
-            }
-        }
-        "state_getStorage" => {
-            let key = params.get(0)?.as_str()?;
-            if key == storage_key("System", "Events", &[]) {
-                return Some(json!(format!("0x{}", hex::encode(&node.events))));
-            }
-            match node.storage.get(key) {
-                Some(v) => json!(format!("0x{}", hex::encode(v))),
-                None => Value::Null,
-            }
-        }
-        _ => return None,
-    })
-}
-
-fn client(node: FakeNode) -> RpcClient {
-    client_of(Arc::new(node))
-}
-
-fn client_of(node: Arc<FakeNode>) -> RpcClient {
-    let submit_node = node.clone();
-    let mock = MockRpcClient::builder()
-        .method_fallback(move |method: String, params| {
-            let node = node.clone();
-            async move {
-                node.calls.lock().unwrap().push(method.clone());
-                if node.silent {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                }
-                let params: Value = params
-                    .map(|p| serde_json::from_str(p.get()).unwrap())
-                    .unwrap_or(Value::Null);
-                let out = answer(&node, &method, &params);
-                if out.is_none() {
-                    eprintln!("mock node: unanswered {method} {params}");
-                }
-                out.map(subxt_rpcs::client::mock_rpc_client::Json)
-            }
-        })
-        .subscription_handler("author_submitAndWatchExtrinsic", move |params, _unsub| {
-            let node = submit_node.clone();
-            async move {
-                let params: Value = params
-                    .map(|p| serde_json::from_str(p.get()).unwrap())
-                    .unwrap_or(Value::Null);
-                *node.submitted.lock().unwrap() =
-                    params.get(0).and_then(Value::as_str).map(String::from);
-                vec![
-                    subxt_rpcs::client::mock_rpc_client::Json(json!("ready")),
-                    subxt_rpcs::client::mock_rpc_client::Json(json!({"inBlock": hash(0x55)})),
-                ]
-            }
-        })
-        .build();
-    RpcClient::new(mock)
-}
-
-fn node_with_subnet(metadata: Vec<u8>) -> FakeNode {
-    let mut storage = HashMap::new();
-    storage.insert(
-        storage_key("SubtensorModule", "NetworksAdded", &NETUID.encode()),
-        true.encode(),
-    );
-    storage.insert(
-        storage_key("SubtensorModule", "WeightsSetRateLimit", &NETUID.encode()),
-        100u64.encode(),
-    );
-    FakeNode {
-        metadata,
-        storage,
-        silent: false,
-        calls: Default::default(),
-        submitted: Mutex::new(None),
-        events: Vec::new(),
-    }
-}
 
 fn settings() -> SubtensorSettings {
     let mut s = SubtensorSettings::new(NETUID);
@@ -332,10 +178,11 @@ async fn mock_node_commitments_decode_from_the_sdks_bytes_into_the_bucket() {
         None,
         "no hotkey at uid 2"
     );
-    let err = chain.commitment(4).await.unwrap_err();
-    assert!(
-        matches!(&err, ChainError::Corrupt { key, .. } if key.contains("uid 4")),
-        "{err}"
+    // A commitment in another format leaves that peer out instead of failing the caller.
+    assert_eq!(
+        chain.commitment(4).await.unwrap(),
+        None,
+        "not templar's format"
     );
 }
 
@@ -496,4 +343,99 @@ async fn mock_node_a_failed_weights_extrinsic_comes_back_as_the_chains_named_err
     );
     assert_eq!(x["nonce"], json!(0));
     assert!(x["signature"]["Sr25519"].is_string(), "{x}");
+}
+
+#[tokio::test]
+async fn mock_node_block_subscription_that_drops_is_opened_again() {
+    let mut s = settings();
+    s.block_time = Duration::from_millis(200);
+    let chain = SubtensorChain::from_rpc(
+        client(node_with_subnet(common::committed_metadata())),
+        s,
+        signer(),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let block = chain.current_block().await.unwrap();
+        if block == BLOCK + 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still at block {block} after {} subscriptions",
+            chain.head_subscriptions()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        chain.head_subscriptions() >= 3,
+        "{} subscriptions",
+        chain.head_subscriptions()
+    );
+}
+
+#[tokio::test]
+async fn mock_node_metagraph_reads_hotkeys_permits_incentive_and_stake() {
+    let (a, b) = ([0xaa; 32], [0xbb; 32]);
+    let mut node = node_with_subnet(common::committed_metadata());
+    let n = NETUID.encode();
+    let mut put = |pallet: &str, entry: &str, key: Vec<u8>, value: Vec<u8>| {
+        node.storage.insert(storage_key(pallet, entry, &key), value);
+    };
+    put(
+        "SubtensorModule",
+        "Keys",
+        [n.clone(), 0u16.encode()].concat(),
+        a.to_vec(),
+    );
+    put(
+        "SubtensorModule",
+        "Keys",
+        [n.clone(), 1u16.encode()].concat(),
+        b.to_vec(),
+    );
+    put(
+        "SubtensorModule",
+        "ValidatorPermit",
+        n.clone(),
+        vec![true, false].encode(),
+    );
+    put(
+        "SubtensorModule",
+        "Incentive",
+        n.clone(),
+        vec![0u16, u16::MAX].encode(),
+    );
+    let mut alpha_key = sp_crypto_hashing::blake2_128(&a).to_vec();
+    alpha_key.extend(a);
+    alpha_key.extend(&n);
+    put(
+        "SubtensorModule",
+        "TotalHotkeyAlpha",
+        alpha_key,
+        2_000_000_000_000u64.encode(),
+    );
+    let chain = SubtensorChain::from_rpc(client(node), settings(), signer())
+        .await
+        .unwrap();
+    let mg = chain.metagraph().await.unwrap();
+    assert_eq!(mg.block, BLOCK);
+    let uids: Vec<u16> = mg.neurons.iter().map(|n| n.uid).collect();
+    assert_eq!(uids, [0, 1]);
+    let (v, m) = (&mg.neurons[0], &mg.neurons[1]);
+    assert_eq!(
+        v.hotkey.as_str(),
+        templar_protocol::identity::ss58::encode(&a, 42)
+    );
+    assert_eq!(
+        (v.stake, v.validator_permit, v.incentive),
+        (2000.0, true, 0.0)
+    );
+    assert_eq!(
+        (m.stake, m.validator_permit, m.incentive),
+        (0.0, false, 1.0)
+    );
+    assert_eq!(mg.top_validator().map(|n| n.uid), Some(0));
 }

@@ -2,6 +2,8 @@
 //! as V15 for `bittensor_core` (the Bittensor SDK's Rust-backed SCALE codec reads V14/V15).
 #![allow(dead_code)]
 
+pub mod fake_node;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
