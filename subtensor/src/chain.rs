@@ -1,7 +1,6 @@
 //! [`SubtensorChain`]: the network's [`Chain`] on a Bittensor subnet (finney, testnet or a
 //! local subtensor). Weights go the way the subnet requires: commit-reveal v4 (timelocked to
-//! a drand round) while `CommitRevealWeightsEnabled`, plain `set_mechanism_weights` otherwise,
-//! or hash commit-reveal when asked.
+//! a drand round) while `CommitRevealWeightsEnabled`, plain `set_mechanism_weights` otherwise.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,15 +30,6 @@ const RAO: f64 = 1e9;
 /// At most this many storage reads in flight while building the metagraph.
 const FAN_OUT: usize = 16;
 
-/// How the validator sets weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WeightsMethod {
-    /// What the subnet requires: timelocked commit while commit-reveal is on, plain otherwise.
-    Auto,
-    /// Hash commit now, reveal after the reveal period (commit-reveal v2).
-    HashCommit,
-}
-
 #[derive(Clone, Debug)]
 pub struct SubtensorSettings {
     pub netuid: u16,
@@ -50,7 +40,6 @@ pub struct SubtensorSettings {
     pub rpc_timeout: Duration,
     /// Bound on an extrinsic from submission to inclusion in a block.
     pub inclusion_timeout: Duration,
-    pub weights_method: WeightsMethod,
 }
 
 impl SubtensorSettings {
@@ -61,7 +50,6 @@ impl SubtensorSettings {
             block_time: Duration::from_secs(12),
             rpc_timeout: Duration::from_secs(30),
             inclusion_timeout: Duration::from_secs(120),
-            weights_method: WeightsMethod::Auto,
         }
     }
 }
@@ -186,6 +174,32 @@ impl SubtensorChain {
         })
     }
 
+    /// A map entry that may be absent (`None`), read and decoded within the timeout.
+    async fn try_fetch<Addr>(
+        &self,
+        at: &OnlineClientAtBlock<SubstrateConfig>,
+        what: &str,
+        address: Addr,
+        keys: Addr::KeyParts,
+    ) -> Result<Option<Addr::Value>, ChainError>
+    where
+        Addr: subxt::storage::Address,
+    {
+        let value = bounded(
+            what,
+            self.settings.rpc_timeout,
+            at.storage().try_fetch(address, keys),
+        )
+        .await?;
+        value
+            .map(|v| v.decode())
+            .transpose()
+            .map_err(|e| ChainError::Corrupt {
+                key: what.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
     fn own(&self, hotkey: &Hotkey) -> Result<AccountId32, ChainError> {
         if hotkey != self.signer.hotkey() {
             return Err(ChainError::Unsupported(format!(
@@ -202,20 +216,8 @@ impl SubtensorChain {
         account: &AccountId32,
     ) -> Result<Option<u16>, ChainError> {
         let address = runtime::storage().subtensor_module().uids();
-        let value = bounded(
-            "Uids",
-            self.settings.rpc_timeout,
-            at.storage()
-                .try_fetch(address, (self.settings.netuid, *account)),
-        )
-        .await?;
-        value
-            .map(|v| v.decode())
-            .transpose()
-            .map_err(|e| ChainError::Corrupt {
-                key: "Uids".into(),
-                reason: e.to_string(),
-            })
+        self.try_fetch(at, "Uids", address, (self.settings.netuid, *account))
+            .await
     }
 
     async fn submit(&self, call: impl subxt::transactions::Payload) -> Result<(), ChainError> {
@@ -400,19 +402,12 @@ impl Chain for SubtensorChain {
     async fn commitment(&self, uid: u16) -> Result<Option<Commitment>, ChainError> {
         let at = self.at_head().await?;
         let address = runtime::storage().subtensor_module().keys();
-        let Some(account) = bounded(
-            "Keys",
-            self.settings.rpc_timeout,
-            at.storage().try_fetch(address, (self.settings.netuid, uid)),
-        )
-        .await?
+        let Some(account) = self
+            .try_fetch(&at, "Keys", address, (self.settings.netuid, uid))
+            .await?
         else {
             return Ok(None);
         };
-        let account = account.decode().map_err(|e| ChainError::Corrupt {
-            key: "Keys".into(),
-            reason: e.to_string(),
-        })?;
         let Some(raw) = self.raw_commitment(&at, &account).await? else {
             return Ok(None);
         };
@@ -488,11 +483,6 @@ impl Chain for SubtensorChain {
                 .submit(calls::set_weights(netuid, uids, values, version_key))
                 .await;
         }
-        if self.settings.weights_method == WeightsMethod::HashCommit {
-            return Err(ChainError::Unsupported(
-                "hash commit-reveal needs a reveal after the reveal period; only timelocked commits are sent automatically".into(),
-            ));
-        }
         let period = self
             .fetch(
                 &at,
@@ -537,20 +527,10 @@ impl SubtensorChain {
         account: &AccountId32,
     ) -> Result<Option<Vec<u8>>, ChainError> {
         let address = runtime::storage().commitments().commitment_of();
-        let Some(value) = bounded(
-            "CommitmentOf",
-            self.settings.rpc_timeout,
-            at.storage()
-                .try_fetch(address, (self.settings.netuid, *account)),
-        )
-        .await?
-        else {
+        let key = (self.settings.netuid, *account);
+        let Some(registration) = self.try_fetch(at, "CommitmentOf", address, key).await? else {
             return Ok(None);
         };
-        let registration = value.decode().map_err(|e| ChainError::Corrupt {
-            key: "CommitmentOf".into(),
-            reason: e.to_string(),
-        })?;
         Ok(registration.info.fields.0.iter().find_map(calls::raw_bytes))
     }
 }

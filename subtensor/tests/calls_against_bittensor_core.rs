@@ -27,9 +27,6 @@ fn encode(call: impl Payload, metadata: &subxt::Metadata) -> Vec<u8> {
 fn call_data_equals_the_bittensor_sdks_for_the_same_metadata() {
     let bytes = common::committed_metadata();
     let metadata = subxt::Metadata::decode_from(&bytes).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let v15 = dir.path().join("metadata_v15.scale");
-    std::fs::write(&v15, common::as_v15(&bytes)).unwrap();
 
     let commit: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
     let raw128: Vec<u8> = (0..128u8).map(|i| b'a' + i % 26).collect();
@@ -86,11 +83,11 @@ fn call_data_equals_the_bittensor_sdks_for_the_same_metadata() {
     let requests = cases
         .iter()
         .map(|c| {
-            json!({"metadata": v15, "op": "call", "module": c.module, "function": c.function,
+            json!({"op": "call", "module": c.module, "function": c.function,
                    "params": c.params})
         })
         .collect();
-    let answers = common::oracle("scale_calls_oracle.py", requests);
+    let answers = common::sdk_codec(requests);
     for (case, answer) in cases.iter().zip(&answers) {
         let sdk = answer["call"]
             .as_str()

@@ -119,17 +119,11 @@ fn registration_bytes(raw: &[u8]) -> Vec<u8> {
         .unwrap()
         .entry_by_name("CommitmentOf")
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let v15 = dir.path().join("v15.scale");
-    std::fs::write(&v15, common::as_v15(&common::committed_metadata())).unwrap();
-    let answers = common::oracle(
-        "scale_calls_oracle.py",
-        vec![
-            json!({"metadata": v15, "op": "encode", "type": format!("scale_info::{}", entry.value_ty()),
+    let answers = common::sdk_codec(vec![
+        json!({"op": "encode", "type": format!("scale_info::{}", entry.value_ty()),
                     "value": {"deposit": 1_000_000, "block": 77,
                               "info": {"fields": [{ format!("Raw{}", raw.len()): {"hex": hex::encode(raw)} }]}}}),
-        ],
-    );
+    ]);
     hex::decode(answers[0]["data"].as_str().unwrap()).unwrap()
 }
 
@@ -226,9 +220,6 @@ fn failed_events(error_index: u8) -> Vec<u8> {
         .unwrap()
         .value_ty();
     let pallet = md.pallet_by_name("SubtensorModule").unwrap().error_index();
-    let dir = tempfile::tempdir().unwrap();
-    let v15 = dir.path().join("v15.scale");
-    std::fs::write(&v15, common::as_v15(&common::committed_metadata())).unwrap();
     let value = json!([{
         "phase": {"ApplyExtrinsic": 0},
         "event": {"System": {"ExtrinsicFailed": {
@@ -237,12 +228,9 @@ fn failed_events(error_index: u8) -> Vec<u8> {
         }}},
         "topics": []
     }]);
-    let answers = common::oracle(
-        "scale_calls_oracle.py",
-        vec![
-            json!({"metadata": v15, "op": "encode", "type": format!("scale_info::{events_ty}"), "value": value}),
-        ],
-    );
+    let answers = common::sdk_codec(vec![
+        json!({"op": "encode", "type": format!("scale_info::{events_ty}"), "value": value}),
+    ]);
     hex::decode(
         answers[0]["data"]
             .as_str()
@@ -251,13 +239,29 @@ fn failed_events(error_index: u8) -> Vec<u8> {
     .unwrap()
 }
 
-#[tokio::test]
-async fn mock_node_weights_below_the_subnets_version_key_are_refused_before_sending() {
-    let chain = SubtensorChain::from_rpc(client(weights_node(9, 0)), settings(), signer())
+/// What `set_weights` answers on a `weights_node`, for checks made before anything is sent.
+async fn weights_refusal(version_key: u64, last_update: u64) -> ChainError {
+    let node = weights_node(version_key, last_update);
+    let calls = node.calls.clone();
+    let chain = SubtensorChain::from_rpc(client(node), settings(), signer())
         .await
         .unwrap();
-    let me = templar_protocol::identity::Signer::hotkey(signer().as_ref()).clone();
-    let err = chain.set_weights(&me, &[(1, 1.0)]).await.unwrap_err();
+    let err = chain
+        .set_weights(&signer_hotkey(), &[(1, 1.0)])
+        .await
+        .unwrap_err();
+    let sent = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|m| m.starts_with("author_"));
+    assert!(!sent, "nothing is submitted when the chain would refuse it");
+    err
+}
+
+#[tokio::test]
+async fn mock_node_weights_below_the_subnets_version_key_are_refused_before_sending() {
+    let err = weights_refusal(9, 0).await;
     assert_eq!(
         err,
         ChainError::VersionKeyTooLow {
@@ -270,11 +274,7 @@ async fn mock_node_weights_below_the_subnets_version_key_are_refused_before_send
 #[tokio::test]
 async fn mock_node_weights_inside_the_rate_limit_are_refused_before_sending() {
     let last = BLOCK - 10;
-    let chain = SubtensorChain::from_rpc(client(weights_node(0, last)), settings(), signer())
-        .await
-        .unwrap();
-    let me = templar_protocol::identity::Signer::hotkey(signer().as_ref()).clone();
-    let err = chain.set_weights(&me, &[(1, 1.0)]).await.unwrap_err();
+    let err = weights_refusal(0, last).await;
     assert_eq!(
         err,
         ChainError::WeightsRateLimited {
@@ -303,7 +303,7 @@ async fn mock_node_a_failed_weights_extrinsic_comes_back_as_the_chains_named_err
     let chain = SubtensorChain::from_rpc(client_of(node.clone()), settings(), signer())
         .await
         .unwrap();
-    let me = templar_protocol::identity::Signer::hotkey(signer().as_ref()).clone();
+    let me = signer_hotkey();
     let err = chain
         .set_weights(&me, &[(1, 1.0), (2, 0.5)])
         .await
@@ -317,13 +317,9 @@ async fn mock_node_a_failed_weights_extrinsic_comes_back_as_the_chains_named_err
     // The signed extrinsic as sent, decoded by the Bittensor SDK's codec: signer, call and
     // arguments, with the runtime's own transaction extensions.
     let sent = node.submitted.lock().unwrap().clone().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let v15 = dir.path().join("v15.scale");
-    std::fs::write(&v15, common::as_v15(&common::committed_metadata())).unwrap();
-    let answers = common::oracle(
-        "scale_calls_oracle.py",
-        vec![json!({"metadata": v15, "op": "extrinsic", "data": sent.trim_start_matches("0x")})],
-    );
+    let answers = common::sdk_codec(vec![
+        json!({"op": "extrinsic", "data": sent.trim_start_matches("0x")}),
+    ]);
     let x = &answers[0]["value"];
     assert_eq!(x["address"], json!(signer_hotkey().as_str()), "{x}");
     assert_eq!(x["call"]["call_module"], "SubtensorModule", "{x}");

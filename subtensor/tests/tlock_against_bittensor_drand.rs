@@ -4,9 +4,8 @@
 //! The test vector is quicknet's real round-1000 signature, so decrypting proves the
 //! ciphertext is what the chain's Drand pallet decrypts with a published pulse.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -20,23 +19,7 @@ const ROUND: u64 = 1000;
 const ROUND_SIGNATURE: &str = "b44679b9a59af2ec876b1a6b1ad52ea9b1615fc3982b19576350f93447cb1125e342b73a8dd2bacbe47e4b6b63ed5e39";
 
 fn oracle(requests: Vec<Value>) -> Vec<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/oracles/drand_oracle.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/setup.sh --pytools puts the venv first on PATH)");
-    let input = serde_json::to_vec(&json!({ "requests": requests })).unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "oracle failed (bittensor-drand and scalecodec installed by setup.sh --pytools?): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::oracle("drand_oracle.py", requests)
 }
 
 fn payload(i: u16) -> WeightsTlockPayload {

@@ -181,6 +181,10 @@ pub fn client_of(node: Arc<FakeNode>) -> RpcClient {
         .subscription_handler("author_submitAndWatchExtrinsic", move |params, _unsub| {
             let node = submit_node.clone();
             async move {
+                node.calls
+                    .lock()
+                    .unwrap()
+                    .push("author_submitAndWatchExtrinsic".into());
                 let params: Value = params
                     .map(|p| serde_json::from_str(p.get()).unwrap())
                     .unwrap_or(Value::Null);

@@ -40,6 +40,18 @@ pub fn oracle(script: &str, requests: Vec<Value>) -> Vec<Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Asks the Bittensor SDK's codec (`scale_calls_oracle.py`) with the committed metadata,
+/// rewritten as V15, as each request's "metadata".
+pub fn sdk_codec(mut requests: Vec<Value>) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let v15 = dir.path().join("metadata_v15.scale");
+    std::fs::write(&v15, as_v15(&committed_metadata())).unwrap();
+    for r in &mut requests {
+        r["metadata"] = json!(v15);
+    }
+    oracle("scale_calls_oracle.py", requests)
+}
+
 /// The same runtime as V15: V16 only adds deprecation info, view functions, associated types
 /// and extension versions, none of which changes how a call or a storage value encodes.
 pub fn as_v15(v16_bytes: &[u8]) -> Vec<u8> {
