@@ -252,16 +252,7 @@ impl SubtensorChain {
             let read = async |name: &str| -> Result<u64, ChainError> {
                 let address =
                     subxt::dynamic::storage::<(u16,), u64>("SubtensorModule", name.to_string());
-                let value = bounded(
-                    name,
-                    self.settings.rpc_timeout,
-                    at.storage().fetch(address, (netuid,)),
-                )
-                .await?;
-                value.decode().map_err(|e| ChainError::Corrupt {
-                    key: name.into(),
-                    reason: e.to_string(),
-                })
+                self.fetch(at, name, address, (netuid,)).await
             };
             return Ok(EpochState {
                 current_block,

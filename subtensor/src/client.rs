@@ -9,8 +9,6 @@ use subxt::config::SubstrateConfig;
 use subxt::{Metadata, OnlineClient};
 use templar_protocol::chain::ChainError;
 
-use crate::api::runtime;
-
 pub type Client = OnlineClient<SubstrateConfig>;
 pub type AtBlock = subxt::client::OnlineClientAtBlock<SubstrateConfig>;
 
@@ -105,13 +103,6 @@ pub fn check_runtime(at: &AtBlock) -> Result<(), ChainError> {
         spec_version: at.spec_version(),
         detail: differences.join("; "),
     })
-}
-
-/// Whether the generated API agrees with itself (its static hashes were made from the
-/// committed metadata): a guard against a metadata file swapped without rebuilding.
-pub fn codegen_matches_committed() -> bool {
-    let committed = Metadata::decode_from(COMMITTED_METADATA).expect("committed metadata decodes");
-    runtime::is_codegen_valid_for(&committed)
 }
 
 /// The newest metadata (V16, else V15) a node serves, as `MetadataVersioned` bytes ready to

@@ -111,16 +111,9 @@ async fn mock_node_that_never_answers_times_out_instead_of_hanging() {
 
 /// `Commitments.CommitmentOf` value bytes encoded by the Bittensor SDK's codec (not ours).
 fn registration_bytes(raw: &[u8]) -> Vec<u8> {
-    let md = subxt_metadata::Metadata::decode_from(&common::committed_metadata()).unwrap();
-    let entry = md
-        .pallet_by_name("Commitments")
-        .unwrap()
-        .storage()
-        .unwrap()
-        .entry_by_name("CommitmentOf")
-        .unwrap();
+    let value_ty = common::storage_value_type("Commitments", "CommitmentOf");
     let answers = common::sdk_codec(vec![
-        json!({"op": "encode", "type": format!("scale_info::{}", entry.value_ty()),
+        json!({"op": "encode", "type": format!("scale_info::{value_ty}"),
                     "value": {"deposit": 1_000_000, "block": 77,
                               "info": {"fields": [{ format!("Raw{}", raw.len()): {"hex": hex::encode(raw)} }]}}}),
     ]);
@@ -211,14 +204,7 @@ fn weights_node(version_key: u64, last_update: u64) -> FakeNode {
 /// encoded by the Bittensor SDK's codec.
 fn failed_events(error_index: u8) -> Vec<u8> {
     let md = subxt_metadata::Metadata::decode_from(&common::committed_metadata()).unwrap();
-    let events_ty = md
-        .pallet_by_name("System")
-        .unwrap()
-        .storage()
-        .unwrap()
-        .entry_by_name("Events")
-        .unwrap()
-        .value_ty();
+    let events_ty = common::storage_value_type("System", "Events");
     let pallet = md.pallet_by_name("SubtensorModule").unwrap().error_index();
     let value = json!([{
         "phase": {"ApplyExtrinsic": 0},

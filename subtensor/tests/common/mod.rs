@@ -40,6 +40,17 @@ pub fn oracle(script: &str, requests: Vec<Value>) -> Vec<Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The type id of a storage entry's value in the committed metadata (`scale_info::ID` for the
+/// SDK's codec).
+pub fn storage_value_type(pallet: &str, entry: &str) -> u32 {
+    let md = subxt_metadata::Metadata::decode_from(&committed_metadata()).unwrap();
+    md.pallet_by_name(pallet)
+        .and_then(|p| p.storage())
+        .and_then(|s| s.entry_by_name(entry))
+        .unwrap_or_else(|| panic!("{pallet}.{entry} in the committed metadata"))
+        .value_ty()
+}
+
 /// Asks the Bittensor SDK's codec (`scale_calls_oracle.py`) with the committed metadata,
 /// rewritten as V15, as each request's "metadata".
 pub fn sdk_codec(mut requests: Vec<Value>) -> Vec<Value> {
