@@ -3,6 +3,7 @@
 
 use crate::checkpoint::{self, CheckpointError, CheckpointPointer};
 use crate::codec::{Codec, Selected};
+use crate::compute::Compute;
 use crate::data::sampler::PagesOverlap;
 use crate::data::{PageSampler, Pages, window_batches};
 use crate::hparams::{Hparams, HparamsError};
@@ -42,7 +43,12 @@ pub struct Engine {
 
 impl Engine {
     /// Every node starts from the same initialisation (seeded by the data seed).
-    pub fn new(hp: &Hparams, pages: &Pages, device: Device) -> Result<Self, EngineError> {
+    pub fn new(
+        hp: &Hparams,
+        pages: &Pages,
+        compute: impl Into<Compute>,
+    ) -> Result<Self, EngineError> {
+        let compute = compute.into();
         let cfg = hp.model_config()?;
         if pages.vocab_needed() as i64 > cfg.vocab_size {
             return Err(EngineError::Vocab {
@@ -50,7 +56,8 @@ impl Engine {
                 vocab: cfg.vocab_size,
             });
         }
-        let model = Llama::new(&cfg, device, hp.data.seed as i64);
+        let mut model = Llama::new(&cfg, compute.device, hp.data.seed as i64);
+        model.set_precision(compute.precision);
         let shapes: Vec<(String, Vec<i64>)> = model
             .named_parameters()
             .iter()

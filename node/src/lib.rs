@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod codec;
+pub mod compute;
 pub mod data;
 pub mod engine;
 /// Settings live in the light crds crate so that the operator validates them too.

@@ -10,11 +10,9 @@ use templar_node::cli::identity::{NodeIdentity, bittensor_hotkey, identity_from_
 use templar_node::cli::launch::{ChainChoice, NodeOptions, StoreSpec, run_node};
 use templar_node::cli::train::{DataSource, TrainOptions, run_train};
 use templar_node::cli::{bench, load_hparams, runtime, tokenizer};
-use templar_node::data::{self, Pages};
-use templar_node::hparams::{Hparams, ModelConfig, OuterMode};
-use templar_node::model::default_device;
+use templar_node::compute::ComputeArgs;
+use templar_node::hparams::{ModelConfig, OuterMode};
 use templar_node::roles::behaviour::Behaviour;
-use templar_node::roles::integrity::{integrity_report, scenario_hparams};
 use templar_protocol::Hotkey;
 use templar_subtensor::chain::SubtensorSettings;
 
@@ -39,7 +37,7 @@ enum Command {
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
-        which: BenchCommand,
+        which: bench::BenchCommand,
     },
     /// Run one network node (miner or validator) on the devnet chain or a Bittensor subnet.
     Run(RunArgs),
@@ -88,6 +86,8 @@ struct TrainArgs {
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    compute: ComputeArgs,
 }
 
 #[derive(clap::Args)]
@@ -151,6 +151,8 @@ struct RunArgs {
     /// impersonator:UID.
     #[arg(long, default_value = "honest")]
     behaviour: Behaviour,
+    #[command(flatten)]
+    compute: ComputeArgs,
 }
 
 /// Where the node's key is: a `--wallet` folder, or a Bittensor wallet.
@@ -243,58 +245,6 @@ enum Mode {
 }
 
 #[derive(Subcommand)]
-enum BenchCommand {
-    /// Encode/decode time per parameter shape, payload size and compression ratio.
-    Codec {
-        #[arg(long, default_value = "150M")]
-        model: String,
-        /// Peers merged in the multi-peer decode.
-        #[arg(long, default_value_t = 20)]
-        peers: usize,
-        /// Timing repetitions (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        reps: usize,
-        /// Hyperparameters TOML whose [codec] section is used.
-        #[arg(long)]
-        hparams: Option<PathBuf>,
-        /// Turn the chunked DCT on (DeMo) regardless of the file.
-        #[arg(long)]
-        dct: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Same token budget: AdamW in one process vs N miners through the protocol.
-    Convergence {
-        #[arg(long, default_value_t = 3)]
-        miners: u16,
-        #[arg(long, default_value_t = 10)]
-        windows: u64,
-        #[arg(long, default_value = "hparams/tiny-sparseloco.toml")]
-        sparseloco: PathBuf,
-        #[arg(long, default_value = "hparams/tiny-demo.toml")]
-        demo: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Honest miners next to one miner of each attack: final weights by behaviour, the
-    /// honest share, windows until every adversary is below every honest miner, and the
-    /// held-out loss with and without the adversaries.
-    Integrity {
-        #[arg(long, default_value_t = 4)]
-        honest: u16,
-        #[arg(long, default_value_t = 20)]
-        windows: u64,
-        /// Data seeds (model initialisation and page assignment), one run each.
-        #[arg(long, value_delimiter = ',', default_value = "1,2")]
-        seeds: Vec<u64>,
-        #[arg(long, default_value = "hparams/tiny-sparseloco.toml")]
-        hparams: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
 enum TokenizerCommand {
     /// Train a byte-level BPE tokenizer on the embedded corpus (or a text folder).
     Train {
@@ -348,6 +298,7 @@ fn train(args: TrainArgs) -> Result<()> {
         steps: args.steps,
         uid: args.uid,
         json: args.json,
+        compute: args.compute.resolve()?,
     })
 }
 
@@ -395,6 +346,7 @@ fn run(args: RunArgs) -> Result<()> {
         listen: args.listen,
         windows: args.windows,
         behaviour: args.behaviour,
+        compute: args.compute.resolve()?,
     };
     runtime()?.block_on(run_node(opts))?;
     Ok(())
@@ -425,74 +377,6 @@ fn devnet(args: DevnetArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench(which: BenchCommand) -> Result<()> {
-    match which {
-        BenchCommand::Codec {
-            model,
-            peers,
-            reps,
-            hparams,
-            dct,
-            json,
-        } => {
-            if reps == 0 {
-                bail!("--reps must be at least 1");
-            }
-            let hp = load_hparams(hparams.as_deref())?;
-            let cfg = ModelConfig::preset(&model)?;
-            let mut codec = hp.codec.clone();
-            codec.use_dct |= dct;
-            let device = default_device();
-            let r = bench::codec::codec_bench(&model, &cfg, &codec, peers, reps, device);
-            match json {
-                true => println!("{}", serde_json::to_string_pretty(&r)?),
-                false => println!("{}", r.summary()),
-            }
-        }
-        BenchCommand::Convergence {
-            miners,
-            windows,
-            sparseloco,
-            demo,
-            json,
-        } => {
-            let sl = Hparams::load(&sparseloco)?;
-            let dm = Hparams::load(&demo)?;
-            let pages = Pages::new(data::embedded_tokens()?, sl.data.seq_len)?;
-            let run = bench::convergence::convergence_bench(&sl, &dm, &pages, miners, windows);
-            let r = runtime()?.block_on(run)?;
-            match json {
-                true => println!("{}", serde_json::to_string_pretty(&r)?),
-                false => print!("{}", r.summary()),
-            }
-        }
-        BenchCommand::Integrity {
-            honest,
-            windows,
-            seeds,
-            hparams,
-            json,
-        } => {
-            let hp = scenario_hparams(Hparams::load(&hparams)?);
-            let pages = Pages::new(data::embedded_tokens()?, hp.data.seq_len)?;
-            let dir = tempfile::tempdir()?;
-            let mut reports = Vec::new();
-            for seed in seeds {
-                let run = integrity_report(dir.path(), &hp, &pages, seed, honest, windows);
-                let r = runtime()?.block_on(run)?;
-                if !json {
-                    print!("{}", r.summary());
-                }
-                reports.push(r);
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&reports)?);
-            }
-        }
-    }
-    Ok(())
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
@@ -516,7 +400,7 @@ fn main() -> Result<()> {
             println!("wrote {} ({} bytes)", out.display(), bytes.len());
             Ok(())
         }
-        Command::Bench { which } => bench(which),
+        Command::Bench { which } => bench::run(which),
         Command::Tokenizer {
             which: TokenizerCommand::Train { vocab, text, out },
         } => tokenizer::train_tokenizer(vocab, text.as_deref(), &out),

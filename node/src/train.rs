@@ -3,12 +3,12 @@
 //! the only peer. The roles (`roles::miner`, `roles::validator`) wrap the same steps with
 //! storage and peers.
 
+use crate::compute::Compute;
 use crate::data::{PageSampler, Pages};
 use crate::engine::{Engine, EngineError};
 use crate::hparams::Hparams;
 use crate::model::Llama;
 use std::time::Instant;
-use tch::Device;
 use templar_protocol::Hotkey;
 use templar_protocol::payload::PayloadError;
 
@@ -63,10 +63,10 @@ pub fn train_alone(
     pages: &Pages,
     windows: u64,
     uid: u16,
-    device: Device,
+    compute: impl Into<Compute>,
     mut on_window: impl FnMut(&WindowProgress),
 ) -> Result<TrainReport, TrainError> {
-    let mut engine = Engine::new(hp, pages, device)?;
+    let mut engine = Engine::new(hp, pages, compute)?;
     let held_out = eval_pages(hp, pages);
     let initial_eval_loss = eval_loss(&engine.model, pages, &held_out);
 

@@ -1,9 +1,9 @@
 //! Wiring one node process: chain, own bucket and commitment, data, status server, role.
 
 use super::identity::NodeIdentity;
+use crate::compute::Compute;
 use crate::data::{Pages, embedded_tokens};
 use crate::hparams::Hparams;
-use crate::model::default_device;
 use crate::roles::NodeError;
 use crate::roles::behaviour::Behaviour;
 use crate::roles::miner::Miner;
@@ -97,6 +97,8 @@ pub struct NodeOptions {
     pub windows: Option<u64>,
     /// A miner's attack on the incentive (tests and demos only; honest by default).
     pub behaviour: Behaviour,
+    /// Device and precision of the model.
+    pub compute: Compute,
 }
 
 fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitment), LaunchError> {
@@ -238,7 +240,8 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
         })?;
     let server = tokio::spawn(super::status_server::serve(listener, ctx.status.clone()));
 
-    let device = default_device();
+    let device = opts.compute;
+    tracing::info!(device = ?device.device, precision = ?device.precision, "compute");
     let node = match opts.role {
         NodeRole::Miner => Node::Miner(Box::new(
             Miner::new(ctx.clone(), &pages, device)?.with_behaviour(opts.behaviour),

@@ -9,7 +9,7 @@
 //! | [`devnet`] | `devnet` (`make demo`): a local network of processes, live table, report |
 //! | [`report`], [`plot`] | the devnet report: rows, CSV, PNG |
 //! | [`status_server`] | the node's `/healthz`, `/readyz`, `/status`, `/metrics` |
-//! | [`bench`] | `bench codec`, `bench convergence` |
+//! | [`bench`] | `bench codec`, `bench train`, `bench convergence`, `bench integrity` |
 //! | [`tokenizer`] | `tokenizer train` |
 
 pub mod bench;

@@ -1,9 +1,9 @@
 //! `templar-node train`: one node alone on the embedded corpus or the user's data, with a
 //! progress bar and a final report (text or JSON).
 
+use crate::compute::Compute;
 use crate::data::{self, Pages};
 use crate::hparams::Hparams;
-use crate::model::default_device;
 use crate::train::train_alone;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,17 +45,19 @@ pub struct TrainOptions {
     pub steps: u64,
     pub uid: u16,
     pub json: bool,
+    pub compute: Compute,
 }
 
 pub fn run_train(opts: TrainOptions) -> anyhow::Result<()> {
     let hp = &opts.hparams;
     let pages = Pages::new(opts.data.tokens()?, hp.data.seq_len)?;
-    let device = default_device();
+    let compute = opts.compute;
     tracing::info!(
         model = %hp.model.size,
         mode = ?hp.outer.mode,
         pages = pages.num_pages(),
-        ?device,
+        device = ?compute.device,
+        precision = ?compute.precision,
         "training alone"
     );
     let bar = ProgressBar::new(opts.steps);
@@ -63,7 +65,7 @@ pub fn run_train(opts: TrainOptions) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:30} window {pos}/{len} {msg} [{elapsed}<{eta}]")
             .context("progress template")?,
     );
-    let report = train_alone(hp, &pages, opts.steps, opts.uid, device, |p| {
+    let report = train_alone(hp, &pages, opts.steps, opts.uid, compute, |p| {
         bar.set_position(p.window + 1);
         bar.set_message(format!(
             "loss {:.4}  {:.0} tok/s  payload {} B",

@@ -6,13 +6,19 @@
 //! -> [`Selected`] (indices [nb, k] and values [nb, k]). [`payload`] quantises and packs it.
 //! Decoding any number of peers: concatenate their indices and values per block, one
 //! scatter-add of values and one of counts (the scatter-mean), one inverse DCT.
+//!
+//! Two paths give the same results: fused kernels on host memory for CPU tensors
+//! ([`host`]) and tensor ops for any other device. The selection is canonical on both: the k
+//! largest |x| of a block, the lower index on a tie, indices ascending within the block.
 
 pub mod dct;
+pub mod host;
 pub mod layout;
 pub mod quant;
 
 use crate::hparams::CodecParams;
 use dct::DctCache;
+use host::Tiles;
 pub use layout::{BlockLayout, TensorBlocks};
 use tch::{Device, Kind, Tensor};
 use templar_protocol::payload::{CodecSpec, ParamUpdate, Payload, PayloadMeta, Values};
@@ -31,6 +37,12 @@ impl Selected {
             values: self.values.shallow_clone(),
         }
     }
+
+    /// Indices and values as host slices, when both are contiguous CPU tensors.
+    fn on_host(&self) -> Option<host::scatter::PeerCoefficients<'_>> {
+        (host::on_host(&self.indices, Kind::Int64) && host::on_host(&self.values, Kind::Float))
+            .then(|| (host::i64s(&self.indices), host::f32s(&self.values)))
+    }
 }
 
 /// Encoder/decoder for one model: the protocol's [`CodecSpec`] (settings and a block layout
@@ -38,6 +50,8 @@ impl Selected {
 pub struct Codec {
     pub spec: CodecSpec,
     dct: DctCache,
+    /// Tensor ops even for CPU tensors (tests compare the two paths).
+    tensor_ops_only: bool,
 }
 
 impl Codec {
@@ -45,7 +59,14 @@ impl Codec {
         Self {
             spec: CodecSpec::new(params, shapes),
             dct: DctCache::default(),
+            tensor_ops_only: false,
         }
+    }
+
+    /// The same codec on tensor ops only: what runs on a GPU, here on any device.
+    pub fn with_tensor_ops_only(mut self) -> Self {
+        self.tensor_ops_only = true;
+        self
     }
 
     /// Quantise (per the settings) and collect one window's selected coefficients.
@@ -54,19 +75,16 @@ impl Codec {
         let params = selected
             .iter()
             .map(|s| {
-                let idx = s.indices.flatten(0, -1).to_device(Device::Cpu);
-                let indices: Vec<u16> = Vec::<i64>::try_from(&idx)
-                    .expect("indices are i64")
-                    .into_iter()
-                    .map(|i| i as u16)
-                    .collect();
+                let idx = s.indices.flatten(0, -1).to_device(Device::Cpu).contiguous();
+                let indices: Vec<u16> = host::i64s(&idx).iter().map(|&i| i as u16).collect();
                 let values = if bits == 32 {
                     let v = s
                         .values
                         .flatten(0, -1)
                         .to_kind(Kind::Float)
-                        .to_device(Device::Cpu);
-                    Values::F32(Vec::<f32>::try_from(&v).expect("values are f32"))
+                        .to_device(Device::Cpu)
+                        .contiguous();
+                    Values::F32(host::f32s(&v).to_vec())
                 } else {
                     Values::Quantized(quant::quantize(&s.values, bits))
                 };
@@ -84,15 +102,16 @@ impl Codec {
             .iter()
             .zip(&self.spec.layouts)
             .map(|(p, l)| {
-                let idx: Vec<i64> = p.indices.iter().map(|&i| i as i64).collect();
+                let mut idx = host::empty(&[l.num_blocks(), l.k], Kind::Int64);
+                for (o, &i) in host::i64s_mut(&mut idx).iter_mut().zip(&p.indices) {
+                    *o = i as i64;
+                }
                 let values = match &p.values {
                     Values::F32(v) => Tensor::from_slice(v).to_device(device),
                     Values::Quantized(q) => quant::dequantize(q, device),
                 };
                 Selected {
-                    indices: Tensor::from_slice(&idx)
-                        .view([l.num_blocks(), l.k])
-                        .to_device(device),
+                    indices: idx.to_device(device),
                     values: values.view([l.num_blocks(), l.k]),
                 }
             })
@@ -121,11 +140,32 @@ impl Codec {
         layout.join_blocks(&blocks)
     }
 
-    /// Top-k by magnitude of each block's coefficients.
+    /// Top-k by magnitude of each block's coefficients (canonical: see the module docs).
     pub fn encode_tensor(&self, layout: &BlockLayout, x: &Tensor) -> Selected {
-        let coeffs = self.transform(layout, x);
-        let (_, indices) = coeffs.abs().topk(layout.k, -1, true, false);
-        let values = coeffs.gather(1, &indices, false);
+        let x = x.to_kind(Kind::Float);
+        let (nb, k) = (layout.num_blocks(), layout.k);
+        if x.device() != Device::Cpu || self.tensor_ops_only {
+            let coeffs = self.transform(layout, &x);
+            let (_, order) = coeffs.abs().sort_stable(true, -1, true);
+            let (indices, _) = order.narrow(1, 0, k).sort(-1, false);
+            let values = coeffs.gather(1, &indices, false);
+            return Selected { indices, values };
+        }
+        let (source, tiles) = if self.spec.params.use_dct {
+            let coeffs = self.transform(layout, &x).contiguous();
+            (coeffs, Tiles::of_coefficients(layout))
+        } else {
+            (x.contiguous(), Tiles::of_tensor(layout))
+        };
+        let mut indices = host::empty(&[nb, k], Kind::Int64);
+        let mut values = host::empty(&[nb, k], Kind::Float);
+        host::topk::select(
+            host::f32s(&source),
+            tiles,
+            k as usize,
+            host::i64s_mut(&mut indices),
+            host::f32s_mut(&mut values),
+        );
         Selected { indices, values }
     }
 
@@ -144,6 +184,17 @@ impl Codec {
             .collect()
     }
 
+    /// Peers' coefficients as host slices when the host kernels may take them all.
+    fn host_peers<'a>(
+        &self,
+        peers: &[&'a Selected],
+    ) -> Option<Vec<host::scatter::PeerCoefficients<'a>>> {
+        if self.tensor_ops_only {
+            return None;
+        }
+        peers.iter().map(|p| p.on_host()).collect()
+    }
+
     /// Scatter-mean of any number of peers' coefficients into dense [nb, h*w]: a coordinate
     /// chosen by c peers gets the mean of their c values; one nobody chose stays 0.
     pub fn scatter_mean(&self, layout: &BlockLayout, peers: &[&Selected]) -> Tensor {
@@ -151,6 +202,17 @@ impl Codec {
         let Some(first) = peers.first() else {
             return Tensor::zeros([nb, bs], (Kind::Float, Device::Cpu));
         };
+        if let Some(host_peers) = self.host_peers(peers) {
+            let mut out = host::empty(&[nb, bs], Kind::Float);
+            let tiles = Tiles::of_coefficients(layout);
+            host::scatter::scatter_mean(
+                host::f32s_mut(&mut out),
+                tiles,
+                layout.k as usize,
+                &host_peers,
+            );
+            return out;
+        }
         let device = first.values.device();
         let idx = Tensor::cat(&peers.iter().map(|p| &p.indices).collect::<Vec<_>>(), 1);
         let vals = Tensor::cat(&peers.iter().map(|p| &p.values).collect::<Vec<_>>(), 1);
@@ -160,14 +222,49 @@ impl Codec {
         sums / counts.clamp_min(1.0)
     }
 
-    /// Decode and merge peers for one tensor: one scatter-mean, one inverse transform.
+    /// Decode and merge peers for one tensor: one scatter-mean, one inverse transform (on the
+    /// host without DCT: the scatter-mean written straight into the tensor's layout).
     pub fn batch_decode(&self, layout: &BlockLayout, peers: &[&Selected]) -> Tensor {
+        if !self.spec.params.use_dct
+            && !peers.is_empty()
+            && let Some(host_peers) = self.host_peers(peers)
+        {
+            let mut out = host::empty(&layout.shape, Kind::Float);
+            let tiles = Tiles::of_tensor(layout);
+            host::scatter::scatter_mean(
+                host::f32s_mut(&mut out),
+                tiles,
+                layout.k as usize,
+                &host_peers,
+            );
+            return out;
+        }
         self.inverse_transform(layout, &self.scatter_mean(layout, peers))
     }
 
     /// Decode one peer's tensor (its own coefficients, everything else 0).
     pub fn decode_tensor(&self, layout: &BlockLayout, sel: &Selected) -> Tensor {
         self.batch_decode(layout, &[sel])
+    }
+
+    /// `target -= decode(sel)` (error feedback: what was sent leaves the buffer); in place on
+    /// the host without DCT.
+    pub fn subtract_decoded(&self, layout: &BlockLayout, target: &mut Tensor, sel: &Selected) {
+        if !self.spec.params.use_dct
+            && !self.tensor_ops_only
+            && host::on_host(target, Kind::Float)
+            && let Some(coefficients) = sel.on_host()
+        {
+            let tiles = Tiles::of_tensor(layout);
+            host::scatter::subtract(
+                host::f32s_mut(target),
+                tiles,
+                layout.k as usize,
+                coefficients,
+            );
+            return;
+        }
+        *target -= self.decode_tensor(layout, sel);
     }
 }
 

@@ -5,54 +5,138 @@
 //! values that fell in bin b (0 for an empty bin); dequantise = lookup[q] + shift.
 //! A constant vector (std = 0) uses scale 1, so every value lands in one bin and comes back
 //! exactly.
+//!
+//! Precision, the same on both paths (one pass over host memory for a CPU tensor, tensor ops
+//! on any other device): sums in f64; shift and scale rounded to f32; the centred value
+//! v - shift, its bin position (v - shift) / scale + bins / 2 and dequantisation in f32;
+//! rounding half to even.
 
+use super::host;
 use tch::{Device, Kind, Tensor};
 pub use templar_protocol::payload::quant::{Quantized, RANGE_SIGMAS, SCALE_MIN};
+
+/// The scale for a spread: 6 std / bins, 1 when that is zero or not finite.
+fn scale_of(centred_square_sum: f64, n: usize, bins: usize) -> f32 {
+    let std = if n > 1 {
+        centred_square_sum.sqrt() / ((n - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    let scale = RANGE_SIGMAS * std / bins as f64;
+    if scale.is_nan() || scale <= SCALE_MIN || !scale.is_finite() {
+        1.0
+    } else {
+        scale as f32
+    }
+}
 
 /// Quantise a tensor of values (any shape, flattened in order).
 pub fn quantize(values: &Tensor, bits: u8) -> Quantized {
     assert!(bits == 2 || bits == 8, "quantisation is 2- or 8-bit");
-    let bins = Quantized::bins(bits) as i64;
+    let v = values.to_kind(Kind::Float).flatten(0, -1).contiguous();
+    match v.device() {
+        Device::Cpu => quantize_slice(host::f32s(&v), bits),
+        _ => quantize_with_tensor_ops(&v, bits),
+    }
+}
+
+/// [`quantize`] as tensor ops on the values' device (what a GPU runs).
+pub fn quantize_with_tensor_ops(values: &Tensor, bits: u8) -> Quantized {
+    assert!(bits == 2 || bits == 8, "quantisation is 2- or 8-bit");
     let v = values.to_kind(Kind::Float).flatten(0, -1);
+    let bins = Quantized::bins(bits);
     let n = v.numel();
     let shift = if n > 0 {
-        v.mean(Kind::Float).double_value(&[])
+        v.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]) / n as f64
     } else {
         0.0
-    };
-    let centred = &v - shift;
-    let std = if n > 1 {
-        centred.norm().double_value(&[]) / ((n - 1) as f64).sqrt()
-    } else {
-        0.0
-    };
-    let mut scale = RANGE_SIGMAS * std / bins as f64;
-    if scale.is_nan() || scale <= SCALE_MIN || !scale.is_finite() {
-        scale = 1.0;
-    }
-    let q = (&centred / scale + (bins / 2) as f64)
+    } as f32;
+    let centred = &v - shift as f64;
+    let square_sum = centred
+        .to_kind(Kind::Double)
+        .square()
+        .sum(Kind::Double)
+        .double_value(&[]);
+    let scale = scale_of(square_sum, n, bins);
+    let q = (&centred / scale as f64 + (bins / 2) as f64)
         .round()
         .clamp(0.0, (bins - 1) as f64)
         .to_kind(Kind::Int64);
-    let zeros = Tensor::zeros([bins], (Kind::Float, v.device()));
-    let sums = zeros.scatter_add(0, &q, &centred);
-    let counts = zeros.scatter_add(0, &q, &Tensor::ones_like(&centred));
-    let lookup = (sums / counts.clamp_min(1.0)).to_device(Device::Cpu);
+    let zeros = Tensor::zeros([bins as i64], (Kind::Double, v.device()));
+    let sums = zeros.scatter_add(0, &q, &centred.to_kind(Kind::Double));
+    let counts = zeros.scatter_add(0, &q, &Tensor::ones_like(&centred).to_kind(Kind::Double));
+    let lookup = (sums / counts.clamp_min(1.0))
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu);
     let codes = q.to_kind(Kind::Uint8).to_device(Device::Cpu);
     Quantized {
         bits,
         codes: Vec::<u8>::try_from(&codes).expect("codes are u8"),
-        shift: shift as f32,
-        scale: scale as f32,
+        shift,
+        scale,
         lookup: Vec::<f32>::try_from(&lookup).expect("lookup is f32"),
+    }
+}
+
+/// [`quantize`] of host values: three passes (sum, spread, codes with the bins' sums).
+pub fn quantize_slice(v: &[f32], bits: u8) -> Quantized {
+    assert!(bits == 2 || bits == 8, "quantisation is 2- or 8-bit");
+    let bins = Quantized::bins(bits);
+    let n = v.len();
+    let shift = if n > 0 {
+        (v.iter().map(|&x| x as f64).sum::<f64>() / n as f64) as f32
+    } else {
+        0.0
+    };
+    let square_sum: f64 = v
+        .iter()
+        .map(|&x| {
+            let c = (x - shift) as f64;
+            c * c
+        })
+        .sum();
+    let scale = scale_of(square_sum, n, bins);
+    let (half, top) = ((bins / 2) as f32, (bins - 1) as f32);
+    let mut sums = vec![0f64; bins];
+    let mut counts = vec![0u64; bins];
+    let codes = v
+        .iter()
+        .map(|&x| {
+            let c = x - shift;
+            let q = (c / scale + half).round_ties_even().clamp(0.0, top) as u8;
+            sums[q as usize] += c as f64;
+            counts[q as usize] += 1;
+            q
+        })
+        .collect();
+    let lookup = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &c)| (s / c.max(1) as f64) as f32)
+        .collect();
+    Quantized {
+        bits,
+        codes,
+        shift,
+        scale,
+        lookup,
     }
 }
 
 /// lookup[q] + shift, as a flat f32 tensor on `device`.
 pub fn dequantize(q: &Quantized, device: Device) -> Tensor {
-    let table = Tensor::from_slice(&q.lookup);
-    let codes = Tensor::from_slice(&q.codes).to_kind(Kind::Int64);
-    (table.index_select(0, &codes) + q.shift as f64).to_device(device)
+    if device == Device::Cpu {
+        let mut out = host::empty(&[q.codes.len() as i64], Kind::Float);
+        for (o, &c) in host::f32s_mut(&mut out).iter_mut().zip(&q.codes) {
+            *o = q.lookup[c as usize] + q.shift;
+        }
+        return out;
+    }
+    let table = Tensor::from_slice(&q.lookup).to_device(device);
+    let codes = Tensor::from_slice(&q.codes)
+        .to_device(device)
+        .to_kind(Kind::Int64);
+    table.index_select(0, &codes) + q.shift as f64
 }
 
 #[cfg(test)]

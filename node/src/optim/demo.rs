@@ -43,13 +43,15 @@ impl UpdateRule for Demo {
         for p in params.iter_mut() {
             p.zero_grad();
         }
-        let mut loss_sum = 0.0;
+        // Losses summed on the device and read once (a read per batch waits for the device).
+        let mut loss_sum = Tensor::zeros([], (tch::Kind::Float, model.device()));
         for b in batches {
             let loss = model.loss(b);
-            loss_sum += loss.double_value(&[]);
+            loss_sum += loss.detach();
             (loss / batches.len() as f64).backward();
             *inner_step += 1;
         }
+        let loss_sum = loss_sum.double_value(&[]);
         let decay = self.params.momentum_decay;
         tch::no_grad(|| {
             for (p, m) in params.iter().zip(self.momentum.iter_mut()) {

@@ -155,7 +155,7 @@ impl WindowOptimizer {
                 .zip(codec.selected(&payload, device))
                 .zip(&codec.spec.layouts)
             {
-                *b -= codec.decode_tensor(layout, &sent);
+                codec.subtract_decoded(layout, b, &sent);
             }
             payload
         })

@@ -33,8 +33,9 @@ pub fn inner_adamw(s: &SparseLocoParams, vs: &nn::VarStore) -> Result<nn::Optimi
 }
 
 /// One inner AdamW step on `batch` at inner step `step` (LR from the schedule, gradient
-/// clipped when `grad_clip > 0`); returns the loss. The convergence benchmark's AdamW
-/// baseline takes the same steps.
+/// clipped when `grad_clip > 0`); returns the loss, detached and still on the device (read it
+/// once per window: reading it here would wait for the device every micro-batch). The
+/// convergence benchmark's AdamW baseline takes the same steps.
 pub fn inner_step(
     opt: &mut nn::Optimizer,
     model: &Llama,
@@ -42,17 +43,37 @@ pub fn inner_step(
     step: u64,
     s: &SparseLocoParams,
     sched: &ScheduleParams,
-) -> f64 {
+) -> Tensor {
     opt.set_lr(schedule::lr_at(step, s.inner_lr, sched));
     opt.zero_grad();
     let loss = model.loss(batch);
-    let value = loss.double_value(&[]);
     loss.backward();
     if s.grad_clip > 0.0 {
-        opt.clip_grad_norm(s.grad_clip);
+        clip_grad_norm(&model.vs.trainable_variables(), s.grad_clip);
     }
     opt.step();
-    value
+    loss.detach()
+}
+
+/// Scales the gradients of `vars` so that their joint norm is at most `max`, on the device
+/// (tch's `clip_grad_norm` reads the norm back to the host, a wait per step).
+pub fn clip_grad_norm(vars: &[Tensor], max: f64) {
+    tch::no_grad(|| {
+        let grads: Vec<Tensor> = vars
+            .iter()
+            .map(|v| v.grad())
+            .filter(|g| g.defined())
+            .collect();
+        if grads.is_empty() {
+            return;
+        }
+        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+        let total = Tensor::stack(&norms, 0).norm();
+        let coef = (max / (total + 1e-6)).clamp_max(1.0);
+        for mut g in grads {
+            let _ = g.g_mul_(&coef);
+        }
+    })
 }
 
 impl SparseLoco {
@@ -81,11 +102,12 @@ impl UpdateRule for SparseLoco {
     ) -> Result<f64, OptimError> {
         let start: Vec<Tensor> = tch::no_grad(|| params.iter().map(|p| p.copy()).collect());
         let s = &self.params;
-        let mut loss_sum = 0.0;
+        let mut loss_sum = Tensor::zeros([], (tch::Kind::Float, model.device()));
         for b in batches {
             loss_sum += inner_step(&mut self.inner, model, b, *steps, s, &self.schedule);
             *steps += 1;
         }
+        let loss_sum = loss_sum.double_value(&[]);
         tch::no_grad(|| {
             for ((p, p0), e) in params.iter_mut().zip(&start).zip(self.error.iter_mut()) {
                 let delta = p0 - &*p;

@@ -22,6 +22,7 @@ use crate::codec::Selected;
 use crate::engine::Engine;
 use crate::hparams::Hparams;
 use crate::optim::sparseloco::{lower_median, values_norm};
+use rayon::prelude::*;
 use templar_protocol::payload::{BlockLayout, Payload};
 use tokio::task::block_in_place;
 
@@ -93,11 +94,13 @@ impl Admission {
         w: u64,
         gathered: &Gathered,
     ) -> (Decision, Vec<Vec<Selected>>) {
+        // One payload per core at a time (unpacking into tensors is memory-bound).
+        let (codec, device) = (&engine.codec, engine.device());
         let selected: Vec<Vec<Selected>> = block_in_place(|| {
             gathered
                 .payloads
-                .iter()
-                .map(|(_, p)| engine.selected(p))
+                .par_iter()
+                .map(|(_, p)| codec.selected(p, device))
                 .collect()
         });
         let layouts = &engine.codec.spec.layouts;

@@ -4,11 +4,11 @@ use super::admission::Admission;
 use super::behaviour::{self, Behaviour};
 use super::sync::{self, SyncTracker};
 use super::{Gathered, NodeError, gather_closed_window};
+use crate::compute::Compute;
 use crate::data::Pages;
 use crate::engine::Engine;
 use std::sync::Arc;
 use std::time::Duration;
-use tch::Device;
 use templar_protocol::network::NodeContext;
 use templar_protocol::payload::Payload;
 use tokio::task::block_in_place;
@@ -28,8 +28,12 @@ pub struct Miner {
 
 impl Miner {
     /// A miner training on `pages` on `device`.
-    pub fn new(ctx: Arc<NodeContext>, pages: &Pages, device: Device) -> Result<Self, NodeError> {
-        let engine = Engine::new(&ctx.hp, pages, device)?;
+    pub fn new(
+        ctx: Arc<NodeContext>,
+        pages: &Pages,
+        compute: impl Into<Compute>,
+    ) -> Result<Self, NodeError> {
+        let engine = Engine::new(&ctx.hp, pages, compute)?;
         Ok(Self {
             ctx,
             engine,

@@ -7,6 +7,7 @@ use super::sync::{self, SyncTracker};
 use super::{Gathered, NodeError, gather_closed_window};
 use crate::checkpoint::CheckpointPointer;
 use crate::codec::Selected;
+use crate::compute::Compute;
 use crate::data::Pages;
 use crate::engine::Engine;
 use crate::engine::sample_drift;
@@ -15,7 +16,6 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use tch::Device;
 use templar_crds::{MinerScore, SkippedPeer};
 use templar_protocol::chain::ChainError;
 use templar_protocol::network::{NodeContext, PeerList};
@@ -52,9 +52,9 @@ impl Validator {
     pub async fn new(
         ctx: Arc<NodeContext>,
         pages: &Pages,
-        device: Device,
+        compute: impl Into<Compute>,
     ) -> Result<Self, NodeError> {
-        let engine = Engine::new(&ctx.hp, pages, device)?;
+        let engine = Engine::new(&ctx.hp, pages, compute)?;
         let state = match ctx.own_store.get(STATE_KEY, 16 << 20).await {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "persisted validator state unreadable; starting fresh");

@@ -7,6 +7,7 @@ use crate::identity::Hotkey;
 use crate::payload::{Payload, PayloadValidator};
 use crate::storage::StorageError;
 use futures::StreamExt;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 use templar_crds::node_status::SkippedPeer;
@@ -127,22 +128,34 @@ pub async fn gather_timed(
             .buffered(FETCH_FAN_OUT)
             .collect()
             .await;
+    // Validation (digest, unpacking, bounds: milliseconds per payload) on all cores.
+    let check = |uid: u16, bytes: Vec<u8>, uploaded: SystemTime| {
+        let invalid = |reason: String| SkippedPeer { uid, reason };
+        let p = validator
+            .validate_for(&bytes, uid, w)
+            .map_err(|e| invalid(format!("invalid: {e}")))?;
+        match hotkeys.get(&uid) {
+            Some(holder) if *holder == p.meta.hotkey => Ok((p, uploaded)),
+            Some(holder) => Err(invalid(format!(
+                "payload names hotkey {}, but uid {uid} is held by {holder}",
+                p.meta.hotkey
+            ))),
+            None => Err(invalid("not registered".into())),
+        }
+    };
+    let checked: Vec<_> = uids
+        .into_par_iter()
+        .zip(results)
+        .map(|(uid, r)| {
+            (
+                uid,
+                r.and_then(|(bytes, uploaded)| check(uid, bytes, uploaded)),
+            )
+        })
+        .collect();
     let mut ok = Vec::new();
-    for (uid, r) in uids.into_iter().zip(results) {
-        match r.and_then(|(bytes, uploaded)| {
-            let invalid = |reason: String| SkippedPeer { uid, reason };
-            let p = validator
-                .validate_for(&bytes, uid, w)
-                .map_err(|e| invalid(format!("invalid: {e}")))?;
-            match hotkeys.get(&uid) {
-                Some(holder) if *holder == p.meta.hotkey => Ok((p, uploaded)),
-                Some(holder) => Err(invalid(format!(
-                    "payload names hotkey {}, but uid {uid} is held by {holder}",
-                    p.meta.hotkey
-                ))),
-                None => Err(invalid("not registered".into())),
-            }
-        }) {
+    for (uid, r) in checked {
+        match r {
             Ok((p, uploaded)) => ok.push((uid, p, uploaded)),
             Err(s) => {
                 tracing::info!(uid = s.uid, window = w, reason = %s.reason, "peer skipped");

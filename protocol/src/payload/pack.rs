@@ -10,14 +10,16 @@ pub fn packed_index_len(n: usize) -> usize {
 
 /// Packs indices < 4096 as pairs (a, b) -> [a & 0xFF, (a >> 8 & 0xF) | (b & 0xF) << 4, b >> 4].
 pub fn pack_indices_12bit(indices: &[u16]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(packed_index_len(indices.len()));
-    for pair in indices.chunks(2) {
+    let mut out = vec![0u8; packed_index_len(indices.len())];
+    for (t, pair) in out.chunks_exact_mut(3).zip(indices.chunks(2)) {
         let a = pair[0];
         let b = pair.get(1).copied().unwrap_or(0);
         debug_assert!(a <= MAX_INDEX && b <= MAX_INDEX);
-        out.push((a & 0xFF) as u8);
-        out.push((((a >> 8) & 0xF) | ((b & 0xF) << 4)) as u8);
-        out.push(((b >> 4) & 0xFF) as u8);
+        t.copy_from_slice(&[
+            (a & 0xFF) as u8,
+            (((a >> 8) & 0xF) | ((b & 0xF) << 4)) as u8,
+            ((b >> 4) & 0xFF) as u8,
+        ]);
     }
     out
 }
@@ -28,10 +30,10 @@ pub fn unpack_indices_12bit(bytes: &[u8], n: usize) -> Option<Vec<u16>> {
     if bytes.len() < packed_index_len(n) {
         return None;
     }
-    let mut out = Vec::with_capacity(n + 1);
-    for t in bytes.chunks_exact(3).take(n.div_ceil(2)) {
-        out.push(t[0] as u16 | ((t[1] as u16 & 0xF) << 8));
-        out.push((t[1] as u16 >> 4) | ((t[2] as u16) << 4));
+    let mut out = vec![0u16; n.div_ceil(2) * 2];
+    for (pair, t) in out.chunks_exact_mut(2).zip(bytes.chunks_exact(3)) {
+        pair[0] = t[0] as u16 | ((t[1] as u16 & 0xF) << 8);
+        pair[1] = (t[1] as u16 >> 4) | ((t[2] as u16) << 4);
     }
     out.truncate(n);
     Some(out)
@@ -59,11 +61,12 @@ pub fn unpack_2bit(bytes: &[u8], n: usize) -> Option<Vec<u8>> {
     if bytes.len() < packed_2bit_len(n) {
         return None;
     }
-    Some(
-        (0..n)
-            .map(|i| (bytes[i / 4] >> (2 * (i % 4))) & 3)
-            .collect(),
-    )
+    let mut out = vec![0u8; n.div_ceil(4) * 4];
+    for (codes, &b) in out.chunks_exact_mut(4).zip(bytes) {
+        codes.copy_from_slice(&[b & 3, (b >> 2) & 3, (b >> 4) & 3, b >> 6]);
+    }
+    out.truncate(n);
+    Some(out)
 }
 
 #[cfg(test)]

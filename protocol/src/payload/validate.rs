@@ -330,25 +330,26 @@ impl<'a> PayloadValidator<'a> {
             })?;
         let size = layout.block_size();
         let mut seen = vec![u32::MAX; size.max(1) as usize];
-        for (i, &index) in indices.iter().enumerate() {
-            let block = i / layout.k as usize;
-            if index as i64 >= size {
-                return Err(PayloadError::IndexOutOfRange {
-                    param: name.into(),
-                    block,
-                    index,
-                    size,
-                });
+        for (block, chunk) in indices.chunks(layout.k.max(1) as usize).enumerate() {
+            for &index in chunk {
+                if index as i64 >= size {
+                    return Err(PayloadError::IndexOutOfRange {
+                        param: name.into(),
+                        block,
+                        index,
+                        size,
+                    });
+                }
+                // One stamp per block: a repeated index would count a peer twice in the mean.
+                if seen[index as usize] == block as u32 {
+                    return Err(PayloadError::DuplicateIndex {
+                        param: name.into(),
+                        block,
+                        index,
+                    });
+                }
+                seen[index as usize] = block as u32;
             }
-            // One stamp per block: a repeated index would count a peer twice in the mean.
-            if seen[index as usize] == block as u32 {
-                return Err(PayloadError::DuplicateIndex {
-                    param: name.into(),
-                    block,
-                    index,
-                });
-            }
-            seen[index as usize] = block as u32;
         }
         let val = views[&format!("{name}.val")].data();
         let values = match self.codec.params.value_bits {

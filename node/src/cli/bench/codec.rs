@@ -1,10 +1,11 @@
-//! `bench codec`: encode and decode time per parameter shape and for the whole model,
-//! payload size and compression ratio versus fp32.
+//! `bench codec`: encode and decode time of the whole model (one payload, as a node sends
+//! and receives it), payload size and compression ratio versus fp32.
 
 use super::{sync, time_ms};
 use crate::codec::Codec;
 use crate::hparams::{CodecParams, ModelConfig};
 use crate::model::parameter_shapes;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
@@ -28,13 +29,6 @@ pub struct ShapeFigures {
     pub count: usize,
     pub block: [i64; 2],
     pub k: i64,
-    /// Transform + top-k + quantise + pack + serialise, one tensor.
-    pub encode_ms: f64,
-    /// Validate + unpack + dequantise + scatter-mean + inverse transform, one peer.
-    pub decode_1_ms: f64,
-    /// The same for `peers` peers merged at once.
-    pub decode_n_ms: f64,
-    pub payload_bytes: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,9 +38,15 @@ pub struct CodecBench {
     pub codec: CodecParams,
     pub parameters: i64,
     pub peers: usize,
+    /// Timings are the median of this many repetitions.
+    pub reps: usize,
     pub shapes: Vec<ShapeFigures>,
+    /// The whole model: transform + top-k + quantise + pack + serialise (digest included).
     pub total_encode_ms: f64,
+    /// The whole model, one peer: validate + unpack + dequantise + scatter-mean + inverse
+    /// transform, for every parameter.
     pub total_decode_1_ms: f64,
+    /// The same for `peers` peers merged at once.
     pub total_decode_n_ms: f64,
     pub decode_n_over_1: f64,
     pub payload_bytes: usize,
@@ -54,81 +54,21 @@ pub struct CodecBench {
     pub compression_ratio: f64,
 }
 
-/// Encode and decode timings of one parameter shape (`count` parameters have it).
-fn measure_shape(
-    codec_params: &CodecParams,
-    shape: Vec<i64>,
-    count: usize,
-    peers: usize,
-    reps: usize,
-    device: Device,
-) -> ShapeFigures {
-    let codec = Codec::new(codec_params, &[("p".into(), shape.clone())]);
-    let validator = PayloadValidator::new(&codec.spec);
-    let layout = &codec.spec.layouts[0];
-    let encode = |uid: u16, x: &Tensor| {
-        let sel = codec.encode(std::slice::from_ref(x));
-        codec
-            .to_payload(bench_meta(uid), &sel)
-            .to_bytes(&codec.spec)
-    };
-    let inputs: Vec<Tensor> = (0..peers)
-        .map(|_| Tensor::randn(shape.as_slice(), (Kind::Float, device)))
-        .collect();
-    let mut bytes = Vec::new();
-    let encode_ms = time_ms(reps, || {
-        bytes = encode(0, &inputs[0]);
-        sync(device);
-    });
-    let payloads: Vec<Vec<u8>> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, x)| encode(i as u16, x))
-        .collect();
-    let decode = |n: usize| {
-        let sel: Vec<_> = payloads[..n]
-            .iter()
-            .map(|b| {
-                let payload = validator.validate(b).expect("own payload is valid");
-                codec.selected(&payload, device)
-            })
-            .collect();
-        let refs: Vec<_> = sel.iter().map(|s| &s[0]).collect();
-        let out = codec.batch_decode(layout, &refs);
-        sync(device);
-        out
-    };
-    let decode_1_ms = time_ms(reps, || {
-        let _ = decode(1);
-    });
-    let decode_n_ms = time_ms(reps, || {
-        let _ = decode(peers);
-    });
-    ShapeFigures {
-        block: [layout.h, layout.w],
-        k: layout.k,
-        shape,
-        count,
-        encode_ms,
-        decode_1_ms,
-        decode_n_ms,
-        payload_bytes: bytes.len(),
-    }
-}
-
-/// Bytes of a whole-model payload: one real serialisation, header included (encoded one
-/// parameter at a time, so the model's fp32 tensors never all exist at once).
-fn model_payload_bytes(cfg: &ModelConfig, codec_params: &CodecParams, device: Device) -> usize {
-    let full = Codec::new(codec_params, &parameter_shapes(cfg));
-    let selected: Vec<_> = full
+/// One peer's stand-in update: a random tensor per distinct shape, shared by the parameters
+/// of that shape (the codec's work does not depend on the values' origin).
+fn peer_update(codec: &Codec, device: Device) -> Vec<Tensor> {
+    let mut by_shape: BTreeMap<&[i64], Tensor> = BTreeMap::new();
+    codec
         .spec
         .layouts
         .iter()
-        .map(|l| full.encode_tensor(l, &Tensor::randn(l.shape.as_slice(), (Kind::Float, device))))
-        .collect();
-    full.to_payload(bench_meta(0), &selected)
-        .to_bytes(&full.spec)
-        .len()
+        .map(|l| {
+            by_shape
+                .entry(&l.shape)
+                .or_insert_with(|| Tensor::randn(l.shape.as_slice(), (Kind::Float, device)))
+                .shallow_clone()
+        })
+        .collect()
 }
 
 pub fn codec_bench(
@@ -140,26 +80,62 @@ pub fn codec_bench(
     device: Device,
 ) -> CodecBench {
     let peers = peers.max(1);
-    let mut by_shape: BTreeMap<Vec<i64>, usize> = BTreeMap::new();
-    for (_, shape) in parameter_shapes(cfg) {
-        *by_shape.entry(shape).or_default() += 1;
+    let codec = Codec::new(codec_params, &parameter_shapes(cfg));
+    let validator = PayloadValidator::new(&codec.spec);
+    let mut by_shape: BTreeMap<Vec<i64>, (usize, [i64; 2], i64)> = BTreeMap::new();
+    for l in &codec.spec.layouts {
+        by_shape
+            .entry(l.shape.clone())
+            .or_insert((0, [l.h, l.w], l.k))
+            .0 += 1;
     }
-    tch::manual_seed(0);
-    let shapes: Vec<ShapeFigures> = by_shape
+    let shapes = by_shape
         .into_iter()
-        .map(|(shape, count)| measure_shape(codec_params, shape, count, peers, reps, device))
+        .map(|(shape, (count, block, k))| ShapeFigures {
+            shape,
+            count,
+            block,
+            k,
+        })
         .collect();
-    let sum = |f: &dyn Fn(&ShapeFigures) -> f64| {
-        shapes.iter().map(|s| f(s) * s.count as f64).sum::<f64>()
+    tch::manual_seed(0);
+    let encode = |uid: u16, update: &[Tensor]| {
+        let selected = codec.encode(update);
+        let bytes = codec
+            .to_payload(bench_meta(uid), &selected)
+            .to_bytes(&codec.spec);
+        sync(device);
+        bytes
     };
-    let total_encode_ms = sum(&|s| s.encode_ms);
-    let total_decode_1_ms = sum(&|s| s.decode_1_ms);
-    let total_decode_n_ms = sum(&|s| s.decode_n_ms);
-    let payload_bytes = model_payload_bytes(cfg, codec_params, device);
-    let parameters: i64 = parameter_shapes(cfg)
-        .iter()
-        .map(|(_, s)| s.iter().product::<i64>())
-        .sum();
+    // Each peer's payload from its own random update; only the first update is kept.
+    let first = peer_update(&codec, device);
+    let mut payloads = vec![encode(0, &first)];
+    for uid in 1..peers {
+        payloads.push(encode(uid as u16, &peer_update(&codec, device)));
+    }
+    let total_encode_ms = time_ms(reps, || {
+        let _ = encode(0, &first);
+    });
+    drop(first);
+    // Payloads are validated and unpacked one per core, as a node's gather and admission do.
+    let decode = |n: usize| {
+        let selected: Vec<_> = payloads[..n]
+            .par_iter()
+            .map(|b| {
+                let payload = validator.validate(b).expect("own payload is valid");
+                codec.selected(&payload, device)
+            })
+            .collect();
+        for (i, layout) in codec.spec.layouts.iter().enumerate() {
+            let refs: Vec<_> = selected.iter().map(|s| &s[i]).collect();
+            let _ = codec.batch_decode(layout, &refs);
+        }
+        sync(device);
+    };
+    let total_decode_1_ms = time_ms(reps, || decode(1));
+    let total_decode_n_ms = time_ms(reps, || decode(peers));
+    let payload_bytes = payloads[0].len();
+    let parameters: i64 = codec.spec.layouts.iter().map(|l| l.numel()).sum();
     let fp32_bytes = parameters as u64 * 4;
     CodecBench {
         model: model.into(),
@@ -167,6 +143,7 @@ pub fn codec_bench(
         codec: codec_params.clone(),
         parameters,
         peers,
+        reps,
         shapes,
         total_encode_ms,
         total_decode_1_ms,

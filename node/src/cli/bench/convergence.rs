@@ -70,7 +70,7 @@ pub async fn convergence_bench(
         for i in 0..h as usize {
             let all: Vec<u64> = per_uid.iter().flat_map(|b| b[i].clone()).collect();
             let batch = pages.batch(&all, Device::Cpu);
-            inner_step(&mut opt, &model, &batch, step, s, &sparseloco.schedule);
+            let _ = inner_step(&mut opt, &model, &batch, step, s, &sparseloco.schedule);
             step += 1;
         }
     }
