@@ -8,7 +8,7 @@ WINDOWS ?= 10
 HPARAMS ?= hparams/devnet.toml
 STEPS ?= 30
 
-.PHONY: demo devnet train test lint unit bench-codec bench-operator crds setup images e2e-cluster
+.PHONY: demo devnet train test lint unit bench-codec bench-train bench-operator crds setup images e2e-cluster
 
 setup:
 	$(SETUP)
@@ -36,8 +36,14 @@ lint:
 unit:
 	$(SETUP) --garage --pytools && scripts/run-tests.sh
 
+## The codec (release build, CPU) next to the plain-PyTorch baseline on the same shapes.
 bench-codec:
-	$(SETUP) && cargo run -q -p templar-node -- bench codec --model 150M --json
+	$(SETUP) && cargo build -q --release -p templar-node && \
+	  scripts/bench/codec-vs-pytorch.sh "$$CARGO_TARGET_DIR/release/templar-node" --model 150M
+
+## Training throughput and MFU (release build; on a GPU: scripts/gpu-check.sh).
+bench-train:
+	$(SETUP) && cargo run -q --release -p templar-node -- bench train --model tiny --seq 256 --json
 
 ## The operator's pure pipeline over 1000 generated resources (throughput, peak RSS).
 bench-operator:

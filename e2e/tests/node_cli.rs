@@ -361,3 +361,110 @@ fn bench_integrity_prints_weights_by_behaviour_and_both_loss_curves() {
         );
     }
 }
+
+#[test]
+fn train_bench_reports_throughput_flops_and_mfu_against_a_given_peak() {
+    let args = |precision: &str| {
+        [
+            "bench",
+            "train",
+            "--model",
+            "tiny",
+            "--seq",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--device",
+            "cpu",
+            "--precision",
+            precision,
+            "--peak-tflops",
+            "0.5",
+            "--json",
+        ]
+        .map(String::from)
+    };
+    for precision in ["fp32", "bf16"] {
+        let a = args(precision);
+        let out = node(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{precision}: {stderr}");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(r["precision"], precision);
+        assert_eq!(r["device"], "Cpu");
+        let tokens_per_sec = r["tokens_per_sec"].as_f64().unwrap();
+        assert!(tokens_per_sec > 0.0 && r["final_loss"].as_f64().unwrap().is_finite());
+        // 6 FLOPs per matmul parameter and token, plus attention; MFU over the given peak.
+        let flops = r["flops_per_token"].as_f64().unwrap();
+        assert!(flops > 6.0 * r["matmul_parameters"].as_f64().unwrap());
+        let mfu = r["mfu"].as_f64().unwrap();
+        let expected = flops * tokens_per_sec / 1e12 / 0.5;
+        assert!(
+            (mfu - expected).abs() <= 1e-9 * expected.max(1.0),
+            "{mfu} vs {expected}"
+        );
+        assert!(
+            r["memory_bytes"].as_u64().unwrap() > 0,
+            "peak RSS on the CPU"
+        );
+    }
+}
+
+#[test]
+fn asking_for_cuda_without_a_gpu_fails_with_the_reason() {
+    let out = node(&[
+        "bench", "train", "--model", "tiny", "--seq", "8", "--steps", "1", "--device", "cuda",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        eprintln!("this machine has a GPU: nothing to refuse");
+        return;
+    }
+    assert!(stderr.contains("no CUDA device"), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+/// The side-by-side comparison users run (`make bench-codec`): our codec and the
+/// plain-PyTorch baseline on the same shapes, with ratios.
+#[test]
+fn codec_bench_runs_next_to_the_plain_pytorch_baseline() {
+    let out = node(&[
+        "bench", "codec", "--model", "tiny", "--reps", "1", "--peers", "2", "--device", "cpu",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut python = std::process::Command::new("python3")
+        .arg(templar_e2e::repo_root().join("scripts/bench/codec_plain_pytorch.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (the set-up script's virtualenv has torch)");
+    use std::io::Write;
+    python.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let done = python.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&done.stdout).expect("JSON");
+    assert_eq!(r["plain_pytorch"]["peers"], 2);
+    for k in ["encode", "decode_1", "decode_n"] {
+        let ratio = r["ratio"][k].as_f64().unwrap();
+        assert!(ratio.is_finite() && ratio > 0.0, "{k}: {ratio}");
+    }
+    // Same shapes on both sides.
+    assert_eq!(
+        r["ours"]["shapes"].as_array().unwrap().len(),
+        r["plain_pytorch"]["shapes"].as_array().unwrap().len()
+    );
+}

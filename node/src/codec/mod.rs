@@ -75,8 +75,19 @@ impl Codec {
         let params = selected
             .iter()
             .map(|s| {
-                let idx = s.indices.flatten(0, -1).to_device(Device::Cpu).contiguous();
-                let indices: Vec<u16> = host::i64s(&idx).iter().map(|&i| i as u16).collect();
+                let indices: Vec<u16> = if s.indices.device() == Device::Cpu {
+                    let idx = s.indices.flatten(0, -1).contiguous();
+                    host::i64s(&idx).iter().map(|&i| i as u16).collect()
+                } else {
+                    // Block-local indices fit 16 bits: a quarter of the bytes cross the bus.
+                    let idx = s
+                        .indices
+                        .flatten(0, -1)
+                        .to_kind(Kind::Int16)
+                        .to_device(Device::Cpu);
+                    let idx = Vec::<i16>::try_from(&idx).expect("indices are i16");
+                    idx.into_iter().map(|i| i as u16).collect()
+                };
                 let values = if bits == 32 {
                     let v = s
                         .values
@@ -102,16 +113,26 @@ impl Codec {
             .iter()
             .zip(&self.spec.layouts)
             .map(|(p, l)| {
-                let mut idx = host::empty(&[l.num_blocks(), l.k], Kind::Int64);
-                for (o, &i) in host::i64s_mut(&mut idx).iter_mut().zip(&p.indices) {
-                    *o = i as i64;
-                }
+                let indices = if device == Device::Cpu {
+                    let mut idx = host::empty(&[l.num_blocks(), l.k], Kind::Int64);
+                    for (o, &i) in host::i64s_mut(&mut idx).iter_mut().zip(&p.indices) {
+                        *o = i as i64;
+                    }
+                    idx
+                } else {
+                    // 16-bit across the bus, widened on the device.
+                    let idx: Vec<i16> = p.indices.iter().map(|&i| i as i16).collect();
+                    Tensor::from_slice(&idx)
+                        .to_device(device)
+                        .to_kind(Kind::Int64)
+                        .view([l.num_blocks(), l.k])
+                };
                 let values = match &p.values {
                     Values::F32(v) => Tensor::from_slice(v).to_device(device),
                     Values::Quantized(q) => quant::dequantize(q, device),
                 };
                 Selected {
-                    indices: idx.to_device(device),
+                    indices,
                     values: values.view([l.num_blocks(), l.k]),
                 }
             })

@@ -8,7 +8,7 @@
 
 use super::nvml;
 use crate::compute::{Compute, Precision};
-use crate::hparams::{ModelConfig, ScheduleParams, SparseLocoParams};
+use crate::hparams::{Hparams, ModelConfig, ScheduleParams, SparseLocoParams};
 use crate::model::Llama;
 use crate::optim::sparseloco::{inner_adamw, inner_step};
 use serde::Serialize;
@@ -38,6 +38,10 @@ pub struct TrainBench {
     pub batch: i64,
     pub steps: usize,
     pub step_ms: f64,
+    /// Steps in a window of the default hyperparameters (SparseLoCo's inner steps) and the
+    /// time they take at this batch: what the codec's share of a window is measured against.
+    pub window_steps: u64,
+    pub window_ms: f64,
     pub tokens_per_sec: f64,
     pub flops_per_token: f64,
     pub achieved_tflops: f64,
@@ -132,6 +136,7 @@ pub fn train_bench(o: &TrainBenchOptions) -> anyhow::Result<TrainBench> {
     let peak_tflops = o
         .peak_tflops
         .or_else(|| gpu.as_ref().and_then(|g| known_peak(&g.name)));
+    let window_steps = Hparams::default().batches_per_window();
     let memory_bytes = match &gpu {
         Some(g) => Some(g.memory_used),
         None => nvml::peak_rss(),
@@ -147,6 +152,8 @@ pub fn train_bench(o: &TrainBenchOptions) -> anyhow::Result<TrainBench> {
         batch: o.batch,
         steps: o.steps,
         step_ms: seconds * 1e3 / o.steps as f64,
+        window_steps,
+        window_ms: seconds * 1e3 / o.steps as f64 * window_steps as f64,
         tokens_per_sec,
         flops_per_token,
         achieved_tflops,
