@@ -127,9 +127,9 @@ pub fn f32s(t: &Tensor) -> &[f32] {
     unsafe { slice(t) }
 }
 
-/// A contiguous i64 CPU tensor's elements.
-pub fn i64s(t: &Tensor) -> &[i64] {
-    assert!(on_host(t, Kind::Int64), "a contiguous i64 CPU tensor");
+/// A contiguous i16 CPU tensor's elements.
+pub fn i16s(t: &Tensor) -> &[i16] {
+    assert!(on_host(t, Kind::Int16), "a contiguous i16 CPU tensor");
     // SAFETY: as in `f32s`.
     unsafe { slice(t) }
 }
@@ -146,15 +146,15 @@ pub fn f32s_mut(t: &mut Tensor) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) }
 }
 
-/// A contiguous i64 CPU tensor's elements, to write (see [`f32s_mut`]).
-pub fn i64s_mut(t: &mut Tensor) -> &mut [i64] {
-    assert!(on_host(t, Kind::Int64), "a contiguous i64 CPU tensor");
+/// A contiguous i16 CPU tensor's elements, to write (see [`f32s_mut`]).
+pub fn i16s_mut(t: &mut Tensor) -> &mut [i16] {
+    assert!(on_host(t, Kind::Int16), "a contiguous i16 CPU tensor");
     let n = t.numel();
     if n == 0 {
         return &mut [];
     }
     // SAFETY: as in `f32s_mut`.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut i64, n) }
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut i16, n) }
 }
 
 /// # Safety

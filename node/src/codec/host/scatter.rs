@@ -9,7 +9,7 @@ use super::Tiles;
 use rayon::prelude::*;
 
 /// One peer's coefficients of a tensor: block-local indices and values, k per block.
-pub type PeerCoefficients<'a> = (&'a [i64], &'a [f32]);
+pub type PeerCoefficients<'a> = (&'a [i16], &'a [f32]);
 
 /// Scratch per thread for the sums and counts of a group of tiles: small enough for L2.
 const GROUP_SCRATCH_FLOATS: usize = 32 << 10;
@@ -106,9 +106,9 @@ pub fn subtract(out: &mut [f32], tiles: Tiles, k: usize, (idx, val): PeerCoeffic
 }
 
 #[inline]
-fn block_index(i: i64, block_size: usize) -> usize {
+fn block_index(i: i16, block_size: usize) -> usize {
     assert!(
-        (0..block_size as i64).contains(&i),
+        (0..block_size as i64).contains(&(i as i64)),
         "index {i} outside a block of {block_size}"
     );
     i as usize

@@ -34,7 +34,7 @@ fn index_of(key: u64) -> usize {
 
 /// Writes, for each tile of `data` (block-major), the block-local indices of its `k` largest
 /// |x| in ascending order to `indices` and their values to `values` (both blocks * k).
-pub fn select(data: &[f32], tiles: Tiles, k: usize, indices: &mut [i64], values: &mut [f32]) {
+pub fn select(data: &[f32], tiles: Tiles, k: usize, indices: &mut [i16], values: &mut [f32]) {
     assert_eq!(data.len(), tiles.len(), "data and tiles agree");
     let blocks = if tiles.is_empty() {
         0
@@ -80,7 +80,7 @@ impl Scratch {
         band: &[f32],
         tiles: &Tiles,
         x: usize,
-        indices: &mut [i64],
+        indices: &mut [i16],
         values: &mut [f32],
     ) {
         let (bs, k) = (tiles.block_size(), indices.len());
@@ -116,7 +116,7 @@ impl Scratch {
         }
         chosen.sort_unstable();
         for ((&i, index), value) in chosen.iter().zip(indices).zip(values) {
-            *index = i as i64;
+            *index = i as i16;
             *value = band[tiles.offset(x, i as usize)];
         }
     }
@@ -144,7 +144,7 @@ mod tests {
     use super::*;
 
     /// The definition, by full sort.
-    fn reference(data: &[f32], tiles: Tiles, k: usize) -> (Vec<i64>, Vec<f32>) {
+    fn reference(data: &[f32], tiles: Tiles, k: usize) -> (Vec<i16>, Vec<f32>) {
         let (mut idx, mut val) = (Vec::new(), Vec::new());
         for by in 0..tiles.rows / tiles.h {
             for x in 0..tiles.per_band() {
@@ -154,7 +154,7 @@ mod tests {
                 order.sort_by(|&a, &b| key(b).cmp(&key(a)).then(a.cmp(&b)));
                 let mut chosen = order[..k].to_vec();
                 chosen.sort();
-                idx.extend(chosen.iter().map(|&i| i as i64));
+                idx.extend(chosen.iter().map(|&i| i as i16));
                 val.extend(chosen.iter().map(|&i| band[tiles.offset(x, i)]));
             }
         }
