@@ -296,10 +296,16 @@ impl Pages {
             .iter()
             .flat_map(|&p| self.page(p).iter().map(|&t| t as i64))
             .collect();
-        Tensor::from_slice(&flat)
-            .view([pages.len() as i64, self.seq_len + 1])
-            .to_kind(Kind::Int64)
-            .to_device(device)
+        let batch = Tensor::from_slice(&flat).view([pages.len() as i64, self.seq_len + 1]);
+        match device {
+            // Page-locked and copied without waiting: a window's batches are all prepared
+            // before its first step, so the copies overlap the GPU's work.
+            Device::Cuda(_) => batch
+                .f_pin_memory(device)
+                .map(|pinned| pinned.to_device_(device, Kind::Int64, true, false))
+                .unwrap_or_else(|_| batch.to_device(device)),
+            _ => batch,
+        }
     }
 
     /// Largest token id + 1 (the model's vocabulary must cover it).
