@@ -137,3 +137,21 @@ impl ComputeArgs {
         Compute::resolve(self.device, self.precision)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_precision_is_bf16_on_a_gpu_only_and_an_explicit_one_wins() {
+        let cpu = |p| Compute::resolve(DeviceChoice::Cpu, p).unwrap();
+        assert_eq!(cpu(PrecisionChoice::Auto).precision, Precision::Fp32);
+        assert_eq!(cpu(PrecisionChoice::Bf16).precision, Precision::Bf16);
+        assert_eq!(cpu(PrecisionChoice::Auto).device, Device::Cpu);
+        match Compute::resolve(DeviceChoice::Cuda, PrecisionChoice::Auto) {
+            Ok(c) => assert_eq!((c.device, c.precision), (Device::Cuda(0), Precision::Bf16)),
+            Err(e) => assert!(e.to_string().contains("no CUDA device"), "{e}"),
+        }
+        assert_eq!(Precision::Bf16.kind(), Kind::BFloat16);
+    }
+}

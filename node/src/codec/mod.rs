@@ -122,6 +122,7 @@ impl Codec {
             .iter()
             .zip(&self.spec.layouts)
             .map(|(p, l)| {
+                assert_eq!(p.indices.len(), l.num_selected(), "a validated payload");
                 let indices = if device == Device::Cpu {
                     let mut idx = host::empty(&[l.num_blocks(), l.k], Kind::Int16);
                     for (o, &i) in host::i16s_mut(&mut idx).iter_mut().zip(&p.indices) {
