@@ -22,8 +22,9 @@ fn bench_meta(uid: u16) -> PayloadMeta {
     }
 }
 
+/// The parameters of one shape and their block layout (what the baseline script rebuilds).
 #[derive(Debug, Serialize)]
-pub struct ShapeFigures {
+pub struct ShapeGroup {
     pub shape: Vec<i64>,
     /// How many parameters of the model have this shape.
     pub count: usize,
@@ -40,7 +41,7 @@ pub struct CodecBench {
     pub peers: usize,
     /// Timings are the median of this many repetitions.
     pub reps: usize,
-    pub shapes: Vec<ShapeFigures>,
+    pub shapes: Vec<ShapeGroup>,
     /// The whole model: transform + top-k + quantise + pack + serialise (digest included).
     pub total_encode_ms: f64,
     /// The whole model, one peer: validate + unpack + dequantise + scatter-mean + inverse
@@ -91,7 +92,7 @@ pub fn codec_bench(
     }
     let shapes = by_shape
         .into_iter()
-        .map(|(shape, (count, block, k))| ShapeFigures {
+        .map(|(shape, (count, block, k))| ShapeGroup {
             shape,
             count,
             block,

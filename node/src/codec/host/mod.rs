@@ -55,6 +55,15 @@ impl Tiles {
         self.h * self.w
     }
 
+    /// Blocks in all (0 for an empty tensor).
+    pub fn blocks(&self) -> usize {
+        if self.is_empty() {
+            0
+        } else {
+            self.rows / self.h * self.per_band()
+        }
+    }
+
     /// Tiles per band (a band is `h` full rows: `h * cols` contiguous elements).
     pub fn per_band(&self) -> usize {
         self.cols / self.w

@@ -24,7 +24,7 @@ pub fn scatter_mean(out: &mut [f32], tiles: Tiles, k: usize, peers: &[PeerCoeffi
     if tiles.is_empty() {
         return;
     }
-    let blocks = tiles.rows / tiles.h * tiles.per_band();
+    let blocks = tiles.blocks();
     for (idx, val) in peers {
         assert!(
             idx.len() == blocks * k && val.len() == blocks * k,
@@ -86,7 +86,7 @@ pub fn subtract(out: &mut [f32], tiles: Tiles, k: usize, (idx, val): PeerCoeffic
     if tiles.is_empty() {
         return;
     }
-    let blocks = tiles.rows / tiles.h * tiles.per_band();
+    let blocks = tiles.blocks();
     assert!(
         idx.len() == blocks * k && val.len() == blocks * k,
         "k per block"

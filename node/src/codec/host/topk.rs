@@ -36,11 +36,7 @@ fn index_of(key: u64) -> usize {
 /// |x| in ascending order to `indices` and their values to `values` (both blocks * k).
 pub fn select(data: &[f32], tiles: Tiles, k: usize, indices: &mut [i16], values: &mut [f32]) {
     assert_eq!(data.len(), tiles.len(), "data and tiles agree");
-    let blocks = if tiles.is_empty() {
-        0
-    } else {
-        tiles.rows / tiles.h * tiles.per_band()
-    };
+    let blocks = tiles.blocks();
     assert!(
         indices.len() == blocks * k && values.len() == blocks * k,
         "k per block"
@@ -162,7 +158,7 @@ mod tests {
     }
 
     fn check(data: &[f32], tiles: Tiles, k: usize) {
-        let blocks = tiles.rows / tiles.h * tiles.per_band();
+        let blocks = tiles.blocks();
         let (mut idx, mut val) = (vec![0; blocks * k], vec![0.0; blocks * k]);
         select(data, tiles, k, &mut idx, &mut val);
         let (ri, rv) = reference(data, tiles, k);
