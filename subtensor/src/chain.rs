@@ -168,10 +168,7 @@ impl SubtensorChain {
             at.storage().fetch(address, keys),
         )
         .await?;
-        value.decode().map_err(|e| ChainError::Corrupt {
-            key: what.to_string(),
-            reason: e.to_string(),
-        })
+        value.decode().map_err(corrupt(what))
     }
 
     /// A map entry that may be absent (`None`), read and decoded within the timeout.
@@ -191,13 +188,7 @@ impl SubtensorChain {
             at.storage().try_fetch(address, keys),
         )
         .await?;
-        value
-            .map(|v| v.decode())
-            .transpose()
-            .map_err(|e| ChainError::Corrupt {
-                key: what.to_string(),
-                reason: e.to_string(),
-            })
+        value.map(|v| v.decode()).transpose().map_err(corrupt(what))
     }
 
     fn own(&self, hotkey: &Hotkey) -> Result<AccountId32, ChainError> {
@@ -324,18 +315,11 @@ impl Chain for SubtensorChain {
             })?
         {
             let entry = entry.map_err(|e| ChainError::Rpc(format!("Keys: {e}")))?;
-            let (_, uid) =
-                entry
-                    .key()
-                    .and_then(|k| k.decode())
-                    .map_err(|e| ChainError::Corrupt {
-                        key: "Keys".into(),
-                        reason: e.to_string(),
-                    })?;
-            let account = entry.value().decode().map_err(|e| ChainError::Corrupt {
-                key: "Keys".into(),
-                reason: e.to_string(),
-            })?;
+            let (_, uid) = entry
+                .key()
+                .and_then(|k| k.decode())
+                .map_err(corrupt("Keys"))?;
+            let account = entry.value().decode().map_err(corrupt("Keys"))?;
             accounts.push((uid, account));
         }
         accounts.sort_by_key(|(uid, _)| *uid);
@@ -523,5 +507,12 @@ impl SubtensorChain {
             return Ok(None);
         };
         Ok(registration.info.fields.0.iter().find_map(calls::raw_bytes))
+    }
+}
+/// Maps a decoding error of storage entry `key` to [`ChainError::Corrupt`].
+fn corrupt<E: std::fmt::Display>(key: &str) -> impl FnOnce(E) -> ChainError + '_ {
+    move |e| ChainError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
     }
 }

@@ -235,15 +235,8 @@ impl Codec {
             return Tensor::zeros([nb, bs], (Kind::Float, Device::Cpu));
         };
         if let Some(host_peers) = self.host_peers(peers) {
-            let mut out = host::empty(&[nb, bs], Kind::Float);
             let tiles = Tiles::of_coefficients(layout);
-            host::scatter::scatter_mean(
-                host::f32s_mut(&mut out),
-                tiles,
-                layout.k as usize,
-                &host_peers,
-            );
-            return out;
+            return host_scatter_mean(&[nb, bs], tiles, layout.k, &host_peers);
         }
         let device = first.values.device();
         let idx = Tensor::cat(
@@ -264,15 +257,8 @@ impl Codec {
             && !peers.is_empty()
             && let Some(host_peers) = self.host_peers(peers)
         {
-            let mut out = host::empty(&layout.shape, Kind::Float);
             let tiles = Tiles::of_tensor(layout);
-            host::scatter::scatter_mean(
-                host::f32s_mut(&mut out),
-                tiles,
-                layout.k as usize,
-                &host_peers,
-            );
-            return out;
+            return host_scatter_mean(&layout.shape, tiles, layout.k, &host_peers);
         }
         self.inverse_transform(layout, &self.scatter_mean(layout, peers))
     }
@@ -301,6 +287,18 @@ impl Codec {
         }
         *target -= self.decode_tensor(layout, sel);
     }
+}
+
+/// The host kernel's scatter-mean into a new tensor of `shape` laid out as `tiles`.
+fn host_scatter_mean(
+    shape: &[i64],
+    tiles: Tiles,
+    k: i64,
+    peers: &[host::scatter::PeerCoefficients<'_>],
+) -> Tensor {
+    let mut out = host::empty(shape, Kind::Float);
+    host::scatter::scatter_mean(host::f32s_mut(&mut out), tiles, k as usize, peers);
+    out
 }
 
 #[cfg(test)]

@@ -43,24 +43,8 @@ pub enum BenchCommand {
     /// Training throughput: tokens/s, step time, device memory and model FLOPs utilisation
     /// of inner AdamW steps on random tokens.
     Train {
-        #[arg(long, default_value = "150M")]
-        model: String,
-        /// Tokens per sequence.
-        #[arg(long, default_value_t = 2048)]
-        seq: i64,
-        /// Sequences per step.
-        #[arg(long, default_value_t = 8)]
-        batch: i64,
-        /// Timed steps (after the warm-up).
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
-        /// The device's dense bf16 peak in TFLOP/s, for MFU when the GPU is not in the table.
-        #[arg(long)]
-        peak_tflops: Option<f64>,
         #[command(flatten)]
-        compute: ComputeArgs,
+        options: train::TrainBenchOptions,
         #[arg(long)]
         json: bool,
     },
@@ -129,26 +113,8 @@ pub fn run(which: BenchCommand) -> anyhow::Result<()> {
             let r = codec::codec_bench(&model, &cfg, &codec, peers, reps, device);
             print(json, &r, |r| format!("{}\n", r.summary()))
         }
-        BenchCommand::Train {
-            model,
-            seq,
-            batch,
-            steps,
-            warmup,
-            peak_tflops,
-            compute,
-            json,
-        } => {
-            let opts = train::TrainBenchOptions {
-                model,
-                seq,
-                batch,
-                steps,
-                warmup,
-                peak_tflops,
-                compute: compute.resolve()?,
-            };
-            let r = train::train_bench(&opts)?;
+        BenchCommand::Train { options, json } => {
+            let r = train::train_bench(&options)?;
             print(json, &r, |r| format!("{}\n", r.summary()))
         }
         BenchCommand::Convergence {

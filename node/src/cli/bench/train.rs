@@ -7,7 +7,7 @@
 //! discounted). MFU = achieved FLOP/s over the device's dense bf16 peak.
 
 use super::nvml;
-use crate::compute::{Compute, Precision};
+use crate::compute::{ComputeArgs, Precision};
 use crate::hparams::{Hparams, ModelConfig, ScheduleParams, SparseLocoParams};
 use crate::model::Llama;
 use crate::optim::sparseloco::{inner_adamw, inner_step};
@@ -15,14 +15,26 @@ use serde::Serialize;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainBenchOptions {
+    #[arg(long, default_value = "150M")]
     pub model: String,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 2048)]
     pub seq: i64,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
     pub batch: i64,
+    /// Timed steps (after the warm-up).
+    #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// The device's dense bf16 peak in TFLOP/s, for MFU when the GPU is not in the table.
+    #[arg(long)]
     pub peak_tflops: Option<f64>,
-    pub compute: Compute,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,9 +112,10 @@ pub fn train_bench(o: &TrainBenchOptions) -> anyhow::Result<TrainBench> {
     }
     let mut cfg = ModelConfig::preset(&o.model)?;
     cfg.max_seq_len = cfg.max_seq_len.max(o.seq);
-    let device = o.compute.device;
+    let compute = o.compute.resolve()?;
+    let device = compute.device;
     let mut model = Llama::new(&cfg, device, 0);
-    model.set_precision(o.compute.precision);
+    model.set_precision(compute.precision);
     let params = SparseLocoParams::default();
     let schedule = ScheduleParams {
         warmup_steps: 0,
@@ -145,7 +158,7 @@ pub fn train_bench(o: &TrainBenchOptions) -> anyhow::Result<TrainBench> {
         model: o.model.clone(),
         device: format!("{device:?}"),
         gpu: gpu.map(|g| g.name),
-        precision: o.compute.precision,
+        precision: compute.precision,
         parameters,
         matmul_parameters,
         seq: o.seq,

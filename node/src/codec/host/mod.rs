@@ -147,23 +147,15 @@ pub fn i16s(t: &Tensor) -> &[i16] {
 /// the kernels write through; a tensor sharing this storage must not be read meanwhile.
 pub fn f32s_mut(t: &mut Tensor) -> &mut [f32] {
     assert!(on_host(t, Kind::Float), "a contiguous f32 CPU tensor");
-    let n = t.numel();
-    if n == 0 {
-        return &mut [];
-    }
-    // SAFETY: as in `f32s`, and `t` is borrowed mutably for the slice's life.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) }
+    // SAFETY: checked above.
+    unsafe { slice_mut(t) }
 }
 
 /// A contiguous i16 CPU tensor's elements, to write (see [`f32s_mut`]).
 pub fn i16s_mut(t: &mut Tensor) -> &mut [i16] {
     assert!(on_host(t, Kind::Int16), "a contiguous i16 CPU tensor");
-    let n = t.numel();
-    if n == 0 {
-        return &mut [];
-    }
-    // SAFETY: as in `f32s_mut`.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut i16, n) }
+    // SAFETY: checked above.
+    unsafe { slice_mut(t) }
 }
 
 /// # Safety
@@ -175,4 +167,15 @@ unsafe fn slice<T>(t: &Tensor) -> &[T] {
     }
     // SAFETY: per the contract; the data pointer is non-null for a non-empty tensor.
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, n) }
+}
+
+/// # Safety
+/// As [`slice`]; `t` is borrowed mutably for the slice's life.
+unsafe fn slice_mut<T>(t: &mut Tensor) -> &mut [T] {
+    let n = t.numel();
+    if n == 0 {
+        return &mut [];
+    }
+    // SAFETY: per the contract; the data pointer is non-null for a non-empty tensor.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, n) }
 }
