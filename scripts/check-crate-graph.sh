@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The crate graph promise of ARCHITECTURE.md: torch stays inside templar-node. The protocol
+# The crate graph promises of ARCHITECTURE.md: torch stays inside templar-node, kube inside
+# the CRD crate and the operator. The protocol
 # crate, the subtensor crate and the operator must not depend on tch (or on torch-sys), even
 # indirectly.
 set -euo pipefail
@@ -23,5 +24,14 @@ for crate in templar-protocol templar-operator; do
     status=1
   fi
 done
-[ "$status" = 0 ] && echo "crate graph: crds, protocol, subtensor and operator are free of libtorch; subxt only in subtensor"
+# Kubernetes stays with the custom resources: the crates nodes build (protocol, subtensor,
+# node) pull neither kube, k8s-openapi nor the CRD crate.
+for crate in templar-protocol templar-subtensor templar-node; do
+  if cargo tree --offline -q -p "$crate" -e normal,build --prefix none \
+      | grep -Eq '^(kube|kube-core|k8s-openapi|templar-crds) v'; then
+    echo "crate graph: $crate pulls kube or the CRD crate; settings and /status live in templar-protocol" >&2
+    status=1
+  fi
+done
+[ "$status" = 0 ] && echo "crate graph: crds, protocol, subtensor and operator are free of libtorch; subxt only in subtensor; no kube in protocol, subtensor or node"
 exit "$status"

@@ -1,16 +1,10 @@
-//! API types of templar-rs shared by the operator and the nodes.
+//! The `TemplarMiner` / `TemplarValidator` custom resources (kube's derive only).
 //!
-//! This crate stays light (no torch, no kube runtime) so that the operator and tooling build
-//! fast. It holds the `TemplarMiner` / `TemplarValidator` custom resources, the node's
-//! `/status` document and the hyperparameters file (parsed by both).
+//! A leaf crate used by the operator and the e2e suite: the settings nodes agree on and the
+//! `/status` document they publish live in `templar-protocol`, so no torch crate builds kube.
 
-pub mod hparams;
-pub mod node_status;
 pub mod resources;
 
-pub use node_status::{
-    MODEL_SAMPLE_SIZE, MinerScore, NodeRole, NodeStatus, SkippedPeer, SyncCheck,
-};
 pub use resources::{NodeSetStatus, NodeSpec, TemplarMiner, TemplarValidator, crds_yaml};
 
 /// API group of the templar custom resources.

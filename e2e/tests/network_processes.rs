@@ -21,13 +21,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use templar_crds::{NodeRole, NodeStatus};
 use templar_e2e::{binary, repo_root};
 use templar_operator::controller::{Scope, Stop, run_controllers};
 use templar_operator::metrics::Metrics;
 use templar_operator::probe::StatusProbe;
 use templar_operator::reconcile::{Context, Timing};
 use templar_protocol::chain::devnet;
+use templar_protocol::node_status::{NodeRole, NodeStatus};
 use templar_protocol::storage::garage::GarageServer;
 
 const HPARAMS: &str = "hparams/devnet.toml";

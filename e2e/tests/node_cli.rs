@@ -236,14 +236,22 @@ fn devnet_cheaters_earn_nothing_while_the_honest_miners_do() {
 }
 
 #[test]
-fn only_a_miner_can_cheat_and_a_behaviour_must_exist() {
+fn only_a_sim_miner_can_cheat_and_a_behaviour_must_exist() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());
-    let common = [
-        "run", "--hotkey", "v", "--devnet", &store, "--store", &store,
-    ];
+    let common = ["--hotkey", "v", "--devnet", &store, "--store", &store];
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    // The production command has no way to cheat.
+    let run = node(&[&["run"], &common[..], &["--behaviour", "poisoner"]].concat());
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("unexpected argument '--behaviour'"),
+        "{}",
+        stderr(&run)
+    );
     let validator = node(
         &[
+            &["sim-miner"],
             &common[..],
             &["--role", "validator", "--behaviour", "poisoner"],
         ]
@@ -251,16 +259,23 @@ fn only_a_miner_can_cheat_and_a_behaviour_must_exist() {
     );
     assert!(!validator.status.success());
     assert!(
-        String::from_utf8_lossy(&validator.stderr).contains("--behaviour is for miners"),
+        stderr(&validator).contains("sim-miner runs a miner"),
         "{}",
-        String::from_utf8_lossy(&validator.stderr)
+        stderr(&validator)
     );
-    let unknown = node(&[&common[..], &["--role", "miner", "--behaviour", "lazy"]].concat());
+    let unknown = node(
+        &[
+            &["sim-miner"],
+            &common[..],
+            &["--role", "miner", "--behaviour", "sleepy"],
+        ]
+        .concat(),
+    );
     assert!(!unknown.status.success());
     assert!(
-        String::from_utf8_lossy(&unknown.stderr).contains("unknown behaviour \"lazy\""),
+        stderr(&unknown).contains("unknown behaviour \"sleepy\""),
         "{}",
-        String::from_utf8_lossy(&unknown.stderr)
+        stderr(&unknown)
     );
 }
 

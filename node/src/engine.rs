@@ -2,18 +2,18 @@
 //! synchronous; the async roles call them inside `block_in_place`.
 
 use crate::checkpoint::{self, CheckpointError, CheckpointPointer};
+use crate::codec::norms::{clip_to_norm, lower_median, values_norm};
 use crate::codec::{Codec, Selected};
 use crate::compute::Compute;
 use crate::data::sampler::PagesOverlap;
 use crate::data::{PageSampler, Pages, window_batches};
 use crate::hparams::{Hparams, HparamsError};
 use crate::model::Llama;
-use crate::optim::sparseloco::{clip_to_norm, lower_median, values_norm};
 use crate::optim::{OptimError, WindowOptimizer, WindowStats};
 use tch::{Device, Tensor};
-use templar_crds::MODEL_SAMPLE_SIZE;
 use templar_protocol::Hotkey;
 use templar_protocol::identity::Signer;
+use templar_protocol::node_status::MODEL_SAMPLE_SIZE;
 use templar_protocol::payload::{Payload, PayloadError, PayloadMeta, PayloadValidator};
 
 #[derive(Debug, thiserror::Error)]
@@ -197,9 +197,12 @@ impl Engine {
     /// Per parameter tensor, the lower median of the gathered peers' value norms: what an
     /// evaluated update is clipped to, so that a miner cannot look better (or break the
     /// evaluation) by scaling its update up. Non-finite norms do not count.
-    pub fn peer_norm_medians(&self, peers: &[Vec<Selected>]) -> Vec<f64> {
+    pub fn peer_norm_medians<'a>(
+        &self,
+        peers: impl Iterator<Item = &'a [Selected]> + Clone,
+    ) -> Vec<f64> {
         (0..self.codec.spec.layouts.len())
-            .map(|i| lower_median(peers.iter().map(|p| values_norm(&p[i]))))
+            .map(|i| lower_median(peers.clone().map(|p| values_norm(&p[i]))))
             .collect()
     }
 
@@ -398,7 +401,7 @@ mod tests {
             }
         }
         let (honest, scaled) = (e.selected(&honest), e.selected(&scaled));
-        let medians = e.peer_norm_medians(std::slice::from_ref(&honest));
+        let medians = e.peer_norm_medians(std::iter::once(honest.as_slice()));
         let fair = e.evaluate(1, 0, &honest, 2, &medians, 9).unwrap();
         let gamed = e.evaluate(1, 0, &scaled, 2, &medians, 9).unwrap();
         assert!(fair.0.is_finite() && fair.0.abs() > 0.0, "{fair:?}");

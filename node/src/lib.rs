@@ -8,7 +8,7 @@
 //! - [`cli`] (the subcommands: launch, devnet runner, report, status server, benches).
 //!
 //! Chain, storage, the payload byte format and identities are torch-free and live in
-//! `templar_protocol`; the settings file in `templar_crds::hparams`.
+//! `templar_protocol`; the settings file in `templar_protocol::hparams`.
 
 pub mod checkpoint;
 pub mod cli;
@@ -16,8 +16,8 @@ pub mod codec;
 pub mod compute;
 pub mod data;
 pub mod engine;
-/// Settings live in the light crds crate so that the operator validates them too.
-pub use templar_crds::hparams;
+/// Settings live in the torch-free protocol crate so that the operator validates them too.
+pub use templar_protocol::hparams;
 pub mod model;
 pub mod optim;
 pub mod roles;

@@ -4,7 +4,6 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use templar_crds::NodeRole;
 use templar_node::cli::devnet::{DevnetOptions, run_devnet};
 use templar_node::cli::identity::{NodeIdentity, bittensor_hotkey, identity_from_wallet};
 use templar_node::cli::launch::{ChainChoice, NodeOptions, StoreSpec, run_node};
@@ -12,8 +11,9 @@ use templar_node::cli::train::{DataSource, TrainOptions, run_train};
 use templar_node::cli::{bench, load_hparams, runtime, tokenizer};
 use templar_node::compute::ComputeArgs;
 use templar_node::hparams::{ModelConfig, OuterMode};
-use templar_node::roles::behaviour::Behaviour;
+use templar_node::roles::sim::behaviour::Behaviour;
 use templar_protocol::Hotkey;
+use templar_protocol::node_status::NodeRole;
 use templar_subtensor::chain::SubtensorSettings;
 
 #[derive(Parser)]
@@ -41,6 +41,9 @@ enum Command {
     },
     /// Run one network node (miner or validator) on the devnet chain or a Bittensor subnet.
     Run(RunArgs),
+    /// Run a miner that attacks the incentive, to watch the defences work (demos and tests;
+    /// `devnet --cheater` starts these). Takes `run`'s arguments and `--behaviour`.
+    SimMiner(SimMinerArgs),
     /// Start a local network (N miners, 1 validator) with a live table and a report.
     Devnet(DevnetArgs),
     /// Print the SS58 address of a hotkey (a Bittensor wallet's, or a --wallet folder's entry).
@@ -146,13 +149,19 @@ struct RunArgs {
     /// Stop after this many windows (default: run until Ctrl-C).
     #[arg(long)]
     windows: Option<u64>,
-    /// Make a miner cheat, for tests and demos of the defences: honest, absent, free-rider,
-    /// noise, copier:UID, amplifier:FACTOR, stale, wrong-data, late, poisoner,
-    /// impersonator:UID.
-    #[arg(long, default_value = "honest")]
-    behaviour: Behaviour,
     #[command(flatten)]
     compute: ComputeArgs,
+}
+
+/// `run`'s arguments for a miner that cheats.
+#[derive(clap::Args)]
+struct SimMinerArgs {
+    /// The attack: absent, free-rider, noise, copier:UID, amplifier:FACTOR, stale,
+    /// wrong-data, late, poisoner, impersonator:UID.
+    #[arg(long)]
+    behaviour: Behaviour,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// Where the node's key is: a `--wallet` folder, or a Bittensor wallet.
@@ -208,7 +217,7 @@ struct DevnetArgs {
     /// Use S3 (TEMPLAR_S3_* environment) instead of the report folder for buckets and chain.
     #[arg(long)]
     s3: bool,
-    /// Add a miner that cheats this way (repeatable; see `run --behaviour`), to watch the
+    /// Add a miner that cheats this way (repeatable; see `sim-miner --behaviour`), to watch the
     /// defences work.
     #[arg(long = "cheater")]
     cheaters: Vec<Behaviour>,
@@ -302,15 +311,24 @@ fn train(args: TrainArgs) -> Result<()> {
     })
 }
 
+fn sim_miner(args: SimMinerArgs) -> Result<()> {
+    if !matches!(args.run.role, Role::Miner) {
+        bail!("sim-miner runs a miner: --role validator cannot cheat here");
+    }
+    run_with(args.run, Some(args.behaviour))
+}
+
 fn run(args: RunArgs) -> Result<()> {
+    run_with(args, None)
+}
+
+/// Run a node; `cheat` makes a miner attack the incentive (`sim-miner` only).
+fn run_with(args: RunArgs, cheat: Option<Behaviour>) -> Result<()> {
     let identity = match (args.hotkey, args.wallet.identity()?) {
         (Some(h), _) => NodeIdentity::named(h),
         (None, Some(identity)) => identity,
         (None, None) => bail!("give --hotkey, --wallet, or --wallet.name and --wallet.hotkey"),
     };
-    if !matches!(args.role, Role::Miner) && args.behaviour != Behaviour::Honest {
-        bail!("--behaviour is for miners");
-    }
     let chain = match args.chain {
         ChainKind::Devnet => ChainChoice::Devnet {
             store: args
@@ -345,7 +363,7 @@ fn run(args: RunArgs) -> Result<()> {
         store: args.store,
         listen: args.listen,
         windows: args.windows,
-        behaviour: args.behaviour,
+        cheat,
         compute: args.compute.resolve()?,
     };
     runtime()?.block_on(run_node(opts))?;
@@ -383,6 +401,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Train(args) => train(args),
         Command::Run(args) => run(args),
+        Command::SimMiner(args) => sim_miner(args),
         Command::Devnet(args) => devnet(args),
         Command::Wallet(args) => match args.identity()? {
             Some(identity) => {

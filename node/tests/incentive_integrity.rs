@@ -4,7 +4,7 @@
 
 use templar_node::data::{Pages, embedded_tokens};
 use templar_node::hparams::Hparams;
-use templar_node::roles::integrity::{integrity_report, scenario_hparams};
+use templar_node::roles::sim::integrity::{integrity_report, scenario_hparams};
 
 const HONEST: u16 = 4;
 const WINDOWS: u64 = 20;

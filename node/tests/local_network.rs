@@ -6,8 +6,8 @@ use std::time::Duration;
 use tch::Device;
 use templar_node::data::{Pages, embedded_tokens};
 use templar_node::hparams::Hparams;
-use templar_node::roles::local::LocalNetwork;
 use templar_node::roles::miner::Miner;
+use templar_node::roles::sim::local::LocalNetwork;
 use templar_node::roles::validator::Validator;
 use templar_protocol::chain::Chain;
 use templar_protocol::network::NodeContext;
@@ -219,7 +219,7 @@ async fn a_late_miner_catches_up_from_the_checkpoint() {
 async fn a_restarted_validator_resumes_its_scores() {
     let net = Net::new(|hp| hp.network.checkpoint_every = 2).await;
     let ctx = net
-        .context("val", 0, templar_crds::NodeRole::Validator)
+        .context("val", 0, templar_protocol::node_status::NodeRole::Validator)
         .await
         .unwrap();
     let mut validator = Validator::new(ctx.clone(), &net.pages, Device::Cpu)
@@ -270,9 +270,9 @@ async fn a_restarted_validator_resumes_its_scores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_peer_dying_mid_gather_is_skipped_and_the_network_goes_on() {
     use std::time::Instant;
-    use templar_crds::NodeRole;
     use templar_node::roles::miner::Miner;
     use templar_protocol::chain::Commitment;
+    use templar_protocol::node_status::NodeRole;
     use templar_protocol::storage::garage::GarageServer;
     use templar_protocol::storage::retry::{RetryPolicy, Retrying};
     use templar_protocol::storage::s3::S3Store;

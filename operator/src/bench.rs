@@ -6,7 +6,8 @@ use crate::validate::{Inputs, validate};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::time::Instant;
-use templar_crds::{NodeRole, TemplarMiner};
+use templar_crds::TemplarMiner;
+use templar_protocol::node_status::NodeRole;
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {

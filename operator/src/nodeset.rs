@@ -5,7 +5,8 @@ use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
-use templar_crds::{NodeRole, NodeSetStatus, NodeSpec, TemplarMiner, TemplarValidator};
+use templar_crds::{NodeSetStatus, NodeSpec, TemplarMiner, TemplarValidator};
+use templar_protocol::node_status::NodeRole;
 
 pub trait NodeSet:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use templar_crds::NodeStatus;
+use templar_protocol::node_status::NodeStatus;
 
 /// A status document is a few kilobytes; anything past this is not one.
 const MAX_STATUS_BYTES: usize = 1 << 20;

@@ -12,7 +12,7 @@ use crate::status::{
     Input, Notice, Observed, compute, controlled_by, host_network, needs_write, pod_condition_true,
 };
 use crate::validate::{
-    Inputs, Problem, Validated, referenced_config_map, referenced_secrets, validate,
+    Inputs, Problem, ProblemReason, Validated, referenced_config_map, referenced_secrets, validate,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
@@ -325,7 +325,7 @@ async fn apply_desired(
             source: kube::Error::Api(status),
         }) if status.code == 422 => Ok(Applied {
             problem: Some(Problem {
-                reason: "ApplyRejected",
+                reason: ProblemReason::ApplyRejected,
                 message: format!("{what}: {}", status.message),
             }),
             stateful_set: read_stateful_set(&ctx.client, owner).await?,

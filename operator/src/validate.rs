@@ -6,8 +6,8 @@ use crate::build::OPERATOR_ENV;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use templar_crds::NodeSpec;
-use templar_crds::hparams::Hparams;
 use templar_crds::resources::ChainKind;
+use templar_protocol::hparams::Hparams;
 
 /// What the spec refers to, as read from the API: the secrets and ConfigMaps that exist.
 /// Secret values are never kept, only their key names and resource versions.
@@ -22,13 +22,54 @@ pub struct Inputs {
 /// Why a spec cannot run; `reason` is the condition and event reason (PascalCase).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub reason: &'static str,
+    pub reason: ProblemReason,
     pub message: String,
 }
 
 impl Problem {
-    fn new(reason: &'static str, message: String) -> Self {
+    fn new(reason: ProblemReason, message: String) -> Self {
         Self { reason, message }
+    }
+}
+
+/// Why a resource cannot be applied: the reason of its Degraded condition and its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemReason {
+    /// A referenced Secret does not exist.
+    MissingSecret,
+    /// A referenced Secret lacks a key the node needs (S3 keys).
+    MissingSecretKey,
+    /// The wallet Secret lacks `hotkey-<ordinal>` for a replica.
+    MissingHotkey,
+    /// The spec contradicts itself or what the operator sets.
+    InvalidSpec,
+    MissingConfigMap,
+    MissingConfigMapKey,
+    /// The hyperparameters do not parse or validate with the nodes' own parser.
+    InvalidHyperparameters,
+    /// The API server refused the objects built from the spec (admission, quota, schema).
+    ApplyRejected,
+}
+
+impl ProblemReason {
+    /// The reason as conditions and events spell it (CamelCase, Kubernetes' convention).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemReason::MissingSecret => "MissingSecret",
+            ProblemReason::MissingSecretKey => "MissingSecretKey",
+            ProblemReason::MissingHotkey => "MissingHotkey",
+            ProblemReason::InvalidSpec => "InvalidSpec",
+            ProblemReason::MissingConfigMap => "MissingConfigMap",
+            ProblemReason::MissingConfigMapKey => "MissingConfigMapKey",
+            ProblemReason::InvalidHyperparameters => "InvalidHyperparameters",
+            ProblemReason::ApplyRejected => "ApplyRejected",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -78,11 +119,11 @@ fn require_keys(
     secret: &str,
     field: &str,
     keys: &[String],
-    missing_reason: &'static str,
+    missing_reason: ProblemReason,
 ) -> Result<(), Problem> {
     let present = inputs.secrets.get(secret).ok_or_else(|| {
         Problem::new(
-            "MissingSecret",
+            ProblemReason::MissingSecret,
             format!("secret {secret:?} ({field}) does not exist in this namespace"),
         )
     })?;
@@ -97,7 +138,12 @@ fn require_keys(
 
 /// The file the node reads: `text` with the spec's model size added when it names none.
 pub fn render_hparams(spec: &NodeSpec, text: &str) -> String {
-    if text.contains("[model]") {
+    // Parsed, not searched: a `[model]` in a comment or a string names no model. Text that
+    // does not parse is refused by the validation that follows.
+    let names_model = text
+        .parse::<toml::Table>()
+        .is_ok_and(|t| t.contains_key("model"));
+    if names_model {
         text.to_string()
     } else {
         format!("[model]\nsize = \"{}\"\n\n{text}", spec.model)
@@ -108,13 +154,16 @@ pub fn render_hparams(spec: &NodeSpec, text: &str) -> String {
 /// file, validated by the same code the nodes use).
 pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> {
     if spec.image.trim().is_empty() {
-        return Err(Problem::new("InvalidSpec", "spec.image is empty".into()));
+        return Err(Problem::new(
+            ProblemReason::InvalidSpec,
+            "spec.image is empty".into(),
+        ));
     }
     if spec.chain.kind == ChainKind::Subtensor {
         let endpoint = spec.chain.endpoint.as_deref().unwrap_or("").trim();
         if !(endpoint.starts_with("ws://") || endpoint.starts_with("wss://")) {
             return Err(Problem::new(
-                "InvalidSpec",
+                ProblemReason::InvalidSpec,
                 format!(
                     "spec.chain.endpoint must be a ws:// or wss:// subtensor endpoint for a subtensor chain, got {endpoint:?}"
                 ),
@@ -122,7 +171,7 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
         }
         if spec.chain.netuid.is_none() {
             return Err(Problem::new(
-                "InvalidSpec",
+                ProblemReason::InvalidSpec,
                 "spec.chain.netuid is required for a subtensor chain".into(),
             ));
         }
@@ -133,7 +182,7 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
         .find(|e| OPERATOR_ENV.contains(&e.name.as_str()))
     {
         return Err(Problem::new(
-            "InvalidSpec",
+            ProblemReason::InvalidSpec,
             format!(
                 "spec.env sets {:?}, which the operator sets itself (from spec.storage)",
                 clash.name
@@ -147,7 +196,7 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
             write,
             "storage.writeSecret",
             &s3_keys,
-            "MissingSecretKey",
+            ProblemReason::MissingSecretKey,
         )?;
     }
     if let Some(read) = &spec.storage.read_secret {
@@ -156,7 +205,7 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
             read,
             "storage.readSecret",
             &s3_keys,
-            "MissingSecretKey",
+            ProblemReason::MissingSecretKey,
         )?;
     }
     let hotkeys: Vec<String> = (0..spec.replicas).map(|i| format!("hotkey-{i}")).collect();
@@ -165,14 +214,14 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
         &spec.wallet_secret,
         "walletSecret",
         &hotkeys,
-        "MissingHotkey",
+        ProblemReason::MissingHotkey,
     )?;
 
     let source = &spec.hyperparameters;
     let text = match (&source.inline, &source.config_map) {
         (Some(_), Some(_)) => {
             return Err(Problem::new(
-                "InvalidSpec",
+                ProblemReason::InvalidSpec,
                 "hyperparameters: give inline or configMap, not both".into(),
             ));
         }
@@ -180,7 +229,7 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
         (None, Some(cm)) => {
             let data = inputs.config_maps.get(&cm.name).ok_or_else(|| {
                 Problem::new(
-                    "MissingConfigMap",
+                    ProblemReason::MissingConfigMap,
                     format!(
                         "ConfigMap {:?} (hyperparameters.configMap) does not exist",
                         cm.name
@@ -189,7 +238,7 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
             })?;
             data.get(&cm.key).cloned().ok_or_else(|| {
                 Problem::new(
-                    "MissingConfigMapKey",
+                    ProblemReason::MissingConfigMapKey,
                     format!("ConfigMap {:?} has no key {:?}", cm.name, cm.key),
                 )
             })?
@@ -198,7 +247,7 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
     };
     let hparams_file = render_hparams(spec, &text);
     Hparams::from_toml(&hparams_file)
-        .map_err(|e| Problem::new("InvalidHyperparameters", e.to_string()))?;
+        .map_err(|e| Problem::new(ProblemReason::InvalidHyperparameters, e.to_string()))?;
     let config_hash = config_hash(&hparams_file, spec, inputs);
     Ok(Validated {
         hparams_file,

@@ -4,12 +4,13 @@ mod common;
 
 use common::miner_owner;
 
-use templar_crds::{NodeRole, TemplarMiner, TemplarValidator};
+use templar_crds::{TemplarMiner, TemplarValidator};
 use templar_operator::build::{
     Owner, STATUS_PORT, disruption_budget, headless_service, hparams_configmap, metrics_service,
     statefulset,
 };
 use templar_operator::validate::render_hparams;
+use templar_protocol::node_status::NodeRole;
 
 fn miner(yaml: &str) -> TemplarMiner {
     serde_yaml::from_str(yaml).unwrap()

@@ -15,11 +15,11 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use templar_crds::{NodeRole, NodeStatus};
 use templar_operator::controller::{Scope, Stop, run_controllers};
 use templar_operator::metrics::{Counts, Metrics};
 use templar_operator::probe::{NodeStatusReader, ProbeError};
 use templar_operator::reconcile::{Context, Timing};
+use templar_protocol::node_status::{NodeRole, NodeStatus};
 
 const NS: &str = common::fake_api::NS;
 const REFRESH: Duration = Duration::from_secs(30);

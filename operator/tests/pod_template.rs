@@ -7,7 +7,7 @@ use common::miner_owner;
 use k8s_openapi::api::core::v1::PodSpec;
 use templar_crds::TemplarMiner;
 use templar_operator::build::{CONFIG_HASH_ANNOTATION, disruption_budget, statefulset};
-use templar_operator::validate::{Inputs, validate};
+use templar_operator::validate::{Inputs, ProblemReason, validate};
 
 const MINIMAL: &str = r#"
 apiVersion: templar.tplr.ai/v1alpha1
@@ -222,7 +222,7 @@ fn without_a_write_secret_the_pods_use_their_service_account_credentials() {
 fn a_user_env_var_the_operator_sets_is_a_spec_problem() {
     let cr = miner("  env: [{name: AWS_SECRET_ACCESS_KEY, value: oops}]\n");
     let p = validate(&cr.spec.node, &inputs("1")).unwrap_err();
-    assert_eq!(p.reason, "InvalidSpec");
+    assert_eq!(p.reason, ProblemReason::InvalidSpec);
     assert!(p.message.contains("AWS_SECRET_ACCESS_KEY"), "{}", p.message);
     let fine = miner("  env: [{name: RUST_LOG, value: debug}]\n");
     assert!(validate(&fine.spec.node, &inputs("1")).is_ok());

@@ -11,8 +11,9 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use templar_crds::{MinerScore, NodeRole, TemplarValidator};
+use templar_crds::TemplarValidator;
 use templar_operator::reconcile::{error_policy, reconcile};
+use templar_protocol::node_status::{MinerScore, NodeRole};
 
 /// A fresh resource: inputs read, the four objects applied in order, pods listed (none
 /// yet), status written as not ready.

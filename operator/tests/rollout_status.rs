@@ -7,8 +7,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use templar_crds::resources::MAX_NODE_STRING;
-use templar_crds::{NodeRole, NodeSetStatus, NodeSpec, NodeStatus, TemplarMiner};
+use templar_crds::{NodeSetStatus, NodeSpec, TemplarMiner};
 use templar_operator::status::{Input, Observed, Outcome, compute, needs_write};
+use templar_protocol::node_status::{NodeRole, NodeStatus};
 
 fn spec() -> NodeSpec {
     serde_yaml::from_str::<TemplarMiner>(

@@ -6,10 +6,11 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use templar_crds::{NodeRole, NodeSetStatus, NodeSpec, NodeStatus, TemplarMiner};
+use templar_crds::{NodeSetStatus, NodeSpec, TemplarMiner};
 use templar_operator::probe::{ProbeError, StatusProbe};
 use templar_operator::status::{Input, Observed, Outcome, compute};
-use templar_operator::validate::{Inputs, referenced_secrets, validate};
+use templar_operator::validate::{Inputs, ProblemReason, referenced_secrets, validate};
+use templar_protocol::node_status::{NodeRole, NodeStatus};
 
 fn spec(extra: &str) -> NodeSpec {
     let yaml = format!(
@@ -61,7 +62,7 @@ fn each_missing_input_has_its_own_reason() {
     let mut i = inputs();
     i.secrets.remove("r");
     let p = validate(&s, &i).unwrap_err();
-    assert_eq!(p.reason, "MissingSecret");
+    assert_eq!(p.reason, ProblemReason::MissingSecret);
     assert!(
         p.message.contains("\"r\"") && p.message.contains("storage.readSecret"),
         "{}",
@@ -71,19 +72,19 @@ fn each_missing_input_has_its_own_reason() {
     let mut i = inputs();
     i.secrets.get_mut("w").unwrap().remove("secretAccessKey");
     let p = validate(&s, &i).unwrap_err();
-    assert_eq!(p.reason, "MissingSecretKey");
+    assert_eq!(p.reason, ProblemReason::MissingSecretKey);
     assert!(p.message.contains("secretAccessKey"));
 
     let mut i = inputs();
     i.secrets.get_mut("wallet").unwrap().remove("hotkey-1");
     let p = validate(&s, &i).unwrap_err();
-    assert_eq!(p.reason, "MissingHotkey");
+    assert_eq!(p.reason, ProblemReason::MissingHotkey);
     assert!(p.message.contains("hotkey-1"));
 
     let cm = spec("  hyperparameters: {configMap: {name: hp}}\n");
     assert_eq!(
         validate(&cm, &inputs()).unwrap_err().reason,
-        "MissingConfigMap"
+        ProblemReason::MissingConfigMap
     );
     let mut i = inputs();
     i.config_maps.insert(
@@ -91,7 +92,7 @@ fn each_missing_input_has_its_own_reason() {
         BTreeMap::from([("other.toml".into(), String::new())]),
     );
     let p = validate(&cm, &i).unwrap_err();
-    assert_eq!(p.reason, "MissingConfigMapKey");
+    assert_eq!(p.reason, ProblemReason::MissingConfigMapKey);
     assert!(p.message.contains("hparams.toml"));
     i.config_maps.insert(
         "hp".into(),
@@ -112,13 +113,13 @@ fn invalid_hyperparameters_and_unsupported_chains_are_rejected() {
         &inputs(),
     )
     .unwrap_err();
-    assert_eq!(p.reason, "InvalidHyperparameters");
+    assert_eq!(p.reason, ProblemReason::InvalidHyperparameters);
     let p = validate(
         &spec("  hyperparameters: {inline: \"[codec\\n\"}\n"),
         &inputs(),
     )
     .unwrap_err();
-    assert_eq!(p.reason, "InvalidHyperparameters");
+    assert_eq!(p.reason, ProblemReason::InvalidHyperparameters);
     validate(
         &spec("  chain: {kind: subtensor, endpoint: \"wss://entrypoint-finney.opentensor.ai:443\", netuid: 3}\n"),
         &inputs(),
@@ -131,7 +132,7 @@ fn invalid_hyperparameters_and_unsupported_chains_are_rejected() {
         &inputs(),
     )
     .unwrap_err();
-    assert_eq!(p.reason, "InvalidSpec");
+    assert_eq!(p.reason, ProblemReason::InvalidSpec);
     assert!(p.message.contains("netuid"), "{p:?}");
     let p = validate(
         &spec("  chain: {kind: subtensor, endpoint: \"https://example.com\", netuid: 3}\n"),

@@ -12,8 +12,10 @@
 //! operator may use this crate (without the `s3` feature) to read what nodes publish.
 
 pub mod chain;
+pub mod hparams;
 pub mod identity;
 pub mod network;
+pub mod node_status;
 pub mod payload;
 pub mod storage;
 

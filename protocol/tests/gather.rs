@@ -6,13 +6,13 @@ mod common;
 use common::{codec, payload_by};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use templar_crds::NodeStatus;
-use templar_crds::hparams::Hparams;
 use templar_protocol::Hotkey;
 use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
 use templar_protocol::chain::{Chain, Commitment, ManualClock, RegisterRequest};
-use templar_protocol::network::{NodeContext, PeerList, gather};
-use templar_protocol::payload::PayloadValidator;
+use templar_protocol::hparams::Hparams;
+use templar_protocol::network::{NodeContext, PeerList, SkipReason, gather};
+use templar_protocol::node_status::NodeStatus;
+use templar_protocol::payload::{PayloadError, PayloadValidator};
 use templar_protocol::storage::ObjectStore;
 use templar_protocol::storage::fs::FsStore;
 
@@ -119,33 +119,36 @@ async fn each_peer_is_gathered_or_skipped_with_its_reason() {
     let peers = [42, 9, 5, 4, 3, 2, 1, 1];
     let (ok, skipped) = gather(&ctx, &validator, w, &peers, None).await;
     assert_eq!(ok.len(), 1);
-    assert_eq!(ok[0], (1, expected));
-    let reasons: Vec<(u16, &str)> = skipped.iter().map(|s| (s.uid, s.reason.as_str())).collect();
+    assert_eq!((ok[0].uid, &ok[0].payload), (1, &expected));
+    let reasons: Vec<(u16, &SkipReason)> = skipped.iter().map(|s| (s.uid, &s.reason)).collect();
     assert_eq!(reasons.len(), 6, "{reasons:?}");
-    assert_eq!(
-        reasons[3],
-        (
-            5,
-            "payload names hotkey honest, but uid 5 is held by impostor"
-        )
-    );
-    assert_eq!(reasons[5], (42, "not registered"));
-    assert_eq!(
-        reasons[0],
-        (
-            2,
-            "invalid: payload is for window 4 uid 2, expected window 5 uid 2"
-        )
-    );
-    assert_eq!(reasons[1], (3, "missing"));
-    assert_eq!(reasons[2].0, 4);
     assert!(
-        reasons[2]
-            .1
-            .starts_with("invalid: not a readable safetensors file"),
+        matches!(reasons[3], (5, SkipReason::WrongHotkey { named, holder })
+            if named.as_str() == "honest" && holder.as_str() == "impostor"),
         "{reasons:?}"
     );
-    assert_eq!(reasons[4], (9, "no commitment on chain"));
+    assert_eq!(reasons[5], (42, &SkipReason::NotRegistered));
+    assert!(
+        matches!(
+            reasons[0],
+            (2, SkipReason::Invalid(PayloadError::WrongSlot { .. }))
+        ),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1], (3, &SkipReason::Missing));
+    assert!(
+        matches!(
+            reasons[2],
+            (4, SkipReason::Invalid(PayloadError::Malformed(_)))
+        ),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[4], (9, &SkipReason::NoCommitment));
+    // Rendered to text for /status only.
+    assert_eq!(
+        skipped[3].to_status().reason,
+        "payload names hotkey honest, but the uid is held by impostor"
+    );
 }
 
 #[tokio::test]
@@ -162,8 +165,14 @@ async fn uploads_outside_the_window_bounds_are_too_early_or_too_late() {
     let now = SystemTime::now();
     let hour = Duration::from_secs(3600);
     let cases = [
-        (Some((now + hour, now + 2 * hour)), Some("too early")),
-        (Some((now - 2 * hour, now - hour)), Some("too late")),
+        (
+            Some((now + hour, now + 2 * hour)),
+            Some(SkipReason::TooEarly),
+        ),
+        (
+            Some((now - 2 * hour, now - hour)),
+            Some(SkipReason::TooLate),
+        ),
         (Some((now - hour, now + hour)), None),
         (None, None),
     ];
@@ -266,9 +275,13 @@ async fn a_long_list_of_silent_peers_is_bounded_by_fan_out_and_one_deadline() {
     );
     let late = skipped
         .iter()
-        .filter(|s| s.reason == "the gather's deadline passed")
+        .filter(|s| s.reason == SkipReason::DeadlinePassed)
         .count();
     // 50 peers at 16 a time need 4 rounds of 300 ms; the deadline allows 3.
     assert!(late >= 2, "{skipped:?}");
-    assert!(skipped.iter().any(|s| s.reason.starts_with("timed out")));
+    assert!(
+        skipped
+            .iter()
+            .any(|s| matches!(s.reason, SkipReason::TimedOut(_)))
+    );
 }

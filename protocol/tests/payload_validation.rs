@@ -8,7 +8,7 @@ use common::{codec, shapes, valid_payload};
 use proptest::prelude::*;
 use safetensors::Dtype;
 use std::collections::BTreeMap;
-use templar_crds::hparams::CodecParams;
+use templar_protocol::hparams::CodecParams;
 use templar_protocol::identity::Signer;
 use templar_protocol::payload::pack::{pack_indices_12bit, unpack_indices_12bit};
 use templar_protocol::payload::{

@@ -4,14 +4,14 @@
 
 use super::launch::StoreSpec;
 use super::report::{Row, write_csv};
-use crate::roles::behaviour::Behaviour;
+use crate::roles::sim::behaviour::Behaviour;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use templar_crds::{NodeRole, NodeStatus};
 use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
+use templar_protocol::node_status::{NodeRole, NodeStatus};
 use templar_protocol::storage::ObjectStore;
 use templar_protocol::storage::fs::FsStore;
 use templar_protocol::storage::s3::{S3Config, S3Store};
@@ -236,8 +236,13 @@ fn spawn_nodes(
         println!("{:<10} uid {uid}  hotkey {}{cheat}", n.name, addresses[uid]);
         let log = std::fs::File::create(opts.out.join("logs").join(format!("{}.log", n.name)))?;
         let stake = devnet::stake_for(n.role);
-        let child = Command::new(&exe)
-            .args(["run", "--role", n.role.as_str(), "--wallet"])
+        let mut cmd = Command::new(&exe);
+        match n.behaviour {
+            Behaviour::Honest => cmd.arg("run"),
+            b => cmd.args(["sim-miner", "--behaviour", &b.to_string()]),
+        };
+        let child = cmd
+            .args(["--role", n.role.as_str(), "--wallet"])
             .arg(&wallet)
             .args(["--ordinal", &uid.to_string()])
             .args(["--uid", &uid.to_string()])
@@ -246,7 +251,6 @@ fn spawn_nodes(
             .args(["--devnet", store_arg, "--store", store_arg])
             .args(["--listen", &format!("127.0.0.1:{}", n.port)])
             .args(["--windows", &(opts.windows + 2).to_string()])
-            .args(["--behaviour", &n.behaviour.to_string()])
             // Processes share the cores: one torch thread each.
             .env("OMP_NUM_THREADS", "1")
             .env("NO_COLOR", "1")
@@ -400,7 +404,7 @@ fn log_tail(path: &std::path::Path, lines: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::roles::behaviour::Behaviour;
+    use crate::roles::sim::behaviour::Behaviour;
 
     #[test]
     fn planned_nodes_get_distinct_ports_and_cheaters_come_after_the_honest_miners() {

@@ -5,18 +5,18 @@ use crate::compute::Compute;
 use crate::data::{Pages, embedded_tokens};
 use crate::hparams::Hparams;
 use crate::roles::NodeError;
-use crate::roles::behaviour::Behaviour;
 use crate::roles::miner::Miner;
 use crate::roles::run::{Node, run};
+use crate::roles::sim::behaviour::{Behaviour, Cheat};
 use crate::roles::validator::Validator;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use templar_crds::{NodeRole, NodeStatus};
 use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
 use templar_protocol::chain::{Chain, ChainError, Commitment, RegisterRequest, SystemClock};
 use templar_protocol::network::NodeContext;
+use templar_protocol::node_status::{NodeRole, NodeStatus};
 use templar_protocol::storage::ObjectStore;
 use templar_protocol::storage::fs::FsStore;
 use templar_protocol::storage::retry::{RetryPolicy, Retrying};
@@ -95,8 +95,9 @@ pub struct NodeOptions {
     pub store: StoreSpec,
     pub listen: SocketAddr,
     pub windows: Option<u64>,
-    /// A miner's attack on the incentive (tests and demos only; honest by default).
-    pub behaviour: Behaviour,
+    /// A miner's attack on the incentive, installed as a hook (`sim-miner` only; None is an
+    /// honest node).
+    pub cheat: Option<Behaviour>,
     /// Device and precision of the model.
     pub compute: Compute,
 }
@@ -243,9 +244,13 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
     let device = opts.compute;
     tracing::info!(device = ?device.device, precision = ?device.precision, "compute");
     let node = match opts.role {
-        NodeRole::Miner => Node::Miner(Box::new(
-            Miner::new(ctx.clone(), &pages, device)?.with_behaviour(opts.behaviour),
-        )),
+        NodeRole::Miner => {
+            let miner = Miner::new(ctx.clone(), &pages, device)?;
+            Node::Miner(Box::new(match opts.cheat {
+                Some(b) => miner.with_hook(Box::new(Cheat::new(b))),
+                None => miner,
+            }))
+        }
         NodeRole::Validator => {
             Node::Validator(Box::new(Validator::new(ctx.clone(), &pages, device).await?))
         }

@@ -30,7 +30,7 @@ fn series(rows: &[Row], f: impl Fn(&Row) -> Option<f64>) -> Series {
     let mut out: Series = BTreeMap::new();
     for r in rows
         .iter()
-        .filter(|r| r.role == templar_crds::NodeRole::Miner)
+        .filter(|r| r.role == templar_protocol::node_status::NodeRole::Miner)
     {
         if let Some(v) = f(r).filter(|v| v.is_finite()) {
             out.entry(r.node.clone()).or_default().push((r.window, v));

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use templar_crds::NodeRole;
+use templar_protocol::node_status::NodeRole;
 
 /// One row of the report: a node's figures at the end of a window.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-use templar_crds::{MinerScore, NodeStatus};
+use templar_protocol::node_status::{MinerScore, NodeStatus};
 
 type Shared = Arc<Mutex<NodeStatus>>;
 /// A gauge with one sample per scored miner: name, help, value.
@@ -133,7 +133,7 @@ pub async fn serve(listener: tokio::net::TcpListener, status: Shared) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use templar_crds::NodeRole;
+    use templar_protocol::node_status::NodeRole;
 
     #[tokio::test]
     async fn endpoints_answer() {

@@ -14,6 +14,7 @@
 pub mod dct;
 pub mod host;
 pub mod layout;
+pub mod norms;
 pub mod quant;
 
 use crate::hparams::CodecParams;

@@ -13,7 +13,7 @@
 
 use super::host;
 use tch::{Device, Kind, Tensor};
-pub use templar_protocol::payload::quant::{Quantized, RANGE_SIGMAS, SCALE_MIN};
+pub use templar_protocol::payload::quant::{Quantized, RANGE_SIGMAS, SCALE_MIN, dequantize_entry};
 
 /// The scale for a spread: 6 std / bins, 1 when that is zero or not finite.
 fn scale_of(centred_square_sum: f64, n: usize, bins: usize) -> f32 {
@@ -128,7 +128,7 @@ pub fn dequantize(q: &Quantized, device: Device) -> Tensor {
     if device == Device::Cpu {
         let mut out = host::empty(&[q.codes.len() as i64], Kind::Float);
         for (o, &c) in host::f32s_mut(&mut out).iter_mut().zip(&q.codes) {
-            *o = q.lookup[c as usize] + q.shift;
+            *o = dequantize_entry(q.lookup[c as usize], q.shift);
         }
         return out;
     }

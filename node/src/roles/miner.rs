@@ -1,29 +1,51 @@
 //! The miner: sync, train on its pages, upload, gather, step.
 
 use super::admission::Admission;
-use super::behaviour::{self, Behaviour};
 use super::sync::{self, SyncTracker};
-use super::{Gathered, NodeError, gather_closed_window};
+use super::{NodeError, gather_closed_window};
 use crate::compute::Compute;
 use crate::data::Pages;
 use crate::engine::Engine;
+use crate::optim::WindowStats;
 use std::sync::Arc;
-use std::time::Duration;
 use templar_protocol::network::NodeContext;
 use templar_protocol::payload::Payload;
 use tokio::task::block_in_place;
+
+/// A miner's window taken over: what the simulation installs to make a miner cheat
+/// (`roles::sim`). An honest miner has none and trains through the engine directly.
+#[async_trait::async_trait(?Send)]
+pub trait MinerHook: Send {
+    /// What to upload for window `w` (None: nothing), with the stats of training when it
+    /// trained.
+    async fn window_payload(
+        &mut self,
+        ctx: &NodeContext,
+        engine: &mut Engine,
+        w: u64,
+    ) -> Result<(Option<WindowStats>, Option<Payload>), NodeError>;
+
+    /// Upload window `w`'s sealed payload (by default at once, as an honest miner does).
+    async fn upload(&mut self, ctx: &NodeContext, w: u64, bytes: Vec<u8>) -> Result<(), NodeError> {
+        upload(ctx, w, bytes).await
+    }
+
+    /// Window `w` has closed; called before its gather.
+    async fn before_gather(&mut self, _ctx: &NodeContext, _w: u64) -> Result<(), NodeError> {
+        Ok(())
+    }
+
+    /// The name reports show for this miner.
+    fn name(&self) -> String;
+}
 
 pub struct Miner {
     pub ctx: Arc<NodeContext>,
     pub engine: Engine,
     sync: SyncTracker,
     admission: Admission,
-    /// Honest unless a test or demo made it cheat.
-    behaviour: Behaviour,
-    /// The stale miner's one trained update.
-    stale: Option<Payload>,
-    /// The late miner's upload of a window, held until after the window's time bound.
-    held: Option<(u64, Vec<u8>)>,
+    /// None for an honest miner.
+    hook: Option<Box<dyn MinerHook>>,
 }
 
 impl Miner {
@@ -39,20 +61,21 @@ impl Miner {
             engine,
             sync: SyncTracker::default(),
             admission: Admission::default(),
-            behaviour: Behaviour::Honest,
-            stale: None,
-            held: None,
+            hook: None,
         })
     }
 
-    /// The same miner cheating as `behaviour` says (tests and demos only).
-    pub fn with_behaviour(mut self, behaviour: Behaviour) -> Self {
-        self.behaviour = behaviour;
+    /// The same miner with its window taken over by `hook` (the simulation's cheaters).
+    pub fn with_hook(mut self, hook: Box<dyn MinerHook>) -> Self {
+        self.hook = Some(hook);
         self
     }
 
-    pub fn behaviour(&self) -> Behaviour {
-        self.behaviour
+    /// "honest", or the name of the hook that took the miner's window over.
+    pub fn behaviour_name(&self) -> String {
+        self.hook
+            .as_ref()
+            .map_or_else(|| "honest".into(), |h| h.name())
     }
 
     /// Load the top validator's latest checkpoint and replay the windows after it up to
@@ -71,17 +94,22 @@ impl Miner {
             tracing::warn!(error = %e, "sync check failed");
         }
         let started = std::time::Instant::now();
-        let (stats, payload) =
-            behaviour::window_payload(self.behaviour, &ctx, &mut self.engine, &mut self.stale, w)
-                .await?;
+        let (stats, payload) = match &mut self.hook {
+            None => {
+                let (uid, hotkey) = (ctx.uid, &ctx.hotkey);
+                let (stats, p) = block_in_place(|| self.engine.train_on(uid, uid, hotkey, w))?;
+                (Some(stats), Some(p))
+            }
+            Some(hook) => hook.window_payload(&ctx, &mut self.engine, w).await?,
+        };
         let tokens_per_sec =
             stats.map(|s| s.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9));
         let signer = ctx.signer.as_deref();
         let bytes = payload.map(|p| block_in_place(|| self.engine.seal(&p, signer)));
-        match bytes {
-            Some(bytes) if self.behaviour.uploads_late() => self.held = Some((w, bytes)),
-            Some(bytes) => self.upload(w, bytes).await?,
-            None => tracing::info!(window = w, behaviour = %self.behaviour, "nothing uploaded"),
+        match (bytes, &mut self.hook) {
+            (Some(bytes), None) => upload(&ctx, w, bytes).await?,
+            (Some(bytes), Some(hook)) => hook.upload(&ctx, w, bytes).await?,
+            (None, _) => tracing::info!(window = w, "nothing uploaded"),
         }
         ctx.update_status(|s| {
             if let Some(stats) = stats {
@@ -98,46 +126,18 @@ impl Miner {
         Ok(())
     }
 
-    /// Put window `w`'s payload into the own bucket and drop the one that left retention.
-    async fn upload(&self, w: u64, bytes: Vec<u8>) -> Result<(), NodeError> {
-        let ctx = &self.ctx;
-        ctx.own_store
-            .put(&ctx.keys.gradient(w, ctx.uid), bytes)
-            .await?;
-        if let Some(old) = w.checked_sub(ctx.hp.network.retention_windows)
-            && let Err(e) = ctx.own_store.delete(&ctx.keys.gradient(old, ctx.uid)).await
-        {
-            tracing::warn!(error = %e, "retention delete failed");
-        }
-        ctx.update_status(|s| s.last_upload_window = Some(w));
-        tracing::info!(window = w, "uploaded");
-        Ok(())
-    }
-
-    /// The late miner's held upload of window `w`, once its time bound has passed.
-    async fn upload_late(&mut self, w: u64) -> Result<(), NodeError> {
-        let Some((held_w, bytes)) = self.held.take() else {
-            return Ok(());
-        };
-        let n = &self.ctx.hp.network;
-        let past_bound = Duration::from_millis(n.upload_grace_ms + n.clock_skew_ms + 200);
-        tokio::time::sleep(self.ctx.wait_before_gather(w).max(past_bound)).await;
-        self.upload(held_w, bytes).await
-    }
-
     /// After the window closed: gather every peer (own included) and take the outer step.
     pub async fn finish_window(&mut self, w: u64) -> Result<(), NodeError> {
         let ctx = self.ctx.clone();
-        self.upload_late(w).await?;
+        if let Some(hook) = &mut self.hook {
+            hook.before_gather(&ctx, w).await?;
+        }
         let gathered = gather_closed_window(&ctx, &self.engine, w).await?;
-        let (decision, selected) = self.admission.judge(&ctx.hp, &self.engine, w, &gathered);
-        let Gathered {
-            payloads, skipped, ..
-        } = gathered;
-        let admitted = decision.admitted(&payloads, selected);
-        block_in_place(|| self.engine.apply_selected(&admitted));
-        let gathered_count = payloads.len();
-        self.admission.remember(w, payloads);
+        let judged = self.admission.judge(&ctx.hp, &self.engine, w, gathered);
+        block_in_place(|| self.engine.apply_selected(&judged.admitted()));
+        let gathered_count = judged.candidates.len();
+        let skipped = judged.skipped.iter().map(|s| s.to_status()).collect();
+        self.admission.remember(w, judged.into_payloads());
         let sample = block_in_place(|| self.engine.model_sample());
         self.sync.record(w, sample.clone());
         ctx.update_status(|s| {
@@ -148,4 +148,19 @@ impl Miner {
         });
         Ok(())
     }
+}
+
+/// Put window `w`'s payload into the own bucket and drop the one that left retention.
+pub async fn upload(ctx: &NodeContext, w: u64, bytes: Vec<u8>) -> Result<(), NodeError> {
+    ctx.own_store
+        .put(&ctx.keys.gradient(w, ctx.uid), bytes)
+        .await?;
+    if let Some(old) = w.checked_sub(ctx.hp.network.retention_windows)
+        && let Err(e) = ctx.own_store.delete(&ctx.keys.gradient(old, ctx.uid)).await
+    {
+        tracing::warn!(error = %e, "retention delete failed");
+    }
+    ctx.update_status(|s| s.last_upload_window = Some(w));
+    tracing::info!(window = w, "uploaded");
+    Ok(())
 }

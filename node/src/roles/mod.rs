@@ -1,32 +1,26 @@
 //! The roles: miner and validator as window state machines that drive the torch [`Engine`]
 //! from the protocol's [`NodeContext`] (chain, buckets, gather).
 //!
-//! [`run`] drives a role from the chain's clock; [`local`] drives a whole network in lockstep
-//! with a manual clock (tests, the convergence benchmark).
+//! [`run`] drives a role from the chain's clock; [`admission`] is the rule every node applies
+//! to a window's payloads before its step. [`sim`] holds what exists only for tests, demos
+//! and benchmarks: cheating miners (a hook installed on a miner, never a branch of the honest
+//! path), a whole network in lockstep with a manual clock, the adversarial scenario.
 //!
 //! [`Engine`]: crate::engine::Engine
 //! [`NodeContext`]: templar_protocol::network::NodeContext
 
 pub mod admission;
-pub mod agreement;
-pub mod behaviour;
-pub mod duplicates;
-pub mod integrity;
-pub mod local;
 pub mod miner;
 pub mod run;
 pub mod scoring;
+pub mod sim;
 pub mod sync;
-#[cfg(test)]
-mod test_payloads;
 pub mod validator;
 
 use crate::engine::{Engine, EngineError};
-use templar_crds::SkippedPeer;
 use templar_protocol::chain::ChainError;
 use templar_protocol::identity::InvalidHotkey;
-use templar_protocol::network::{NodeContext, PeerError, PeerList, gather_timed};
-use templar_protocol::payload::Payload;
+use templar_protocol::network::{NodeContext, PeerError, PeerList, PeerPayload, Skipped, gather};
 use templar_protocol::storage::StorageError;
 
 /// Why a role's step failed (the run loop records it and goes on with the next window).
@@ -49,10 +43,8 @@ pub enum NodeError {
 /// peers left out with their reasons.
 pub struct Gathered {
     pub peers: PeerList,
-    pub payloads: Vec<(u16, Payload)>,
-    /// Upload time of each payload, in the same order.
-    pub uploaded: Vec<std::time::SystemTime>,
-    pub skipped: Vec<SkippedPeer>,
+    pub payloads: Vec<PeerPayload>,
+    pub skipped: Vec<Skipped>,
 }
 
 /// Window `w` has closed (the next one is seen to begin now): gather its listed peers'
@@ -76,20 +68,17 @@ pub async fn gather_window(
     tokio::time::sleep(ctx.wait_before_gather(w)).await;
     let peers = ctx.peers_for(w).await?;
     let range = ctx.accept_range(w);
-    let (timed, skipped) =
-        gather_timed(ctx, &engine.payload_validator(), w, &peers.miners, range).await;
-    let uploaded = timed.iter().map(|(_, _, t)| *t).collect();
-    let payloads: Vec<(u16, Payload)> = timed.into_iter().map(|(u, p, _)| (u, p)).collect();
+    let (payloads, skipped) =
+        gather(ctx, &engine.payload_validator(), w, &peers.miners, range).await;
     tracing::info!(
         window = w,
-        gathered = ?payloads.iter().map(|(uid, _)| *uid).collect::<Vec<_>>(),
+        gathered = ?payloads.iter().map(|p| p.uid).collect::<Vec<_>>(),
         skipped = ?skipped.iter().map(|s| format!("{}: {}", s.uid, s.reason)).collect::<Vec<_>>(),
         "gathered"
     );
     Ok(Gathered {
         peers,
         payloads,
-        uploaded,
         skipped,
     })
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use templar_crds::hparams::NetworkParams;
+use templar_protocol::hparams::NetworkParams;
 
 /// A miner's record, persisted so a restarted validator resumes where it stopped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use crate::checkpoint::CheckpointPointer;
 use crate::engine::{Engine, sample_drift};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use templar_crds::SyncCheck;
 use templar_protocol::network::NodeContext;
+use templar_protocol::node_status::SyncCheck;
 use templar_protocol::storage::{ObjectStore, StorageError};
 use tokio::task::block_in_place;
 
@@ -90,16 +90,16 @@ pub async fn replay(
     }
     for w in from..to {
         let gathered = gather_window(ctx, engine, w).await?;
-        let (decision, selected) = admission.judge(&ctx.hp, engine, w, &gathered);
-        let admitted = decision.admitted(&gathered.payloads, selected);
+        let judged = admission.judge(&ctx.hp, engine, w, gathered);
+        let admitted = judged.admitted();
         block_in_place(|| engine.apply_selected(&admitted));
         tracing::info!(
             window = w,
             applied = admitted.len(),
-            skipped = gathered.skipped.len(),
+            skipped = judged.skipped.len(),
             "replayed"
         );
-        admission.remember(w, gathered.payloads);
+        admission.remember(w, judged.into_payloads());
     }
     let sample = block_in_place(|| engine.model_sample());
     ctx.update_status(|s| {

@@ -4,7 +4,7 @@
 use super::admission::Admission;
 use super::scoring::{ScoreState, choose_for_eval, score_window, secret_draw, weights_from_scores};
 use super::sync::{self, SyncTracker};
-use super::{Gathered, NodeError, gather_closed_window};
+use super::{NodeError, gather_closed_window};
 use crate::checkpoint::CheckpointPointer;
 use crate::codec::Selected;
 use crate::compute::Compute;
@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use templar_crds::{MinerScore, SkippedPeer};
 use templar_protocol::chain::ChainError;
 use templar_protocol::network::{NodeContext, PeerList};
+use templar_protocol::node_status::{MinerScore, SkippedPeer};
 use templar_protocol::storage::StorageError;
 use tokio::task::block_in_place;
 
@@ -31,6 +31,17 @@ pub struct ValidatorState {
 }
 
 const STATE_KEY: &str = "state/validator.json";
+
+/// A miner's valid payload of a window as the validator scores it.
+struct Submission<'a> {
+    uid: u16,
+    /// Distance of the model it was trained from to ours.
+    drift: f64,
+    /// Left out by the admission rule: scores as no valid payload.
+    flagged: bool,
+    /// Its values, dequantised.
+    selected: &'a [Selected],
+}
 
 pub struct Validator {
     pub ctx: Arc<NodeContext>,
@@ -159,32 +170,26 @@ impl Validator {
         let ctx = self.ctx.clone();
         let gathered = gather_closed_window(&ctx, &self.engine, w).await?;
         // Score on the model as it was before this window's step.
-        let (decision, selected) = self.admission.judge(&ctx.hp, &self.engine, w, &gathered);
-        let Gathered {
-            peers,
-            payloads: ok,
-            skipped,
-            ..
-        } = gathered;
-        let submitted: Vec<u16> = ok.iter().map(|(u, _)| *u).collect();
+        let judged = self.admission.judge(&ctx.hp, &self.engine, w, gathered);
         let ours = block_in_place(|| self.engine.model_sample());
-        let drifts: Vec<f64> = ok
+        let flagged = judged.decision.flagged();
+        let submissions: Vec<Submission> = judged
+            .candidates
             .iter()
-            .map(|(_, p)| sample_drift(&p.meta.model_sample, &ours))
+            .map(|c| Submission {
+                uid: c.uid(),
+                drift: sample_drift(&c.peer.payload.meta.model_sample, &ours),
+                flagged: flagged.contains(&c.uid()),
+                selected: &c.selected,
+            })
             .collect();
-        self.score(
-            w,
-            &peers.miners,
-            &submitted,
-            &drifts,
-            &decision.flagged(),
-            &selected,
-        );
-        let admitted = decision.admitted(&ok, selected);
-        block_in_place(|| self.engine.apply_selected(&admitted));
+        self.score(w, &judged.peers.miners, &submissions);
+        block_in_place(|| self.engine.apply_selected(&judged.admitted()));
         let sample = block_in_place(|| self.engine.model_sample());
         self.sync.record(w, sample.clone());
-        self.admission.remember(w, ok);
+        let submitted = judged.candidates.len();
+        let skipped = judged.skipped.iter().map(|s| s.to_status()).collect();
+        self.admission.remember(w, judged.into_payloads());
 
         let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
         self.publish(w, &weights, &sample).await?;
@@ -195,52 +200,43 @@ impl Validator {
                 serde_json::to_vec_pretty(&self.state).expect("json"),
             )
             .await?;
-        self.report(submitted.len(), skipped, &weights, sample);
+        self.report(submitted, skipped, &weights, sample);
         Ok(())
     }
 
     /// Update the moving average of each miner chosen for evaluation in window `w`; miners
     /// no longer listed stop counting.
-    /// `submitted` are the uids of the valid payloads, `drifts` the distance of the model each
-    /// was trained from to ours, `selected` those payloads dequantised, in the same order.
     /// A payload trained from another model (drift beyond `sync_tolerance`: a miner that
     /// missed outer steps or diverged) counts as no valid payload, evaluated or not; it still
     /// takes part in the outer step, which every node must take alike. A payload the admission
-    /// rule flagged (`flagged`: a copy, an amplified update, one against the window) scores as
-    /// no valid payload too (and every node leaves it out of the step).
-    fn score(
-        &mut self,
-        w: u64,
-        peers: &[u16],
-        submitted: &[u16],
-        drifts: &[f64],
-        flagged: &[u16],
-        selected: &[Vec<Selected>],
-    ) {
+    /// rule flagged (a copy, a free-rider, an amplified update, one against the window)
+    /// scores as no valid payload too (and every node leaves it out of the step).
+    fn score(&mut self, w: u64, peers: &[u16], submissions: &[Submission]) {
         let n = &self.ctx.hp.network;
-        let in_sync: Vec<u16> = submitted
+        let in_sync: Vec<u16> = submissions
             .iter()
-            .zip(drifts)
-            .filter(|&(uid, _)| !flagged.contains(uid))
-            .filter(|&(&uid, &drift)| {
-                let ok = drift <= n.sync_tolerance;
+            .filter(|s| !s.flagged)
+            .filter(|s| {
+                let ok = s.drift <= n.sync_tolerance;
                 if !ok {
+                    let (uid, drift) = (s.uid, s.drift);
                     tracing::warn!(uid, window = w, drift, "payload from an out-of-sync model");
                 }
                 ok
             })
-            .map(|(&uid, _)| uid)
+            .map(|s| s.uid)
             .collect();
         let chosen = choose_for_eval(peers, w, n.eval_miners, self.eval_secret);
         let engine = &self.engine;
         let secret = self.random_pages_secret;
-        let medians = block_in_place(|| engine.peer_norm_medians(selected));
+        let medians =
+            block_in_place(|| engine.peer_norm_medians(submissions.iter().map(|s| s.selected)));
         let evaluate = |uid: u16| {
-            let at = submitted.iter().position(|u| *u == uid)?;
+            let submission = submissions.iter().find(|s| s.uid == uid)?;
             // Random pages from the secret: a miner cannot know them before its upload.
             let salt = random_pages_salt(secret, w, uid);
             let result = block_in_place(|| {
-                engine.evaluate(uid, w, &selected[at], n.eval_pages, &medians, salt)
+                engine.evaluate(uid, w, submission.selected, n.eval_pages, &medians, salt)
             });
             tracing::info!(uid, window = w, ?result, "evaluated");
             result
@@ -255,9 +251,9 @@ impl Validator {
             evaluate,
             n,
         );
-        for (uid, drift) in submitted.iter().zip(drifts) {
-            if let Some(entry) = self.state.scores.get_mut(uid) {
-                entry.last_sync_drift = Some(*drift);
+        for s in submissions {
+            if let Some(entry) = self.state.scores.get_mut(&s.uid) {
+                entry.last_sync_drift = Some(s.drift);
             }
         }
     }

@@ -14,7 +14,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::BTreeMap;
-use templar_crds::{API_GROUP, API_VERSION, NodeRole, NodeSpec};
+use templar_crds::{API_GROUP, API_VERSION, NodeSpec};
+use templar_protocol::node_status::NodeRole;
 
 /// The node's HTTP port (/healthz, /readyz, /status, /metrics).
 pub const STATUS_PORT: i32 = 9100;

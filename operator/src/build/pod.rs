@@ -16,9 +16,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
-use templar_crds::NodeRole;
 use templar_crds::resources::{ChainKind, ChainSpec};
 use templar_protocol::chain::devnet;
+use templar_protocol::node_status::NodeRole;
 
 /// The hyperparameters ConfigMap is mounted as a folder (no `subPath`), so the kubelet
 /// refreshes it; a change also rolls the pods through [`CONFIG_HASH_ANNOTATION`].

@@ -74,7 +74,7 @@ impl Findings<'_> {
     /// container, pods past the startup deadline, a node's own error.
     pub fn degraded_why(&self) -> Option<(String, String)> {
         if let Some(p) = self.problem {
-            return Some((p.reason.to_string(), p.message.clone()));
+            return Some((p.reason.as_str().to_string(), p.message.clone()));
         }
         let failing = self.states.iter().find_map(|s| match s {
             PodState::Failing { reason, message } => Some((reason.clone(), message.clone())),
@@ -144,7 +144,12 @@ pub(super) fn conditions(
     } else if desired == 0 {
         cond(READY, false, "ScaledToZero", "spec.replicas is 0".into())
     } else if let Some(p) = f.problem {
-        cond(READY, false, p.reason, "see the Degraded condition".into())
+        cond(
+            READY,
+            false,
+            p.reason.as_str(),
+            "see the Degraded condition".into(),
+        )
     } else if is_ready {
         cond(READY, true, "AllReplicasReady", ready_message.clone())
     } else {

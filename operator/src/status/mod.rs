@@ -17,7 +17,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use pods::{PodState, pod_state};
 use std::collections::BTreeMap;
 use templar_crds::resources::{ReplicaStatus, truncate_node_string};
-use templar_crds::{NodeRole, NodeSetStatus, NodeSpec, NodeStatus};
+use templar_crds::{NodeSetStatus, NodeSpec};
+use templar_protocol::node_status::{NodeRole, NodeStatus};
 
 pub const SCHEDULED: &str = "Scheduled";
 pub const READY: &str = "Ready";

@@ -13,10 +13,11 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use templar_crds::{NodeRole, NodeStatus, TemplarMiner};
+use templar_crds::TemplarMiner;
 use templar_operator::metrics::Metrics;
 use templar_operator::probe::StatusProbe;
 use templar_operator::reconcile::{Context, ReconcileError, Timing};
+use templar_protocol::node_status::{NodeRole, NodeStatus};
 use tower_test::mock::{Handle, SendResponse};
 
 pub type ApiHandle = Handle<Request<Body>, Response<Body>>;

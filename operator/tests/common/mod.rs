@@ -10,8 +10,9 @@ use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use templar_crds::{NodeRole, TemplarMiner};
+use templar_crds::TemplarMiner;
 use templar_operator::build::Owner;
+use templar_protocol::node_status::NodeRole;
 
 /// What the builders know of a TemplarMiner parsed from YAML (name, namespace and uid set).
 pub fn miner_owner(cr: &TemplarMiner) -> Owner<'_> {

@@ -9,6 +9,7 @@
 
 use super::{Chain, ChainError, Clock, Commitment, Metagraph, Neuron, RegisterRequest};
 use crate::identity::Hotkey;
+use crate::node_status::NodeRole;
 use crate::storage::{ObjectStore, StorageError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,7 +17,6 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use templar_crds::NodeRole;
 
 const MAX_STATE_BYTES: u64 = 1 << 20;
 /// Uids available on the devnet.

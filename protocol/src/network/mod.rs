@@ -10,10 +10,12 @@
 
 mod gather;
 
-pub use gather::{fetch_payload, gather, gather_timed};
+pub use gather::{PeerPayload, SkipReason, Skipped, fetch_payload, gather};
 
 use crate::chain::{Chain, ChainError, Commitment, Metagraph};
+use crate::hparams::Hparams;
 use crate::identity::{Hotkey, Signer};
+use crate::node_status::NodeStatus;
 use crate::storage::fs::FsStore;
 use crate::storage::keys::Keys;
 use crate::storage::retry::{RetryPolicy, Retrying};
@@ -23,8 +25,6 @@ use crate::storage::{ObjectStore, StorageError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use templar_crds::hparams::Hparams;
-use templar_crds::node_status::NodeStatus;
 
 /// A peer whose commitment names a kind of store this build cannot open.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -6,7 +6,7 @@
 //! (X*w) is treated as (1, X*w), i.e. blocks [X, 1, w]. Higher ranks are flattened to
 //! (shape[0], rest) first. Blocks are numbered row-major over (Y, X).
 
-use templar_crds::hparams::CodecParams;
+use crate::hparams::CodecParams;
 
 /// Largest divisor of `size` that is <= `target` (1 for a prime larger than the target).
 pub fn chunk_size(size: i64, target: i64) -> i64 {

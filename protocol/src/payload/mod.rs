@@ -25,18 +25,20 @@ pub mod layout;
 pub mod pack;
 pub mod quant;
 mod validate;
+pub mod wire;
 
 pub use layout::{BlockLayout, CodecSpec};
 pub use quant::Quantized;
 pub use validate::{PayloadError, PayloadValidator, expected_tensor_bytes};
 
+use crate::hparams::CodecParams;
 use crate::identity::{Hotkey, Signer};
 use pack::{pack_2bit, pack_indices_12bit};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use templar_crds::hparams::CodecParams;
+use wire::key;
 
 pub const FORMAT_NAME: &str = "templar-update";
 /// Raw tensors by name: dtype, shape, little-endian bytes.
@@ -45,7 +47,7 @@ pub type RawTensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
 pub type RawMetadata = BTreeMap<String, String>;
 /// 2: `model_sample` added.
 pub const FORMAT_VERSION: &str = "2";
-pub use templar_crds::MODEL_SAMPLE_SIZE;
+pub use crate::node_status::MODEL_SAMPLE_SIZE;
 
 /// Who sent an update, for which window, under which settings, from which model.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +68,14 @@ pub enum Values {
 }
 
 impl Values {
+    /// The value the receiver decodes for the `i`-th transmitted coordinate.
+    pub fn value(&self, i: usize) -> f32 {
+        match self {
+            Values::F32(v) => v[i],
+            Values::Quantized(q) => q.value(i),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Values::F32(v) => v.len(),
@@ -169,7 +179,7 @@ impl Payload {
         let mut metadata = self.metadata(codec);
         let sha = digest(&metadata, &tensors);
         let signature = signer.sign(&signing_message(&sha, &self.meta));
-        metadata.insert("signature".into(), hex::encode(signature));
+        metadata.insert(key::SIGNATURE.into(), hex::encode(signature));
         serialize(metadata, tensors)
     }
 
@@ -184,11 +194,11 @@ impl Payload {
         let mut tensors = RawTensors::new();
         for (name, p) in codec.names.iter().zip(&self.params) {
             let idx = pack_indices_12bit(&p.indices);
-            tensors.insert(format!("{name}.idx"), (Dtype::U8, vec![idx.len()], idx));
+            tensors.insert(wire::indices(name), (Dtype::U8, vec![idx.len()], idx));
             match &p.values {
                 Values::F32(v) => {
                     tensors.insert(
-                        format!("{name}.val"),
+                        wire::values(name),
                         (Dtype::F32, vec![v.len()], f32_bytes(v)),
                     );
                 }
@@ -198,11 +208,11 @@ impl Payload {
                     } else {
                         q.codes.clone()
                     };
-                    tensors.insert(format!("{name}.val"), (Dtype::U8, vec![codes.len()], codes));
+                    tensors.insert(wire::values(name), (Dtype::U8, vec![codes.len()], codes));
                     let mut qp = vec![q.shift, q.scale];
                     qp.extend_from_slice(&q.lookup);
                     tensors.insert(
-                        format!("{name}.qp"),
+                        wire::quant(name),
                         (Dtype::F32, vec![qp.len()], f32_bytes(&qp)),
                     );
                 }
@@ -214,22 +224,22 @@ impl Payload {
     fn metadata(&self, codec: &CodecSpec) -> BTreeMap<String, String> {
         let m = &self.meta;
         BTreeMap::from([
-            ("format".into(), FORMAT_NAME.into()),
-            ("version".into(), FORMAT_VERSION.into()),
-            ("window".into(), m.window.to_string()),
-            ("uid".into(), m.uid.to_string()),
-            ("hotkey".into(), m.hotkey.to_string()),
-            ("hparams_digest".into(), m.hparams_digest.clone()),
+            (key::FORMAT.into(), FORMAT_NAME.into()),
+            (key::VERSION.into(), FORMAT_VERSION.into()),
+            (key::WINDOW.into(), m.window.to_string()),
+            (key::UID.into(), m.uid.to_string()),
+            (key::HOTKEY.into(), m.hotkey.to_string()),
+            (key::HPARAMS_DIGEST.into(), m.hparams_digest.clone()),
             (
-                "codec".into(),
+                key::CODEC.into(),
                 serde_json::to_string(&CodecHeader::from(&codec.params)).expect("JSON"),
             ),
             (
-                "params".into(),
+                key::PARAMS.into(),
                 serde_json::to_string(&codec.shapes()).expect("JSON"),
             ),
             (
-                "model_sample".into(),
+                key::MODEL_SAMPLE.into(),
                 serde_json::to_string(&m.model_sample).expect("JSON"),
             ),
         ])
@@ -239,12 +249,12 @@ impl Payload {
 /// Writes tensors and metadata (digest added) as safetensors. Public for tests that build
 /// deliberately malformed payloads.
 pub fn serialize(mut metadata: BTreeMap<String, String>, tensors: RawTensors) -> Vec<u8> {
-    metadata.remove("sha256");
-    let signature = metadata.remove("signature");
+    metadata.remove(key::SHA256);
+    let signature = metadata.remove(key::SIGNATURE);
     let sha = digest(&metadata, &tensors);
-    metadata.insert("sha256".into(), sha);
+    metadata.insert(key::SHA256.into(), sha);
     if let Some(signature) = signature {
-        metadata.insert("signature".into(), signature);
+        metadata.insert(key::SIGNATURE.into(), signature);
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()

@@ -25,7 +25,18 @@ pub struct Quantized {
     pub lookup: Vec<f32>,
 }
 
+/// What a receiver decodes for a code whose lookup entry is `entry`: `entry + shift` in f32.
+/// The codec, the validator's bounds and the agreement check all decode through this.
+pub fn dequantize_entry(entry: f32, shift: f32) -> f32 {
+    entry + shift
+}
+
 impl Quantized {
+    /// The decoded value of the `i`-th transmitted coordinate.
+    pub fn value(&self, i: usize) -> f32 {
+        dequantize_entry(self.lookup[self.codes[i] as usize], self.shift)
+    }
+
     pub fn bins(bits: u8) -> usize {
         1usize << bits
     }

@@ -2,7 +2,8 @@
 //! with a reason for every rejection; it never panics on any input.
 
 use super::pack::{packed_2bit_len, packed_index_len, unpack_2bit, unpack_indices_12bit};
-use super::quant::{Quantized, SCALE_MAX, SCALE_MIN};
+use super::quant::{Quantized, SCALE_MAX, SCALE_MIN, dequantize_entry};
+use super::wire::{self, key};
 use super::{
     BlockLayout, CodecHeader, CodecSpec, FORMAT_NAME, FORMAT_VERSION, MODEL_SAMPLE_SIZE,
     ParamUpdate, Payload, PayloadMeta, Values, digest_views, f32_from, signing_message,
@@ -209,7 +210,7 @@ impl<'a> PayloadValidator<'a> {
                 });
             }
             if v.shape() != shape.as_slice() {
-                if let Some(param) = name.strip_suffix(".idx")
+                if let Some(param) = name.strip_suffix(wire::INDICES_SUFFIX)
                     && v.shape().len() == 1
                 {
                     return Err(PayloadError::IndexCount {
@@ -227,9 +228,9 @@ impl<'a> PayloadValidator<'a> {
         }
 
         let claimed = metadata
-            .remove("sha256")
-            .ok_or(PayloadError::MissingMetadata("sha256"))?;
-        let signature = metadata.remove("signature");
+            .remove(key::SHA256)
+            .ok_or(PayloadError::MissingMetadata(key::SHA256))?;
+        let signature = metadata.remove(key::SIGNATURE);
         let actual = digest_views(
             &metadata,
             names.iter().map(|n| (n.as_str(), views[*n].data())),
@@ -251,27 +252,28 @@ impl<'a> PayloadValidator<'a> {
 
     fn check_metadata(&self, m: &BTreeMap<String, String>) -> Result<PayloadMeta, PayloadError> {
         let get = |k: &'static str| m.get(k).ok_or(PayloadError::MissingMetadata(k));
-        let format = get("format")?;
+        let format = get(key::FORMAT)?;
         if format != FORMAT_NAME {
             return Err(PayloadError::WrongFormat(format.clone()));
         }
-        let version = get("version")?;
+        let version = get(key::VERSION)?;
         if version != FORMAT_VERSION {
             return Err(PayloadError::WrongVersion {
                 found: version.clone(),
             });
         }
         let bad = |key, reason: String| PayloadError::BadMetadata { key, reason };
-        let window = get("window")?
+        let window = get(key::WINDOW)?
             .parse::<u64>()
-            .map_err(|e| bad("window", e.to_string()))?;
-        let uid = get("uid")?
+            .map_err(|e| bad(key::WINDOW, e.to_string()))?;
+        let uid = get(key::UID)?
             .parse::<u16>()
-            .map_err(|e| bad("uid", e.to_string()))?;
-        let hotkey = Hotkey::parse(get("hotkey")?).map_err(|e| bad("hotkey", e.to_string()))?;
-        let hparams_digest = get("hparams_digest")?.clone();
+            .map_err(|e| bad(key::UID, e.to_string()))?;
+        let hotkey =
+            Hotkey::parse(get(key::HOTKEY)?).map_err(|e| bad(key::HOTKEY, e.to_string()))?;
+        let hparams_digest = get(key::HPARAMS_DIGEST)?.clone();
         let codec: CodecHeader =
-            serde_json::from_str(get("codec")?).map_err(|e| bad("codec", e.to_string()))?;
+            serde_json::from_str(get(key::CODEC)?).map_err(|e| bad(key::CODEC, e.to_string()))?;
         let ours = CodecHeader::from(&self.codec.params);
         if codec != ours {
             return Err(PayloadError::CodecMismatch {
@@ -280,7 +282,7 @@ impl<'a> PayloadValidator<'a> {
             });
         }
         let params: Vec<(String, Vec<i64>)> =
-            serde_json::from_str(get("params")?).map_err(|e| bad("params", e.to_string()))?;
+            serde_json::from_str(get(key::PARAMS)?).map_err(|e| bad(key::PARAMS, e.to_string()))?;
         let ours = self.codec.shapes();
         if params != ours {
             let reason = match params.iter().zip(&ours).find(|(a, b)| a != b) {
@@ -289,11 +291,11 @@ impl<'a> PayloadValidator<'a> {
             };
             return Err(PayloadError::ParamsMismatch(reason));
         }
-        let model_sample: Vec<f64> = serde_json::from_str(get("model_sample")?)
-            .map_err(|e| bad("model_sample", e.to_string()))?;
+        let model_sample: Vec<f64> = serde_json::from_str(get(key::MODEL_SAMPLE)?)
+            .map_err(|e| bad(key::MODEL_SAMPLE, e.to_string()))?;
         if model_sample.len() > MODEL_SAMPLE_SIZE || model_sample.iter().any(|x| !x.is_finite()) {
             return Err(bad(
-                "model_sample",
+                key::MODEL_SAMPLE,
                 format!("at most {MODEL_SAMPLE_SIZE} finite numbers"),
             ));
         }
@@ -321,7 +323,7 @@ impl<'a> PayloadValidator<'a> {
         views: &HashMap<String, TensorView<'_>>,
     ) -> Result<ParamUpdate, PayloadError> {
         let n = layout.num_selected();
-        let idx_bytes = views[&format!("{name}.idx")].data();
+        let idx_bytes = views[&wire::indices(name)].data();
         let indices =
             unpack_indices_12bit(idx_bytes, n).ok_or_else(|| PayloadError::IndexCount {
                 param: name.into(),
@@ -351,7 +353,7 @@ impl<'a> PayloadValidator<'a> {
                 seen[index as usize] = block as u32;
             }
         }
-        let val = views[&format!("{name}.val")].data();
+        let val = views[&wire::values(name)].data();
         let values = match self.codec.params.value_bits {
             32 => {
                 let v = f32_from(val);
@@ -362,7 +364,7 @@ impl<'a> PayloadValidator<'a> {
                 Values::F32(v)
             }
             bits => {
-                let qp = f32_from(views[&format!("{name}.qp")].data());
+                let qp = f32_from(views[&wire::quant(name)].data());
                 if qp.iter().any(|x| !x.is_finite()) {
                     return Err(PayloadError::NonFiniteQuantParams { param: name.into() });
                 }
@@ -381,11 +383,10 @@ impl<'a> PayloadValidator<'a> {
                         bound,
                     });
                 }
-                // Dequantisation is lookup[code] + shift in f32: every value it can produce
-                // (and the shift alone, which an empty bin's 0 entry yields) is checked as it
-                // will be computed.
+                // Every value dequantisation can produce (and the shift alone, which an empty
+                // bin's 0 entry yields) is checked as it will be computed.
                 let shift = qp[0];
-                let decoded = qp[2..].iter().map(|&l| l + shift);
+                let decoded = qp[2..].iter().map(|&l| dequantize_entry(l, shift));
                 self.check_decoded(name, std::iter::once(shift).chain(decoded))?;
                 let codes = if bits == 2 {
                     unpack_2bit(val, n).expect("length checked against the shape")
@@ -466,19 +467,16 @@ fn expected_tensors(codec: &CodecSpec) -> HashMap<String, (Dtype, Vec<usize>)> {
     let mut out = HashMap::new();
     for (name, l) in codec.names.iter().zip(&codec.layouts) {
         let n = l.num_selected();
-        out.insert(
-            format!("{name}.idx"),
-            (Dtype::U8, vec![packed_index_len(n)]),
-        );
+        out.insert(wire::indices(name), (Dtype::U8, vec![packed_index_len(n)]));
         match bits {
             32 => {
-                out.insert(format!("{name}.val"), (Dtype::F32, vec![n]));
+                out.insert(wire::values(name), (Dtype::F32, vec![n]));
             }
             b => {
                 let len = if b == 2 { packed_2bit_len(n) } else { n };
-                out.insert(format!("{name}.val"), (Dtype::U8, vec![len]));
+                out.insert(wire::values(name), (Dtype::U8, vec![len]));
                 out.insert(
-                    format!("{name}.qp"),
+                    wire::quant(name),
                     (Dtype::F32, vec![2 + Quantized::bins(b)]),
                 );
             }

@@ -1,8 +1,8 @@
 //! Payloads built without torch, shared by the protocol's tests.
 #![allow(dead_code)] // each test binary uses a part
 
-use templar_crds::hparams::CodecParams;
 use templar_protocol::Hotkey;
+use templar_protocol::hparams::CodecParams;
 use templar_protocol::identity::{Signer, Sr25519Signer};
 use templar_protocol::payload::{
     CodecSpec, ParamUpdate, Payload, PayloadMeta, Quantized, RawMetadata, RawTensors, Values,

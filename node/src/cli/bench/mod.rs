@@ -10,7 +10,7 @@ use super::{load_hparams, runtime};
 use crate::compute::ComputeArgs;
 use crate::data::{self, Pages};
 use crate::hparams::{Hparams, ModelConfig};
-use crate::roles::integrity::{integrity_report, scenario_hparams};
+use crate::roles::sim::integrity::{integrity_report, scenario_hparams};
 use anyhow::bail;
 use clap::Subcommand;
 use std::path::PathBuf;

@@ -5,50 +5,19 @@
 //! Overlap of two payloads = selected coordinates in common / selected coordinates, counted
 //! per block (indices are block-local, k per block). Measured between honest miners of the
 //! tiny and devnet networks: 0.12 to 0.36 within a window, under 0.06 across windows; a copy
-//! is 1.0. Of two overlapping payloads of one window the later upload is the copy; with equal
-//! upload times (S3 stores them to the second) both are flagged.
+//! is 1.0. Of two overlapping payloads of one window the later upload is the copy. With equal
+//! upload times (S3 stores them to the second, and a copier can time its upload) the source
+//! cannot be told: both are left out of the step, and neither scores as a copy, so a copier
+//! cannot get its victim penalised by tying its upload time.
 //!
-//! Value similarity (cosine on the shared coordinates, [`super::agreement`]) is logged for
+//! Value similarity (cosine on the shared coordinates, [`super::shared`]) is logged for
 //! every pair at debug level but tells no copy: honest miners measured 0.89 to 0.996 (they
 //! train one model on one corpus, so where they pick the same coordinate they agree), as
 //! close to 1 as a copy with noise.
 
-use super::agreement::value_similarity;
+use super::shared::{for_each_shared, value_similarity};
 use std::time::SystemTime;
 use templar_protocol::payload::{BlockLayout, Payload};
-
-/// Calls `f(param, i, j)` for every coordinate that `a` and `b` both selected in the same
-/// block of parameter `param` (`i` and `j` its positions in `a`'s and `b`'s lists of that
-/// parameter); returns how many coordinates `a` selected in the blocks compared. Indices are
-/// block-local, so the same position in another block is another coordinate.
-pub fn for_each_shared(
-    a: &Payload,
-    b: &Payload,
-    layouts: &[BlockLayout],
-    mut f: impl FnMut(usize, usize, usize),
-) -> usize {
-    let mut total = 0usize;
-    let mut position: Vec<u32> = Vec::new();
-    for (param, ((pa, pb), layout)) in a.params.iter().zip(&b.params).zip(layouts).enumerate() {
-        let k = (layout.k.max(1)) as usize;
-        position.clear();
-        position.resize(layout.block_size().max(1) as usize, u32::MAX);
-        let blocks = pa.indices.chunks(k).zip(pb.indices.chunks(k)).enumerate();
-        for (block, (ba, bb)) in blocks {
-            for (j, &i) in ba.iter().enumerate() {
-                position[i as usize] = (block * k + j) as u32;
-            }
-            for (j, &i) in bb.iter().enumerate() {
-                let at = position[i as usize];
-                if at != u32::MAX && at as usize / k == block {
-                    f(param, at as usize, block * k + j);
-                }
-            }
-            total += ba.len();
-        }
-    }
-    total
-}
 
 /// Fraction of `a`'s selected coordinates that `b` selected too, block by block.
 pub fn index_overlap(a: &Payload, b: &Payload, layouts: &[BlockLayout]) -> f64 {
@@ -65,7 +34,52 @@ pub fn index_overlap(a: &Payload, b: &Payload, layouts: &[BlockLayout]) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Copy {
     pub uid: u16,
-    pub reason: String,
+    pub of: CopyOf,
+}
+
+impl Copy {
+    /// Whether it scores as a copy: not when its upload time ties its source's (which of the
+    /// two is the copy is unknown).
+    pub fn attributed(&self) -> bool {
+        !matches!(self.of, CopyOf::Window { tied: true, .. })
+    }
+}
+
+/// What a flagged payload copies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CopyOf {
+    /// `source`'s payload of the same window, uploaded earlier (`tied`: in the same second).
+    Window {
+        source: u16,
+        overlap: f64,
+        tied: bool,
+    },
+    /// `source`'s payload of the previous window.
+    Previous { source: u16, overlap: f64 },
+}
+
+impl std::fmt::Display for CopyOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyOf::Window {
+                source,
+                overlap,
+                tied: false,
+            } => write!(f, "copies uid {source} (index overlap {overlap:.2})"),
+            CopyOf::Window {
+                source,
+                overlap,
+                tied: true,
+            } => write!(
+                f,
+                "copies or is copied by uid {source}, uploaded in the same second (index overlap {overlap:.2})"
+            ),
+            CopyOf::Previous { source, overlap } => write!(
+                f,
+                "repeats uid {source}'s payload of the previous window (index overlap {overlap:.2})"
+            ),
+        }
+    }
 }
 
 /// The copies among this window's payloads (uid, payload, upload time) and against the
@@ -77,9 +91,13 @@ pub fn find_copies(
     threshold: f64,
 ) -> Vec<Copy> {
     let mut flagged: Vec<Copy> = Vec::new();
-    let mut flag = |uid: u16, reason: String| {
-        if !flagged.iter().any(|c| c.uid == uid) {
-            flagged.push(Copy { uid, reason });
+    // An attributed verdict replaces a tied one for the same uid.
+    let mut flag = |uid: u16, of: CopyOf| {
+        let copy = Copy { uid, of };
+        match flagged.iter_mut().find(|c| c.uid == uid) {
+            None => flagged.push(copy),
+            Some(c) if !c.attributed() && copy.attributed() => *c = copy,
+            Some(_) => {}
         }
     };
     for (i, (ua, pa, ta)) in current.iter().enumerate() {
@@ -95,11 +113,28 @@ pub fn find_copies(
             if overlap < threshold {
                 continue;
             }
+            let tied = ta == tb;
             if ta >= tb {
-                flag(*ua, format!("copies uid {ub} (index overlap {overlap:.2})"));
+                let (source, uid) = (*ub, *ua);
+                flag(
+                    uid,
+                    CopyOf::Window {
+                        source,
+                        overlap,
+                        tied,
+                    },
+                );
             }
             if tb >= ta {
-                flag(*ub, format!("copies uid {ua} (index overlap {overlap:.2})"));
+                let (source, uid) = (*ua, *ub);
+                flag(
+                    uid,
+                    CopyOf::Window {
+                        source,
+                        overlap,
+                        tied,
+                    },
+                );
             }
         }
         for (ub, pb) in previous {
@@ -107,9 +142,10 @@ pub fn find_copies(
             if overlap >= threshold {
                 flag(
                     *ua,
-                    format!(
-                        "repeats uid {ub}'s payload of the previous window (index overlap {overlap:.2})"
-                    ),
+                    CopyOf::Previous {
+                        source: *ub,
+                        overlap,
+                    },
                 );
             }
         }
@@ -120,8 +156,8 @@ pub fn find_copies(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_payloads::{payload, two_block_layout as layout};
     use super::*;
-    use crate::roles::test_payloads::{payload, two_block_layout as layout};
     use std::time::Duration;
 
     fn at(s: u64) -> SystemTime {
@@ -158,11 +194,36 @@ mod tests {
         let found = find_copies(&current, &[(4, &last_window)], &l, 0.6);
         let uids: Vec<u16> = found.iter().map(|c| c.uid).collect();
         assert_eq!(uids, vec![2, 3], "{found:?}");
-        assert!(found[0].reason.contains("copies uid 1"), "{found:?}");
-        assert!(found[1].reason.contains("previous window"), "{found:?}");
-        // Same upload second: both of the pair are flagged.
+        assert!(
+            matches!(
+                found[0].of,
+                CopyOf::Window {
+                    source: 1,
+                    tied: false,
+                    ..
+                }
+            ),
+            "{found:?}"
+        );
+        assert!(
+            matches!(found[1].of, CopyOf::Previous { source: 4, .. }),
+            "{found:?}"
+        );
+        assert!(found.iter().all(Copy::attributed));
+        // Same upload second: both of the pair are left out, neither is attributed.
         let tied = [(1, &honest, at(10)), (2, &noisy, at(10))];
-        assert_eq!(find_copies(&tied, &[], &l, 0.6).len(), 2);
+        let found = find_copies(&tied, &[], &l, 0.6);
+        assert_eq!(found.len(), 2);
+        assert!(!found.iter().any(Copy::attributed), "{found:?}");
+        // A tie with one payload and an earlier upload of another: the earlier source decides.
+        let three = [
+            (1, &honest, at(9)),
+            (2, &noisy, at(10)),
+            (3, &honest, at(10)),
+        ];
+        let found = find_copies(&three, &[], &l, 0.6);
+        assert_eq!(found.iter().map(|c| c.uid).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(found.iter().all(Copy::attributed), "{found:?}");
         // Below the threshold nothing is.
         assert!(find_copies(&current[..1], &[], &l, 0.6).is_empty());
     }

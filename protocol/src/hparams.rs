@@ -297,6 +297,10 @@ pub struct NetworkParams {
     /// shared coordinates; honest miners measured 0.82 and above, noise near 0, a negated
     /// update near -1) is left out and scores as invalid (-1: never).
     pub min_agreement: f64,
+    /// A payload whose value norm is zero or under this fraction of the window's lower-median
+    /// non-zero norm carries no training signal (a free-rider): it is left out, scores as
+    /// invalid, and takes no part in the window's norm and agreement votes (0: only zeros).
+    pub min_signal: f64,
     /// Set weights every N windows.
     pub weights_every: u64,
     /// The top validator publishes a checkpoint every N windows.
@@ -325,6 +329,7 @@ impl Default for NetworkParams {
             exclude_after: 3,
             norm_outlier: 5.0,
             min_agreement: 0.3,
+            min_signal: 0.05,
             weights_every: 1,
             checkpoint_every: 5,
             upload_grace_ms: 2000,
@@ -435,6 +440,9 @@ impl Hparams {
         }
         if !(n.eval_lr_factor > 0.0 && n.eval_lr_factor <= 1.0) {
             return bad("network.eval_lr_factor must be in (0, 1]".into());
+        }
+        if !(n.min_signal >= 0.0 && n.min_signal < 1.0) {
+            return bad("network.min_signal must be in [0, 1)".into());
         }
         if !(n.copy_overlap > 0.0 && n.copy_overlap <= 1.0) {
             return bad("network.copy_overlap must be in (0, 1]".into());

@@ -4,13 +4,13 @@
 //! evidence that honest training pays best. Used by the adversarial test and
 //! `templar-node bench integrity`.
 
-use super::NodeError;
-use super::behaviour::Behaviour;
+use super::behaviour::{Behaviour, Cheat};
 use super::local::LocalNetwork;
-use super::miner::Miner;
-use super::scoring::weights_from_scores;
 use crate::data::Pages;
 use crate::hparams::Hparams;
+use crate::roles::NodeError;
+use crate::roles::miner::Miner;
+use crate::roles::scoring::weights_from_scores;
 use crate::train::{eval_loss, eval_pages};
 use serde::Serialize;
 use std::path::Path;
@@ -77,14 +77,15 @@ pub async fn run_network(
     let mut miners: Vec<Miner> = Vec::new();
     for (i, b) in behaviours.enumerate() {
         let uid = i as u16 + 1;
-        miners.push(
-            net.miner(&format!("miner-{uid}"), uid)
-                .await?
-                .with_behaviour(b),
-        );
+        let miner = net.miner(&format!("miner-{uid}"), uid).await?;
+        miners.push(match b {
+            Behaviour::Honest => miner,
+            b => miner.with_hook(Box::new(Cheat::new(b))),
+        });
     }
     let held_out = eval_pages(hp, pages);
-    let loss = |v: &super::validator::Validator| eval_loss(&v.engine.model, pages, &held_out);
+    let loss =
+        |v: &crate::roles::validator::Validator| eval_loss(&v.engine.model, pages, &held_out);
     let mut held_out_loss = vec![loss(&validator)];
     let mut weights = Vec::new();
     let t = hp.network.softmax_temperature;
@@ -108,7 +109,7 @@ pub async fn run_network(
                 .unwrap_or_default();
             MinerOutcome {
                 uid,
-                behaviour: m.behaviour().to_string(),
+                behaviour: m.behaviour_name(),
                 weight: last.iter().find(|(u, _)| *u == uid).map_or(0.0, |x| x.1),
                 score: s.ema,
                 own_beats_random: s.own_beats_random,

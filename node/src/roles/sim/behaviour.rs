@@ -1,11 +1,13 @@
-//! Cheating miners, for tests and demos only (`templar-node miner --behaviour`): each one
-//! uploads what one attack on the incentive would, through the same signing and storage path
-//! as an honest miner. The defence against each is in docs/incentive-integrity.md.
+//! Cheating miners, for tests and demos only (`templar-node sim-miner --behaviour`,
+//! `devnet --cheater`): each one uploads what one attack on the incentive would, through the
+//! same signing and storage path as an honest miner, as a [`MinerHook`] installed on the
+//! miner. The defence against each is in docs/incentive-integrity.md.
 
-use super::NodeError;
 use crate::codec::Selected;
 use crate::engine::Engine;
 use crate::optim::WindowStats;
+use crate::roles::NodeError;
+use crate::roles::miner::{MinerHook, upload};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -125,9 +127,63 @@ impl FromStr for Behaviour {
     }
 }
 
+/// A miner cheating as its [`Behaviour`] says.
+pub struct Cheat {
+    behaviour: Behaviour,
+    /// The stale miner's one trained update.
+    first: Option<Payload>,
+    /// The late miner's upload of a window, held until after the window's time bound.
+    held: Option<(u64, Vec<u8>)>,
+}
+
+impl Cheat {
+    pub fn new(behaviour: Behaviour) -> Self {
+        Self {
+            behaviour,
+            first: None,
+            held: None,
+        }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl MinerHook for Cheat {
+    async fn window_payload(
+        &mut self,
+        ctx: &NodeContext,
+        engine: &mut Engine,
+        w: u64,
+    ) -> Result<(Option<WindowStats>, Option<Payload>), NodeError> {
+        cheat_payload(self.behaviour, ctx, engine, &mut self.first, w).await
+    }
+
+    async fn upload(&mut self, ctx: &NodeContext, w: u64, bytes: Vec<u8>) -> Result<(), NodeError> {
+        if self.behaviour.uploads_late() {
+            self.held = Some((w, bytes));
+            return Ok(());
+        }
+        upload(ctx, w, bytes).await
+    }
+
+    /// The late miner's held upload, once the window's time bound has passed.
+    async fn before_gather(&mut self, ctx: &NodeContext, w: u64) -> Result<(), NodeError> {
+        let Some((held_w, bytes)) = self.held.take() else {
+            return Ok(());
+        };
+        let n = &ctx.hp.network;
+        let past_bound = Duration::from_millis(n.upload_grace_ms + n.clock_skew_ms + 200);
+        tokio::time::sleep(ctx.wait_before_gather(w).max(past_bound)).await;
+        upload(ctx, held_w, bytes).await
+    }
+
+    fn name(&self) -> String {
+        self.behaviour.to_string()
+    }
+}
+
 /// What a miner of `behaviour` uploads for window `w` (None: nothing), with the stats of its
 /// training when it trained. `last` keeps the stale miner's first update.
-pub async fn window_payload(
+async fn cheat_payload(
     behaviour: Behaviour,
     ctx: &NodeContext,
     engine: &mut Engine,

@@ -2,21 +2,21 @@
 //! and per-node folders of the filesystem store under one root. Used by the integration
 //! tests and the convergence benchmark; `templar-node devnet` runs real processes instead.
 
-use super::NodeError;
-use super::miner::Miner;
-use super::validator::Validator;
 use crate::data::Pages;
 use crate::hparams::Hparams;
+use crate::roles::NodeError;
+use crate::roles::miner::Miner;
+use crate::roles::validator::Validator;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tch::Device;
-use templar_crds::{NodeRole, NodeStatus};
 use templar_protocol::Hotkey;
 use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
 use templar_protocol::chain::{Chain, Commitment, ManualClock, RegisterRequest};
 use templar_protocol::identity::{Signer, Sr25519Signer};
 use templar_protocol::network::NodeContext;
+use templar_protocol::node_status::{NodeRole, NodeStatus};
 use templar_protocol::storage::ObjectStore;
 use templar_protocol::storage::fs::FsStore;
 use templar_protocol::storage::retry::RetryPolicy;

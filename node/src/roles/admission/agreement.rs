@@ -5,53 +5,19 @@
 //! update (poisoner) near -1. A payload whose median agreement with the others is below
 //! `network.min_agreement` is left out of the step by every node and scores as invalid.
 
-use super::duplicates::for_each_shared;
-use templar_protocol::payload::{BlockLayout, Payload, Values};
+use super::shared::shared_value_similarity;
+use templar_protocol::payload::{BlockLayout, Payload};
 
 /// Fewest shared coordinates for a pair's cosine to count.
 pub const MIN_SHARED: usize = 64;
 /// Fewest counted pairs for a payload to be judged (a median of fewer is one peer's word).
 pub const MIN_PAIRS: usize = 3;
 
-/// The value the receiver decodes for a payload's i-th transmitted coordinate.
-fn value_at(values: &Values, i: usize) -> f64 {
-    match values {
-        Values::F32(v) => v[i] as f64,
-        Values::Quantized(q) => (q.lookup[q.codes[i] as usize] + q.shift) as f64,
-    }
-}
-
-/// Cosine similarity of `a`'s and `b`'s values on the coordinates both selected, block by
-/// block (0 when they share none): near 1 for a copy with noise on its values.
-pub fn value_similarity(a: &Payload, b: &Payload, layouts: &[BlockLayout]) -> f64 {
-    shared_value_similarity(a, b, layouts).0
-}
-
-/// [`value_similarity`] and the number of shared coordinates it was computed on.
-pub fn shared_value_similarity(a: &Payload, b: &Payload, layouts: &[BlockLayout]) -> (f64, usize) {
-    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    let mut shared = 0usize;
-    for_each_shared(a, b, layouts, |param, i, j| {
-        let x = value_at(&a.params[param].values, i);
-        let y = value_at(&b.params[param].values, j);
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-        shared += 1;
-    });
-    let cosine = if na > 0.0 && nb > 0.0 {
-        dot / (na.sqrt() * nb.sqrt())
-    } else {
-        0.0
-    };
-    (cosine, shared)
-}
-
 /// The payloads whose median agreement with the others of the window is below
 /// `min_agreement`, with that median. Pairs sharing fewer than [`MIN_SHARED`] coordinates do
 /// not count; a payload with fewer than [`MIN_PAIRS`] counted pairs is not judged.
 pub fn disagreeing(
-    payloads: &[(u16, Payload)],
+    payloads: &[(u16, &Payload)],
     layouts: &[BlockLayout],
     min_agreement: f64,
 ) -> Vec<(u16, f64)> {
@@ -59,7 +25,7 @@ pub fn disagreeing(
     let mut cosines: Vec<Vec<f64>> = vec![Vec::new(); n];
     for i in 0..n {
         for j in i + 1..n {
-            let (cos, shared) = shared_value_similarity(&payloads[i].1, &payloads[j].1, layouts);
+            let (cos, shared) = shared_value_similarity(payloads[i].1, payloads[j].1, layouts);
             if shared >= MIN_SHARED {
                 cosines[i].push(cos);
                 cosines[j].push(cos);
@@ -83,8 +49,9 @@ pub fn disagreeing(
 
 #[cfg(test)]
 mod tests {
+    use super::super::shared::value_similarity;
+    use super::super::test_payloads::{payload, two_block_layout as layout};
     use super::*;
-    use crate::roles::test_payloads::{payload, two_block_layout as layout};
 
     #[test]
     fn value_similarity_is_the_cosine_on_shared_coordinates_of_the_same_block() {
@@ -137,6 +104,7 @@ mod tests {
             .collect();
         window.push((5, payload(5, idx.clone(), noise)));
         window.push((6, payload(6, idx.clone(), negated)));
+        let window: Vec<(u16, &Payload)> = window.iter().map(|(u, p)| (*u, p)).collect();
         let out = disagreeing(&window, &l, 0.3);
         let uids: Vec<u16> = out.iter().map(|(u, _)| *u).collect();
         assert_eq!(uids, vec![5, 6], "{out:?}");
