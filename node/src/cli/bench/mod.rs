@@ -10,6 +10,7 @@ use super::{load_hparams, runtime};
 use crate::compute::ComputeArgs;
 use crate::data::{self, Pages};
 use crate::hparams::{Hparams, ModelConfig};
+use crate::roles::sim::behaviour::Behaviour;
 use crate::roles::sim::integrity::{integrity_report, scenario_hparams};
 use anyhow::bail;
 use clap::Subcommand;
@@ -74,6 +75,10 @@ pub enum BenchCommand {
         seeds: Vec<u64>,
         #[arg(long, default_value = "hparams/tiny-sparseloco.toml")]
         hparams: PathBuf,
+        /// The cheating miners (repeatable, e.g. `--cheater free-rider --cheater
+        /// free-rider`); default: one of each attack.
+        #[arg(long = "cheater")]
+        cheaters: Vec<Behaviour>,
         #[arg(long)]
         json: bool,
     },
@@ -136,14 +141,20 @@ pub fn run(which: BenchCommand) -> anyhow::Result<()> {
             windows,
             seeds,
             hparams,
+            cheaters,
             json,
         } => {
             let hp = scenario_hparams(Hparams::load(&hparams)?);
+            let adversaries = match cheaters.is_empty() {
+                true => Behaviour::adversaries(1),
+                false => cheaters,
+            };
             let pages = Pages::new(data::embedded_tokens()?, hp.data.seq_len)?;
             let dir = tempfile::tempdir()?;
             let mut reports = Vec::new();
             for seed in seeds {
-                let run = integrity_report(dir.path(), &hp, &pages, seed, honest, windows);
+                let run =
+                    integrity_report(dir.path(), &hp, &pages, seed, honest, &adversaries, windows);
                 let r = runtime()?.block_on(run)?;
                 if !json {
                     print!("{}", r.summary());

@@ -183,26 +183,27 @@ impl IntegrityReport {
     }
 }
 
-/// The scenario with `data.seed = seed`: `honest` honest miners with and without one miner of
-/// each attack, `windows` windows each, in folders under `root`.
+/// The scenario with `data.seed = seed`: `honest` honest miners with and without the
+/// `adversaries` (one miner each; [`Behaviour::adversaries`] has one of each attack),
+/// `windows` windows each, in folders under `root`.
 pub async fn integrity_report(
     root: &Path,
     hp: &Hparams,
     pages: &Pages,
     seed: u64,
     honest: u16,
+    adversaries: &[Behaviour],
     windows: u64,
 ) -> Result<IntegrityReport, NodeError> {
     let started = Instant::now();
     let mut hp = hp.clone();
     hp.data.seed = seed;
-    let adversaries = Behaviour::adversaries(1);
     let with = run_network(
         &root.join(format!("with-{seed}")),
         &hp,
         pages,
         honest,
-        &adversaries,
+        adversaries,
         windows,
     )
     .await?;
