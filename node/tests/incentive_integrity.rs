@@ -103,10 +103,7 @@ async fn free_riders_in_numbers_cannot_halt_training() {
     assert!(r.honest_share >= 0.9, "{summary}");
     let min_honest = r.honest().map(|m| m.weight).fold(f64::INFINITY, f64::min);
     assert!(min_honest > 0.0, "{summary}");
-    assert!(
-        r.adversaries().all(|a| a.weight < min_honest),
-        "{summary}"
-    );
+    assert!(r.adversaries().all(|a| a.weight < min_honest), "{summary}");
     assert!(r.honest().all(|m| !m.excluded), "{summary}");
     assert!(
         r.loss_fall_ratio >= 0.9,

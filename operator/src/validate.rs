@@ -153,27 +153,34 @@ pub fn render_hparams(spec: &NodeSpec, text: &str) -> String {
 /// Check the spec and its inputs; on success, what the builders need (the hyperparameters
 /// file, validated by the same code the nodes use).
 pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> {
+    check_spec(spec)?;
+    check_secrets(spec, inputs)?;
+    let text = hyperparameters_text(spec, inputs)?;
+    let hparams_file = render_hparams(spec, &text);
+    Hparams::from_toml(&hparams_file)
+        .map_err(|e| Problem::new(ProblemReason::InvalidHyperparameters, e.to_string()))?;
+    let config_hash = config_hash(&hparams_file, spec, inputs);
+    Ok(Validated {
+        hparams_file,
+        config_hash,
+    })
+}
+
+/// What the spec alone can get wrong: the image, the chain, env the operator sets itself.
+fn check_spec(spec: &NodeSpec) -> Result<(), Problem> {
+    let invalid = |message: String| Err(Problem::new(ProblemReason::InvalidSpec, message));
     if spec.image.trim().is_empty() {
-        return Err(Problem::new(
-            ProblemReason::InvalidSpec,
-            "spec.image is empty".into(),
-        ));
+        return invalid("spec.image is empty".into());
     }
     if spec.chain.kind == ChainKind::Subtensor {
         let endpoint = spec.chain.endpoint.as_deref().unwrap_or("").trim();
         if !(endpoint.starts_with("ws://") || endpoint.starts_with("wss://")) {
-            return Err(Problem::new(
-                ProblemReason::InvalidSpec,
-                format!(
-                    "spec.chain.endpoint must be a ws:// or wss:// subtensor endpoint for a subtensor chain, got {endpoint:?}"
-                ),
+            return invalid(format!(
+                "spec.chain.endpoint must be a ws:// or wss:// subtensor endpoint for a subtensor chain, got {endpoint:?}"
             ));
         }
         if spec.chain.netuid.is_none() {
-            return Err(Problem::new(
-                ProblemReason::InvalidSpec,
-                "spec.chain.netuid is required for a subtensor chain".into(),
-            ));
+            return invalid("spec.chain.netuid is required for a subtensor chain".into());
         }
     }
     if let Some(clash) = spec
@@ -181,32 +188,31 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
         .iter()
         .find(|e| OPERATOR_ENV.contains(&e.name.as_str()))
     {
-        return Err(Problem::new(
-            ProblemReason::InvalidSpec,
-            format!(
-                "spec.env sets {:?}, which the operator sets itself (from spec.storage)",
-                clash.name
-            ),
+        return invalid(format!(
+            "spec.env sets {:?}, which the operator sets itself (from spec.storage)",
+            clash.name
         ));
     }
+    Ok(())
+}
+
+/// The S3 secrets hold both keys; the wallet holds `hotkey-<ordinal>` for every replica.
+fn check_secrets(spec: &NodeSpec, inputs: &Inputs) -> Result<(), Problem> {
     let s3_keys = [ACCESS_KEY_ID.to_string(), SECRET_ACCESS_KEY.to_string()];
-    if let Some(write) = &spec.storage.write_secret {
-        require_keys(
-            inputs,
-            write,
-            "storage.writeSecret",
-            &s3_keys,
-            ProblemReason::MissingSecretKey,
-        )?;
-    }
-    if let Some(read) = &spec.storage.read_secret {
-        require_keys(
-            inputs,
-            read,
-            "storage.readSecret",
-            &s3_keys,
-            ProblemReason::MissingSecretKey,
-        )?;
+    let storage = [
+        (&spec.storage.write_secret, "storage.writeSecret"),
+        (&spec.storage.read_secret, "storage.readSecret"),
+    ];
+    for (secret, field) in storage {
+        if let Some(secret) = secret {
+            require_keys(
+                inputs,
+                secret,
+                field,
+                &s3_keys,
+                ProblemReason::MissingSecretKey,
+            )?;
+        }
     }
     let hotkeys: Vec<String> = (0..spec.replicas).map(|i| format!("hotkey-{i}")).collect();
     require_keys(
@@ -215,10 +221,13 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
         "walletSecret",
         &hotkeys,
         ProblemReason::MissingHotkey,
-    )?;
+    )
+}
 
+/// The hyperparameters as written: inline, from the referenced ConfigMap, or none.
+fn hyperparameters_text(spec: &NodeSpec, inputs: &Inputs) -> Result<String, Problem> {
     let source = &spec.hyperparameters;
-    let text = match (&source.inline, &source.config_map) {
+    Ok(match (&source.inline, &source.config_map) {
         (Some(_), Some(_)) => {
             return Err(Problem::new(
                 ProblemReason::InvalidSpec,
@@ -244,14 +253,6 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
             })?
         }
         (None, None) => String::new(),
-    };
-    let hparams_file = render_hparams(spec, &text);
-    Hparams::from_toml(&hparams_file)
-        .map_err(|e| Problem::new(ProblemReason::InvalidHyperparameters, e.to_string()))?;
-    let config_hash = config_hash(&hparams_file, spec, inputs);
-    Ok(Validated {
-        hparams_file,
-        config_hash,
     })
 }
 

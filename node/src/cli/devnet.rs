@@ -344,27 +344,8 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
         if finished(validator) {
             break;
         }
-        for (name, c) in &mut children.0 {
-            if let Ok(Some(code)) = c.try_wait() {
-                // A node that ran its windows exits 0 soon after the last one: read the
-                // validator once more before calling that early (a race at the last window).
-                if code.success() {
-                    let v = nodes.iter().find(|n| n.role == NodeRole::Validator);
-                    let again = match v {
-                        Some(v) => fetch_status(v.port, Duration::from_secs(2)).await,
-                        None => None,
-                    };
-                    if finished(again.as_ref()) {
-                        break 'poll;
-                    }
-                }
-                let log = opts.out.join("logs").join(format!("{name}.log"));
-                anyhow::bail!(
-                    "{name} exited early ({code}); the end of {}:\n{}",
-                    log.display(),
-                    log_tail(&log, 20)
-                );
-            }
+        if check_children(&opts, &nodes, &mut children, finished).await? {
+            break 'poll;
         }
         if started.elapsed() > deadline {
             anyhow::bail!(
@@ -389,6 +370,41 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
         opts.out.join("report.png").display()
     );
     Ok(rows)
+}
+
+/// Whether a node process has exited: Ok(true) when the network has finished its windows
+/// (a node that ran its windows exits 0 soon after the last one), an error naming the node
+/// and the end of its log when it stopped early, Ok(false) while all run.
+async fn check_children(
+    opts: &DevnetOptions,
+    nodes: &[NodeHandle],
+    children: &mut Children,
+    finished: impl Fn(Option<&NodeStatus>) -> bool,
+) -> anyhow::Result<bool> {
+    for (name, c) in &mut children.0 {
+        let Ok(Some(code)) = c.try_wait() else {
+            continue;
+        };
+        // Read the validator once more before calling the exit early (a race at the last
+        // window).
+        if code.success() {
+            let v = nodes.iter().find(|n| n.role == NodeRole::Validator);
+            let again = match v {
+                Some(v) => fetch_status(v.port, Duration::from_secs(2)).await,
+                None => None,
+            };
+            if finished(again.as_ref()) {
+                return Ok(true);
+            }
+        }
+        let log = opts.out.join("logs").join(format!("{name}.log"));
+        anyhow::bail!(
+            "{name} exited early ({code}); the end of {}:\n{}",
+            log.display(),
+            log_tail(&log, 20)
+        );
+    }
+    Ok(false)
 }
 
 /// The last `lines` lines of a node's log, for an error that says why it stopped.

@@ -173,34 +173,45 @@ async fn open_chain(
 }
 
 /// Register, commit, serve status and run the role until `windows` are done or Ctrl-C.
-pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
-    let chain: Arc<dyn Chain> = match &opts.chain {
+/// The chain the options name: the devnet's (created or waited for) or a subtensor's.
+async fn connect_chain(opts: &NodeOptions) -> Result<Arc<dyn Chain>, LaunchError> {
+    Ok(match &opts.chain {
         ChainChoice::Devnet {
             store,
             init_block_ms,
         } => {
             let (chain_store, _) = open(store, "chain")?;
-            Arc::new(
-                open_chain(
-                    chain_store,
-                    *init_block_ms,
-                    opts.hparams.network.blocks_per_window,
-                )
-                .await?,
-            )
+            let blocks_per_window = opts.hparams.network.blocks_per_window;
+            Arc::new(open_chain(chain_store, *init_block_ms, blocks_per_window).await?)
         }
         ChainChoice::Subtensor { endpoint, settings } => {
             let signer = opts.identity.signer.clone().ok_or(LaunchError::NoKey)?;
+            let settings = settings.clone();
             Arc::new(
-                templar_subtensor::chain::SubtensorChain::connect(
-                    endpoint,
-                    settings.clone(),
-                    signer,
-                )
-                .await?,
+                templar_subtensor::chain::SubtensorChain::connect(endpoint, settings, signer)
+                    .await?,
             )
         }
-    };
+    })
+}
+
+/// Keeps the node's `/status` incentive current from the chain (every 2 s).
+fn follow_incentive(ctx: Arc<NodeContext>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(mg) = ctx.chain.metagraph().await
+                && let Some(n) = mg.by_hotkey(&ctx.hotkey)
+            {
+                let x = n.incentive;
+                ctx.update_status(|s| s.incentive = Some(x));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    })
+}
+
+pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
+    let chain = connect_chain(&opts).await?;
     let request = RegisterRequest {
         stake: opts.stake,
         uid: opts.uid,
@@ -262,19 +273,7 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
             let _ = stop_tx.send(true);
         }
     });
-    // Miners show their incentive from the chain in the status.
-    let incentive_ctx = ctx.clone();
-    let incentive = tokio::spawn(async move {
-        loop {
-            if let Ok(mg) = incentive_ctx.chain.metagraph().await
-                && let Some(n) = mg.by_hotkey(&incentive_ctx.hotkey)
-            {
-                let x = n.incentive;
-                incentive_ctx.update_status(|s| s.incentive = Some(x));
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
+    let incentive = follow_incentive(ctx.clone());
     let poll =
         (chain.block_interval() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let result = run(node, poll, opts.windows, stop_rx).await;

@@ -120,6 +120,41 @@ pub async fn fetch_payload(
     }
 }
 
+/// Each fetched payload validated (digest, unpacking, bounds: milliseconds per payload, on all
+/// cores) and held to the hotkey that holds its uid.
+fn validate_all(
+    validator: &PayloadValidator<'_>,
+    w: u64,
+    hotkeys: &BTreeMap<u16, Hotkey>,
+    uids: Vec<u16>,
+    fetched: Vec<Result<(Vec<u8>, SystemTime), SkipReason>>,
+) -> Vec<(u16, Result<PeerPayload, SkipReason>)> {
+    let check = |uid: u16, bytes: Vec<u8>, uploaded: SystemTime| {
+        let payload = validator
+            .validate_for(&bytes, uid, w)
+            .map_err(SkipReason::Invalid)?;
+        match hotkeys.get(&uid) {
+            Some(holder) if *holder == payload.meta.hotkey => Ok(PeerPayload {
+                uid,
+                payload,
+                uploaded,
+            }),
+            Some(holder) => Err(SkipReason::WrongHotkey {
+                named: payload.meta.hotkey,
+                holder: holder.clone(),
+            }),
+            None => Err(SkipReason::NotRegistered),
+        }
+    };
+    uids.into_par_iter()
+        .zip(fetched)
+        .map(|(uid, r)| {
+            let r = r.and_then(|(bytes, uploaded)| check(uid, bytes, uploaded));
+            (uid, r)
+        })
+        .collect()
+}
+
 /// Gather window `w`: every listed peer's payload, validated, with its upload time; the
 /// rest with reasons. Accepted payloads are returned in uid order, so every node merges them
 /// identically.
@@ -171,32 +206,7 @@ pub async fn gather(
             .buffered(FETCH_FAN_OUT)
             .collect()
             .await;
-    // Validation (digest, unpacking, bounds: milliseconds per payload) on all cores.
-    let check = |uid: u16, bytes: Vec<u8>, uploaded: SystemTime| {
-        let payload = validator
-            .validate_for(&bytes, uid, w)
-            .map_err(SkipReason::Invalid)?;
-        match hotkeys.get(&uid) {
-            Some(holder) if *holder == payload.meta.hotkey => Ok(PeerPayload {
-                uid,
-                payload,
-                uploaded,
-            }),
-            Some(holder) => Err(SkipReason::WrongHotkey {
-                named: payload.meta.hotkey,
-                holder: holder.clone(),
-            }),
-            None => Err(SkipReason::NotRegistered),
-        }
-    };
-    let checked: Vec<(u16, Result<PeerPayload, SkipReason>)> = uids
-        .into_par_iter()
-        .zip(results)
-        .map(|(uid, r)| {
-            let r = r.and_then(|(bytes, uploaded)| check(uid, bytes, uploaded));
-            (uid, r)
-        })
-        .collect();
+    let checked = validate_all(validator, w, &hotkeys, uids, results);
     let mut ok = Vec::new();
     for (uid, r) in checked {
         match r {

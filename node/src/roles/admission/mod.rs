@@ -206,19 +206,7 @@ impl Admission {
         // Only payloads with signal vote on what the window's norm and direction are.
         let voters = |uid: &u16| !free_riders.iter().any(|(u, _)| u == uid);
         let signal: Vec<(u16, f64)> = norms.iter().copied().filter(|(u, _)| voters(u)).collect();
-        // A non-finite norm is an outlier whatever the others say; the rest is a vote.
-        let (mut outliers, relative): (Vec<_>, Vec<_>) = norm_outliers(&signal, n.norm_outlier)
-            .into_iter()
-            .partition(|(_, over)| !over.is_finite());
-        outliers.extend(minority(w, "norm outliers", signal.len(), relative));
-        for (uid, ratio) in &outliers {
-            tracing::warn!(
-                uid,
-                window = w,
-                ratio,
-                "amplified payload left out: norm {ratio:.1}x the median"
-            );
-        }
+        let outliers = window_norm_outliers(w, &signal, n.norm_outlier);
         let voting: Vec<(u16, &Payload)> = current
             .iter()
             .filter(|(u, _, _)| voters(u))
@@ -251,6 +239,24 @@ impl Admission {
     pub fn remember(&mut self, w: u64, payloads: Vec<PeerPayload>) {
         self.previous = Some((w, payloads));
     }
+}
+
+/// The amplified payloads among those with signal (uid, norm): a non-finite norm whatever
+/// the others say, the rest by a vote of the window (logged).
+fn window_norm_outliers(w: u64, signal: &[(u16, f64)], ratio: f64) -> Vec<(u16, f64)> {
+    let (mut outliers, relative): (Vec<_>, Vec<_>) = norm_outliers(signal, ratio)
+        .into_iter()
+        .partition(|(_, over)| !over.is_finite());
+    outliers.extend(minority(w, "norm outliers", signal.len(), relative));
+    for (uid, ratio) in &outliers {
+        tracing::warn!(
+            uid,
+            window = w,
+            ratio,
+            "amplified payload left out: norm {ratio:.1}x the median"
+        );
+    }
+    outliers
 }
 
 /// `flagged` by a vote among `voters` payloads, unless it is half of them or more: then no
