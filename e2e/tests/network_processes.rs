@@ -11,8 +11,7 @@
 //!      model as the others (its modelSample within 1e-4 at the same outer step);
 //!   4. the validator killed with SIGKILL and restarted shows the scores it had.
 
-#[path = "../../operator/tests/common/fake_api.rs"]
-mod fake_api;
+use templar_testkit::fake_api;
 
 use futures::FutureExt;
 use std::collections::BTreeMap;
@@ -28,7 +27,7 @@ use templar_operator::probe::StatusProbe;
 use templar_operator::reconcile::{Context, Timing};
 use templar_protocol::chain::devnet;
 use templar_protocol::node_status::{NodeRole, NodeStatus};
-use templar_protocol::storage::garage::GarageServer;
+use templar_testkit::garage::GarageServer;
 
 const HPARAMS: &str = "hparams/devnet.toml";
 

@@ -153,7 +153,7 @@ fn devnet_runs_and_writes_a_report() {
 
 #[test]
 fn devnet_runs_against_s3() {
-    use templar_protocol::storage::garage::GarageServer;
+    use templar_testkit::garage::GarageServer;
     let garage = GarageServer::start("templar-devnet").expect("Garage must be installed");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report");

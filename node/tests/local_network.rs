@@ -273,9 +273,9 @@ async fn an_s3_peer_dying_mid_gather_is_skipped_and_the_network_goes_on() {
     use templar_node::roles::miner::Miner;
     use templar_protocol::chain::Commitment;
     use templar_protocol::node_status::NodeRole;
-    use templar_protocol::storage::garage::GarageServer;
     use templar_protocol::storage::retry::{RetryPolicy, Retrying};
     use templar_protocol::storage::s3::S3Store;
+    use templar_testkit::garage::GarageServer;
 
     // S3 LastModified has one-second resolution: allow that much skew.
     let mut net = Net::new(|hp| hp.network.clock_skew_ms = 1500).await;

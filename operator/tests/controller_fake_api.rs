@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::fake_api::{MINERS, RUNAWAY, State, handle};
+use templar_testkit::fake_api::{self, MINERS, RUNAWAY, State, handle};
 use futures::future::{BoxFuture, FutureExt};
 use http::Request;
 use kube::client::Body;
@@ -21,7 +21,7 @@ use templar_operator::probe::{NodeStatusReader, ProbeError};
 use templar_operator::reconcile::{Context, Timing};
 use templar_protocol::node_status::{NodeRole, NodeStatus};
 
-const NS: &str = common::fake_api::NS;
+const NS: &str = fake_api::NS;
 const REFRESH: Duration = Duration::from_secs(30);
 /// Every ready node answers the same document: a healthy network, nothing changing.
 struct SteadyNodes;

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant, SystemTime};
 use templar_protocol::storage::fs::FsStore;
-use templar_protocol::storage::garage::GarageServer;
 use templar_protocol::storage::retry::{RetryPolicy, Retrying};
 use templar_protocol::storage::s3::S3Store;
 use templar_protocol::storage::{ObjectStore, StorageError};
+use templar_testkit::garage::GarageServer;
 
 async fn conformance(store: &dyn ObjectStore, big_object: usize) {
     let store_name = store.describe();

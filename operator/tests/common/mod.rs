@@ -1,7 +1,6 @@
 //! Shared by the operator's test files; each uses a subset.
 #![allow(dead_code)]
 
-pub mod fake_api;
 pub mod mock_api;
 pub mod rbac;
 

@@ -6,8 +6,6 @@
 //! dead peer costs at most its budget and never stalls a window.
 
 pub mod fs;
-#[cfg(feature = "s3")]
-pub mod garage;
 pub mod keys;
 pub mod retry;
 #[cfg(feature = "s3")]

@@ -3,11 +3,11 @@
 //!
 //! The binary comes from `TEMPLAR_GARAGE_BIN` (set by `scripts/setup.sh --garage`) or `PATH`.
 
-use super::s3::S3Config;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use templar_protocol::storage::s3::S3Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GarageError {
