@@ -3,7 +3,9 @@
 //! - [`garage`]: a real S3 server (Garage) started per test on loopback;
 //! - [`fake_api`]: an in-memory Kubernetes API server (lists, watch streams, resource
 //!   versions, an event per write) under which the operator's controllers run in tests,
-//!   since no kube-apiserver can run on the project's machines.
+//!   since no kube-apiserver can run on the project's machines (feature `kube`, so that the
+//!   torch crates' tests build without kube).
 
+#[cfg(feature = "kube")]
 pub mod fake_api;
 pub mod garage;
