@@ -5,7 +5,7 @@ use crate::checkpoint::{self, CheckpointError, CheckpointPointer};
 use crate::codec::norms::{clip_to_norm, lower_median, values_norm};
 use crate::codec::{Codec, Selected};
 use crate::compute::Compute;
-use crate::data::sampler::PagesOverlap;
+use crate::data::sampler::{PagesOverlap, secret_subset};
 use crate::data::{PageSampler, Pages, window_batches};
 use crate::hparams::{Hparams, HparamsError};
 use crate::model::Llama;
@@ -15,6 +15,10 @@ use templar_protocol::Hotkey;
 use templar_protocol::identity::Signer;
 use templar_protocol::node_status::MODEL_SAMPLE_SIZE;
 use templar_protocol::payload::{Payload, PayloadError, PayloadMeta, PayloadValidator};
+
+/// Separates the draw of a miner's own evaluation pages from that of its random pages (both
+/// keyed by the validator's per-window, per-miner salt).
+const OWN_PAGES_DOMAIN: u64 = 0x6f77_6e2d_7061_6765;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -208,9 +212,10 @@ impl Engine {
 
     /// Loss improvement from applying one miner's update (dequantised by
     /// [`Engine::selected`]) alone at `eval_lr_factor` of the outer step, its values clipped
-    /// per tensor to `medians` (from [`Engine::peer_norm_medians`] of the window), on its own
-    /// pages of window `w` and on random pages drawn with `random_salt` (the validator's
-    /// secret, so miners cannot train on them in advance): (own, random). Refused for a uid
+    /// per tensor to `medians` (from [`Engine::peer_norm_medians`] of the window), on
+    /// `eval_pages` of its own pages of window `w` and on as many random pages, both drawn with
+    /// `random_salt` (the validator's secret: miners cannot know which of their pages count,
+    /// nor train on the random ones in advance): (own, random). Refused for a uid
     /// whose pages overlap another's. The parameters are restored afterwards
     /// by copying a snapshot back: subtracting the update again would not restore them when
     /// it is huge (θ − d + d loses θ once |d| dwarfs it), so one extreme payload could wipe
@@ -224,12 +229,10 @@ impl Engine {
         medians: &[f64],
         random_salt: u64,
     ) -> Result<(f64, f64), EngineError> {
-        let own: Vec<u64> = self
-            .sampler
-            .assigned(uid, w)?
-            .into_iter()
-            .take(eval_pages as usize)
-            .collect();
+        // Own pages drawn secretly from the whole assignment: a miner that trains on part of
+        // its pages cannot know which of them count.
+        let assigned = self.sampler.assigned(uid, w)?;
+        let own = secret_subset(&assigned, eval_pages, random_salt ^ OWN_PAGES_DOMAIN);
         let random = self.sampler.random_pages(w, random_salt, eval_pages);
         let before = (self.loss_on(&own), self.loss_on(&random));
         let clipped: Vec<Selected> = tch::no_grad(|| {

@@ -6,7 +6,6 @@
 
 mod common;
 
-use templar_testkit::fake_api::{self, MINERS, RUNAWAY, State, handle};
 use futures::future::{BoxFuture, FutureExt};
 use http::Request;
 use kube::client::Body;
@@ -20,6 +19,7 @@ use templar_operator::metrics::{Counts, Metrics};
 use templar_operator::probe::{NodeStatusReader, ProbeError};
 use templar_operator::reconcile::{Context, Timing};
 use templar_protocol::node_status::{NodeRole, NodeStatus};
+use templar_testkit::fake_api::{self, MINERS, RUNAWAY, State, handle};
 
 const NS: &str = fake_api::NS;
 const REFRESH: Duration = Duration::from_secs(30);

@@ -137,10 +137,59 @@ impl PageSampler {
     }
 }
 
+/// `count` of `pages` (all when fewer), chosen by `salt`: a partial Fisher-Yates shuffle
+/// driven by splitmix64. A validator draws the pages it evaluates a miner on this way from the
+/// miner's whole assignment with its per-process secret, so no subset of the assignment is
+/// known to be the one that counts.
+pub fn secret_subset(pages: &[u64], count: u64, salt: u64) -> Vec<u64> {
+    let mut pool = pages.to_vec();
+    let take = (count as usize).min(pool.len());
+    let mut state = salt;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for i in 0..take {
+        let j = i + (next() % (pool.len() - i) as u64) as usize;
+        pool.swap(i, j);
+    }
+    pool.truncate(take);
+    pool
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn a_secret_subset_comes_from_the_whole_assignment() {
+        let pages: Vec<u64> = (100..116).collect();
+        let a = secret_subset(&pages, 4, 1);
+        assert_eq!(a.len(), 4);
+        assert_eq!(
+            a.iter().collect::<HashSet<_>>().len(),
+            4,
+            "no page twice: {a:?}"
+        );
+        assert!(a.iter().all(|p| pages.contains(p)));
+        assert_eq!(a, secret_subset(&pages, 4, 1), "a salt replays");
+        assert_ne!(a, secret_subset(&pages, 4, 2));
+        // Over many salts every page is drawn, and the first pages are not favoured: each of
+        // the 16 pages is drawn about 1000 * 4 / 16 = 250 times.
+        let mut drawn = vec![0u32; 16];
+        for salt in 0..1000 {
+            for p in secret_subset(&pages, 4, salt) {
+                drawn[(p - 100) as usize] += 1;
+            }
+        }
+        assert!(drawn.iter().all(|&n| (150..350).contains(&n)), "{drawn:?}");
+        assert_eq!(secret_subset(&pages[..2], 4, 9).len(), 2, "all when fewer");
+        assert!(secret_subset(&[], 4, 9).is_empty());
+    }
 
     #[test]
     fn same_inputs_same_pages_and_a_golden_value() {
