@@ -114,27 +114,17 @@ pub fn find_copies(
                 continue;
             }
             let tied = ta == tb;
-            if ta >= tb {
-                let (source, uid) = (*ub, *ua);
-                flag(
-                    uid,
-                    CopyOf::Window {
-                        source,
-                        overlap,
-                        tied,
-                    },
-                );
-            }
-            if tb >= ta {
-                let (source, uid) = (*ua, *ub);
-                flag(
-                    uid,
-                    CopyOf::Window {
-                        source,
-                        overlap,
-                        tied,
-                    },
-                );
+            for (uid, source, later) in [(*ua, *ub, ta >= tb), (*ub, *ua, tb >= ta)] {
+                if later {
+                    flag(
+                        uid,
+                        CopyOf::Window {
+                            source,
+                            overlap,
+                            tied,
+                        },
+                    );
+                }
             }
         }
         for (ub, pb) in previous {

@@ -195,14 +195,11 @@ impl Admission {
         }
         let norms: Vec<(u16, f64)> = candidates.iter().map(|c| (c.uid(), c.norm())).collect();
         let free_riders = without_signal(&norms, n.min_signal);
-        for (uid, ratio) in &free_riders {
-            tracing::warn!(
-                uid,
-                window = w,
-                ratio,
-                "payload without training signal left out"
-            );
-        }
+        warn_left_out(
+            w,
+            &free_riders,
+            "without training signal (norm over the median)",
+        );
         // Only payloads with signal vote on what the window's norm and direction are.
         let voters = |uid: &u16| !free_riders.iter().any(|(u, _)| u == uid);
         let signal: Vec<(u16, f64)> = norms.iter().copied().filter(|(u, _)| voters(u)).collect();
@@ -218,14 +215,7 @@ impl Admission {
             voting.len(),
             disagreeing(&voting, layouts, n.min_agreement),
         );
-        for (uid, agreement) in &disagreeing {
-            tracing::warn!(
-                uid,
-                window = w,
-                agreement,
-                "payload against the window left out"
-            );
-        }
+        warn_left_out(w, &disagreeing, "against the window (median agreement)");
         Decision {
             copies,
             excluded,
@@ -248,15 +238,15 @@ fn window_norm_outliers(w: u64, signal: &[(u16, f64)], ratio: f64) -> Vec<(u16, 
         .into_iter()
         .partition(|(_, over)| !over.is_finite());
     outliers.extend(minority(w, "norm outliers", signal.len(), relative));
-    for (uid, ratio) in &outliers {
-        tracing::warn!(
-            uid,
-            window = w,
-            ratio,
-            "amplified payload left out: norm {ratio:.1}x the median"
-        );
-    }
+    warn_left_out(w, &outliers, "amplified (norm over the median)");
     outliers
+}
+
+/// One warning per payload left out on the ground `why`, with the figure it was judged by.
+fn warn_left_out(w: u64, left_out: &[(u16, f64)], why: &str) {
+    for (uid, figure) in left_out {
+        tracing::warn!(uid, window = w, figure, "payload left out: {why}");
+    }
 }
 
 /// `flagged` by a vote among `voters` payloads, unless it is half of them or more: then no
