@@ -280,6 +280,34 @@ fn only_a_sim_miner_can_cheat_and_a_behaviour_must_exist() {
 }
 
 #[test]
+fn a_network_node_reads_its_data_before_it_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let missing = dir.path().join("no-such-shards");
+    let out = node(&[
+        "run",
+        "--role",
+        "miner",
+        "--hotkey",
+        "m",
+        "--devnet",
+        &store,
+        "--store",
+        &store,
+        "--npy",
+        missing.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("no-such-shards"),
+        "{stderr}"
+    );
+    // It stopped before it touched the chain (without data it would wait for a devnet).
+    assert!(!dir.path().join("chain").exists(), "{stderr}");
+}
+
+#[test]
 fn subtensor_runs_need_an_endpoint_a_netuid_and_a_hotkey_that_signs() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());

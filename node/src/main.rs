@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use templar_node::cli::devnet::{DevnetOptions, run_devnet};
 use templar_node::cli::identity::{NodeIdentity, bittensor_hotkey, identity_from_wallet};
 use templar_node::cli::launch::{ChainChoice, NodeOptions, StoreSpec, run_node};
-use templar_node::cli::train::{DataSource, TrainOptions, run_train};
+use templar_node::cli::train::{TrainOptions, run_train};
 use templar_node::cli::{bench, load_hparams, runtime, tokenizer};
 use templar_node::compute::ComputeArgs;
+use templar_node::data::DataSource;
 use templar_node::hparams::{ModelConfig, OuterMode};
 use templar_node::roles::sim::behaviour::Behaviour;
 use templar_protocol::Hotkey;
@@ -60,6 +61,33 @@ enum Command {
     },
 }
 
+/// Where the tokens come from (`train` and `run`; the embedded corpus by default).
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Folder of .txt / .jsonl documents instead of the embedded corpus.
+    #[arg(long, conflicts_with = "npy")]
+    text: Option<PathBuf>,
+    /// Folder of pre-tokenised uint32 .npy shards instead of the embedded corpus.
+    #[arg(long)]
+    npy: Option<PathBuf>,
+    /// tokenizer.json for --text (default: the embedded tokenizer).
+    #[arg(long, requires = "text")]
+    tokenizer: Option<PathBuf>,
+}
+
+impl DataArgs {
+    fn source(self) -> DataSource {
+        match (self.npy, self.text) {
+            (Some(dir), _) => DataSource::Npy(dir),
+            (None, Some(dir)) => DataSource::Text {
+                dir,
+                tokenizer: self.tokenizer,
+            },
+            (None, None) => DataSource::Embedded,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Windows (outer steps) to train.
@@ -74,15 +102,8 @@ struct TrainArgs {
     /// Update rule; overrides the hyperparameters file.
     #[arg(long, value_enum)]
     mode: Option<Mode>,
-    /// Folder of .txt / .jsonl documents instead of the embedded corpus.
-    #[arg(long, conflicts_with = "npy")]
-    text: Option<PathBuf>,
-    /// Folder of pre-tokenised uint32 .npy shards instead of the embedded corpus.
-    #[arg(long)]
-    npy: Option<PathBuf>,
-    /// tokenizer.json for --text (default: the embedded tokenizer).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// The uid whose pages are trained on.
     #[arg(long, default_value_t = 0)]
     uid: u16,
@@ -149,6 +170,8 @@ struct RunArgs {
     /// Stop after this many windows (default: run until Ctrl-C).
     #[arg(long)]
     windows: Option<u64>,
+    #[command(flatten)]
+    data: DataArgs,
     #[command(flatten)]
     compute: ComputeArgs,
 }
@@ -293,17 +316,9 @@ fn train(args: TrainArgs) -> Result<()> {
         };
     }
     hp.validate()?;
-    let data = match (args.npy, args.text) {
-        (Some(dir), _) => DataSource::Npy(dir),
-        (None, Some(dir)) => DataSource::Text {
-            dir,
-            tokenizer: args.tokenizer,
-        },
-        (None, None) => DataSource::Embedded,
-    };
     run_train(TrainOptions {
         hparams: hp,
-        data,
+        data: args.data.source(),
         steps: args.steps,
         uid: args.uid,
         json: args.json,
@@ -364,6 +379,7 @@ fn run_with(args: RunArgs, cheat: Option<Behaviour>) -> Result<()> {
         listen: args.listen,
         windows: args.windows,
         cheat,
+        data: args.data.source(),
         compute: args.compute.resolve()?,
     };
     runtime()?.block_on(run_node(opts))?;

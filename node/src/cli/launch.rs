@@ -2,7 +2,7 @@
 
 use super::identity::NodeIdentity;
 use crate::compute::Compute;
-use crate::data::{Pages, embedded_tokens};
+use crate::data::{DataSource, Pages};
 use crate::hparams::Hparams;
 use crate::roles::NodeError;
 use crate::roles::miner::Miner;
@@ -100,6 +100,8 @@ pub struct NodeOptions {
     pub cheat: Option<Behaviour>,
     /// Device and precision of the model.
     pub compute: Compute,
+    /// The tokens the node trains and evaluates on (every node of a network the same).
+    pub data: DataSource,
 }
 
 fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitment), LaunchError> {
@@ -211,6 +213,8 @@ fn follow_incentive(ctx: Arc<NodeContext>) -> tokio::task::JoinHandle<()> {
 }
 
 pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
+    // The data first: a missing folder fails before the node registers anywhere.
+    let pages = Pages::new(opts.data.tokens()?, opts.hparams.data.seq_len)?;
     let chain = connect_chain(&opts).await?;
     let request = RegisterRequest {
         stake: opts.stake,
@@ -223,7 +227,6 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
     let signs = opts.identity.signer.is_some();
     tracing::info!(uid, %hotkey, signs, role = ?opts.role, store = %own.describe(), "registered");
 
-    let pages = Pages::new(embedded_tokens()?, opts.hparams.data.seq_len)?;
     let status = NodeStatus {
         role: opts.role,
         uid: Some(uid),

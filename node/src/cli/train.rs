@@ -2,42 +2,11 @@
 //! progress bar and a final report (text or JSON).
 
 use crate::compute::Compute;
-use crate::data::{self, Pages};
+use crate::data::{DataSource, Pages};
 use crate::hparams::Hparams;
 use crate::train::train_alone;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
-use std::sync::Arc;
-
-/// Where the training tokens come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DataSource {
-    /// The corpus built into the binary.
-    Embedded,
-    /// A folder of .txt / .jsonl documents, tokenised with this tokenizer.json (default: the
-    /// embedded tokenizer).
-    Text {
-        dir: PathBuf,
-        tokenizer: Option<PathBuf>,
-    },
-    /// A folder of pre-tokenised uint32 .npy shards.
-    Npy(PathBuf),
-}
-
-impl DataSource {
-    pub fn tokens(&self) -> anyhow::Result<Arc<Vec<u32>>> {
-        Ok(match self {
-            DataSource::Embedded => data::embedded_tokens()?,
-            DataSource::Npy(dir) => Arc::new(data::npy_dir_tokens(dir)?),
-            DataSource::Text { dir, tokenizer } => {
-                let tok = data::load_tokenizer(tokenizer.as_deref())?;
-                let docs = data::text_dir_documents(dir)?;
-                Arc::new(data::tokenize_documents(&tok, &docs)?)
-            }
-        })
-    }
-}
 
 pub struct TrainOptions {
     pub hparams: Hparams,

@@ -7,6 +7,7 @@
 //! shards (the Python network's format).
 
 pub mod sampler;
+pub mod source;
 
 use flate2::read::GzDecoder;
 use sha2::{Digest, Sha256};
@@ -17,6 +18,7 @@ use tch::{Device, Kind, Tensor};
 use tokenizers::Tokenizer;
 
 pub use sampler::PageSampler;
+pub use source::DataSource;
 
 /// The embedded default corpus (see assets/corpus/README.md for its source and licence).
 pub static EMBEDDED_CORPUS_GZ: &[u8] = include_bytes!("../../../assets/corpus/corpus.jsonl.gz");
