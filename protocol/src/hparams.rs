@@ -376,9 +376,17 @@ impl Hparams {
     }
 
     pub fn validate(&self) -> Result<(), HparamsError> {
-        let bad = |m: String| Err(HparamsError::Invalid(m));
         let model = self.model_config()?;
         model.validate()?;
+        self.validate_data(&model)?;
+        self.validate_codec_and_schedule()?;
+        self.validate_rules()?;
+        self.network.validate()
+    }
+
+    /// Sequences fit the model, and no page is trained on twice in a window.
+    fn validate_data(&self, model: &ModelConfig) -> Result<(), HparamsError> {
+        let bad = |m: String| Err(HparamsError::Invalid(m));
         if self.data.seq_len < 2 || self.data.seq_len > model.max_seq_len {
             return bad(format!(
                 "data.seq_len must be in [2, {}] (model.max_seq_len)",
@@ -398,6 +406,11 @@ impl Hparams {
                 self.data.batch_size
             ));
         }
+        Ok(())
+    }
+
+    fn validate_codec_and_schedule(&self) -> Result<(), HparamsError> {
+        let bad = |m: String| Err(HparamsError::Invalid(m));
         if !(1..=64).contains(&self.codec.chunk) {
             return bad("codec.chunk must be in [1, 64] (12-bit indices)".into());
         }
@@ -416,6 +429,12 @@ impl Hparams {
         if !(0.0..=1.0).contains(&self.schedule.min_lr_factor) {
             return bad("schedule.min_lr_factor must be in [0, 1]".into());
         }
+        Ok(())
+    }
+
+    /// The update rules' own settings.
+    fn validate_rules(&self) -> Result<(), HparamsError> {
+        let bad = |m: String| Err(HparamsError::Invalid(m));
         let d = &self.demo;
         if d.lr <= 0.0 || !(0.0..1.0).contains(&d.momentum_decay) || d.batches_per_window == 0 {
             return bad(
@@ -428,41 +447,6 @@ impl Hparams {
         }
         if !(0.0..=1.0).contains(&s.error_decay) {
             return bad("sparseloco.error_decay must be in [0, 1]".into());
-        }
-        let n = &self.network;
-        if n.blocks_per_window == 0 || n.weights_every == 0 || n.checkpoint_every == 0 {
-            return bad(
-                "network: blocks_per_window, weights_every, checkpoint_every must be >= 1".into(),
-            );
-        }
-        if !(0.0..=1.0).contains(&n.ema_alpha) || !(0.0..=1.0).contains(&n.missing_penalty) {
-            return bad("network: ema_alpha and missing_penalty must be in [0, 1]".into());
-        }
-        if !(n.eval_lr_factor > 0.0 && n.eval_lr_factor <= 1.0) {
-            return bad("network.eval_lr_factor must be in (0, 1]".into());
-        }
-        if !(n.min_signal >= 0.0 && n.min_signal < 1.0) {
-            return bad("network.min_signal must be in [0, 1)".into());
-        }
-        if !(n.copy_overlap > 0.0 && n.copy_overlap <= 1.0) {
-            return bad("network.copy_overlap must be in (0, 1]".into());
-        }
-        if !(n.norm_outlier == 0.0 || (n.norm_outlier >= 1.0 && n.norm_outlier.is_finite())) {
-            return bad("network.norm_outlier must be 0 (off) or a finite number >= 1".into());
-        }
-        if !(-1.0..=1.0).contains(&n.min_agreement) {
-            return bad("network.min_agreement must be in [-1, 1]".into());
-        }
-        if !(n.sync_tolerance > 0.0 && n.sync_tolerance.is_finite()) {
-            return bad("network.sync_tolerance must be a positive number".into());
-        }
-        if n.version.is_empty()
-            || !n
-                .version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.')
-        {
-            return bad("network.version must be non-empty letters, digits and dots".into());
         }
         Ok(())
     }
@@ -514,6 +498,49 @@ impl Hparams {
     }
 }
 
+impl NetworkParams {
+    /// Every rate, ratio and threshold within its meaningful range.
+    pub fn validate(&self) -> Result<(), HparamsError> {
+        let bad = |m: String| Err(HparamsError::Invalid(m));
+        let n = self;
+        if n.blocks_per_window == 0 || n.weights_every == 0 || n.checkpoint_every == 0 {
+            return bad(
+                "network: blocks_per_window, weights_every, checkpoint_every must be >= 1".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&n.ema_alpha) || !(0.0..=1.0).contains(&n.missing_penalty) {
+            return bad("network: ema_alpha and missing_penalty must be in [0, 1]".into());
+        }
+        if !(n.eval_lr_factor > 0.0 && n.eval_lr_factor <= 1.0) {
+            return bad("network.eval_lr_factor must be in (0, 1]".into());
+        }
+        if !(n.min_signal >= 0.0 && n.min_signal < 1.0) {
+            return bad("network.min_signal must be in [0, 1)".into());
+        }
+        if !(n.copy_overlap > 0.0 && n.copy_overlap <= 1.0) {
+            return bad("network.copy_overlap must be in (0, 1]".into());
+        }
+        if !(n.norm_outlier == 0.0 || (n.norm_outlier >= 1.0 && n.norm_outlier.is_finite())) {
+            return bad("network.norm_outlier must be 0 (off) or a finite number >= 1".into());
+        }
+        if !(-1.0..=1.0).contains(&n.min_agreement) {
+            return bad("network.min_agreement must be in [-1, 1]".into());
+        }
+        if !(n.sync_tolerance > 0.0 && n.sync_tolerance.is_finite()) {
+            return bad("network.sync_tolerance must be a positive number".into());
+        }
+        if n.version.is_empty()
+            || !n
+                .version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.')
+        {
+            return bad("network.version must be non-empty letters, digits and dots".into());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +568,15 @@ mod tests {
             Hparams::from_toml("[model]\nsize = \"7B\""),
             Err(HparamsError::UnknownModel(_))
         ));
+        // A signal floor of the whole median or more would call every payload a free-rider.
+        for bad in ["1.0", "-0.1", "nan"] {
+            let err = Hparams::from_toml(&format!("[network]\nmin_signal = {bad}"));
+            assert!(
+                matches!(&err, Err(HparamsError::Invalid(m)) if m.contains("min_signal")),
+                "{bad}: {err:?}"
+            );
+        }
+        Hparams::from_toml("[network]\nmin_signal = 0.0").unwrap();
     }
 
     #[test]
