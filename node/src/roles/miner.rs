@@ -136,7 +136,7 @@ impl Miner {
         let judged = self.admission.judge(&ctx.hp, &self.engine, w, gathered);
         block_in_place(|| self.engine.apply_selected(&judged.admitted()));
         let gathered_count = judged.candidates.len();
-        let skipped = judged.skipped.iter().map(|s| s.to_status()).collect();
+        let skipped = judged.skipped_status();
         self.admission.remember(w, judged.into_payloads());
         let sample = block_in_place(|| self.engine.model_sample());
         self.sync.record(w, sample.clone());

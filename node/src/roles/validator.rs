@@ -188,7 +188,7 @@ impl Validator {
         let sample = block_in_place(|| self.engine.model_sample());
         self.sync.record(w, sample.clone());
         let submitted = judged.candidates.len();
-        let skipped = judged.skipped.iter().map(|s| s.to_status()).collect();
+        let skipped = judged.skipped_status();
         self.admission.remember(w, judged.into_payloads());
 
         let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);

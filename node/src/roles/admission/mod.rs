@@ -37,6 +37,7 @@ use duplicates::{Copy, find_copies};
 use rayon::prelude::*;
 use std::time::SystemTime;
 use templar_protocol::network::{PeerList, PeerPayload, Skipped};
+use templar_protocol::node_status::SkippedPeer;
 use templar_protocol::payload::{BlockLayout, Payload};
 use tokio::task::block_in_place;
 
@@ -86,6 +87,11 @@ impl Judged {
             .collect()
     }
 
+    /// The peers skipped at the gather, as the node's `/status` shows them.
+    pub fn skipped_status(&self) -> Vec<SkippedPeer> {
+        self.skipped.iter().map(Skipped::to_status).collect()
+    }
+
     /// The gathered payloads, for the next window's stale-repeat check.
     pub fn into_payloads(self) -> Vec<PeerPayload> {
         self.candidates.into_iter().map(|c| c.peer).collect()
@@ -110,9 +116,12 @@ pub struct Decision {
 impl Decision {
     /// Whether uid's payload enters the outer step.
     pub fn admits(&self, uid: u16) -> bool {
+        let judged = [&self.free_riders, &self.outliers, &self.disagreeing];
         !self.excluded.contains(&uid)
-            && !self.copied_uids().contains(&uid)
-            && !self.flagged().contains(&uid)
+            && !self.copies.iter().any(|c| c.uid == uid)
+            && !judged
+                .iter()
+                .any(|list| list.iter().any(|(u, _)| *u == uid))
     }
 
     pub fn copied_uids(&self) -> Vec<u16> {
