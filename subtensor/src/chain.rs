@@ -18,6 +18,7 @@ use crate::api::runtime;
 use crate::calls;
 use crate::client::{self, Client, bounded};
 use crate::commitment;
+use crate::errors::SubtensorError;
 use crate::extrinsic;
 use crate::head::HeadFollower;
 use crate::reveal::EpochState;
@@ -469,7 +470,7 @@ impl Chain for SubtensorChain {
         let state = self.epoch_state(&at).await?;
         let round = state
             .reveal_round(period, self.settings.block_time.as_secs_f64(), now_secs())
-            .map_err(|e| ChainError::CommitReveal(e.to_string()))?;
+            .map_err(|e| SubtensorError::CommitReveal(e.to_string()))?;
         let payload = WeightsTlockPayload {
             hotkey: me.0.to_vec(),
             uids,
@@ -478,7 +479,7 @@ impl Chain for SubtensorChain {
         };
         let commit = payload
             .seal(round)
-            .map_err(|e| ChainError::CommitReveal(e.to_string()))?;
+            .map_err(|e| SubtensorError::CommitReveal(e.to_string()))?;
         tracing::info!(round, period, "committing timelocked weights");
         self.submit(calls::commit_timelocked_weights(netuid, commit, round))
             .await

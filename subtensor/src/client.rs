@@ -9,6 +9,8 @@ use subxt::config::SubstrateConfig;
 use subxt::{Metadata, OnlineClient};
 use templar_protocol::chain::ChainError;
 
+use crate::errors::SubtensorError;
+
 pub type Client = OnlineClient<SubstrateConfig>;
 pub type AtBlock = subxt::client::OnlineClientAtBlock<SubstrateConfig>;
 
@@ -99,10 +101,11 @@ pub fn check_runtime(at: &AtBlock) -> Result<(), ChainError> {
     if differences.is_empty() {
         return Ok(());
     }
-    Err(ChainError::RuntimeMismatch {
+    Err(SubtensorError::RuntimeMismatch {
         spec_version: at.spec_version(),
         detail: differences.join("; "),
-    })
+    }
+    .into())
 }
 
 /// The newest metadata (V16, else V15) a node serves, as `MetadataVersioned` bytes ready to

@@ -1,8 +1,26 @@
 //! The chain's own errors, named: a module error from a failed extrinsic becomes the
 //! `ChainError` a node can act on, the rest keep the pallet's name and documentation.
 
-use templar_protocol::chain::ChainError;
+use templar_protocol::chain::{BackendError, ChainError};
 use templar_protocol::identity::Hotkey;
+
+/// What only a subtensor chain can fail with; it reaches callers inside
+/// [`ChainError::Backend`] (recover it with `ChainError::backend::<SubtensorError>()`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubtensorError {
+    #[error(
+        "the chain's runtime (spec version {spec_version}) differs from the metadata this build was generated from: {detail}; refresh it with `templar-node chain metadata --endpoint URL` and rebuild"
+    )]
+    RuntimeMismatch { spec_version: u32, detail: String },
+    #[error("commit-reveal mismatch: {0}")]
+    CommitReveal(String),
+}
+
+impl From<SubtensorError> for ChainError {
+    fn from(e: SubtensorError) -> Self {
+        ChainError::Backend(BackendError::new(e))
+    }
+}
 
 /// Maps `Pallet::Error` from a failed extrinsic.
 pub fn module_error(pallet: &str, error: &str, docs: &str, hotkey: &Hotkey) -> ChainError {
@@ -24,7 +42,7 @@ pub fn module_error(pallet: &str, error: &str, docs: &str, hotkey: &Hotkey) -> C
         | "InvalidRevealRound"
         | "IncorrectCommitRevealVersion"
         | "TooManyUnrevealedCommits" => {
-            ChainError::CommitReveal(format!("{pallet}::{error}: {docs}"))
+            SubtensorError::CommitReveal(format!("{pallet}::{error}: {docs}")).into()
         }
         _ => ChainError::Rejected {
             error: format!("{pallet}::{error}"),
@@ -48,9 +66,10 @@ mod tests {
             module_error("SubtensorModule", "NeuronNoValidatorPermit", "", &hk),
             ChainError::NoValidatorPermit(hk.clone())
         );
+        let commit_reveal = module_error("SubtensorModule", "CommitRevealEnabled", "on", &hk);
         assert!(matches!(
-            module_error("SubtensorModule", "CommitRevealEnabled", "on", &hk),
-            ChainError::CommitReveal(m) if m.contains("CommitRevealEnabled")
+            commit_reveal.backend::<SubtensorError>(),
+            Some(SubtensorError::CommitReveal(m)) if m.contains("CommitRevealEnabled")
         ));
         let other = module_error("SubtensorModule", "SettingWeightsTooFast", "", &hk);
         assert!(

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use templar_protocol::chain::{Chain, ChainError};
 use templar_protocol::identity::sr25519::Sr25519Signer;
 use templar_subtensor::chain::{SubtensorChain, SubtensorSettings};
+use templar_subtensor::errors::SubtensorError;
 
 fn settings() -> SubtensorSettings {
     let mut s = SubtensorSettings::new(NETUID);
@@ -71,11 +72,11 @@ async fn mock_node_with_a_changed_runtime_is_refused_at_start_naming_what_change
         .await
         .err()
         .unwrap();
-    match &err {
-        ChainError::RuntimeMismatch {
+    match err.backend::<SubtensorError>() {
+        Some(SubtensorError::RuntimeMismatch {
             spec_version,
             detail,
-        } => {
+        }) => {
             assert_eq!(*spec_version, 365);
             assert!(
                 detail.contains("call Commitments.set_commitment is gone"),
@@ -86,7 +87,7 @@ async fn mock_node_with_a_changed_runtime_is_refused_at_start_naming_what_change
                 "{detail}"
             );
         }
-        other => panic!("expected a runtime mismatch, got {other}"),
+        _ => panic!("expected a runtime mismatch, got {err}"),
     }
     assert!(
         err.to_string().contains("templar-node chain metadata"),

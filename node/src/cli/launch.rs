@@ -164,17 +164,20 @@ async fn open_chain(
     let started = std::time::Instant::now();
     loop {
         match DevnetChain::open(store.clone(), Arc::new(SystemClock)).await {
-            Err(ChainError::NoGenesis) if started.elapsed() < GENESIS_WAIT => {
+            Err(e) if is_no_genesis(&e) && started.elapsed() < GENESIS_WAIT => {
                 tracing::info!("waiting for the devnet chain to be created");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
-            Err(ChainError::NoGenesis) => return Err(LaunchError::NoChain(GENESIS_WAIT)),
+            Err(e) if is_no_genesis(&e) => return Err(LaunchError::NoChain(GENESIS_WAIT)),
             other => return Ok(other?),
         }
     }
 }
 
-/// Register, commit, serve status and run the role until `windows` are done or Ctrl-C.
+fn is_no_genesis(e: &ChainError) -> bool {
+    e.backend::<devnet::DevnetError>() == Some(&devnet::DevnetError::NoGenesis)
+}
+
 /// The chain the options name: the devnet's (created or waited for) or a subtensor's.
 async fn connect_chain(opts: &NodeOptions) -> Result<Arc<dyn Chain>, LaunchError> {
     Ok(match &opts.chain {
@@ -212,6 +215,7 @@ fn follow_incentive(ctx: Arc<NodeContext>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Register, commit, serve status and run the role until `windows` are done or Ctrl-C.
 pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
     // The data first: a missing folder fails before the node registers anywhere.
     let pages = Pages::new(opts.data.tokens()?, opts.hparams.data.seq_len)?;

@@ -7,7 +7,9 @@
 //! each validator's weights normalised to sum 1. For development and private clusters: any
 //! writer of the store can write chain state, so it is not a trust boundary.
 
-use super::{Chain, ChainError, Clock, Commitment, Metagraph, Neuron, RegisterRequest};
+use super::{
+    BackendError, Chain, ChainError, Clock, Commitment, Metagraph, Neuron, RegisterRequest,
+};
 use crate::identity::Hotkey;
 use crate::node_status::NodeRole;
 use crate::storage::{ObjectStore, StorageError};
@@ -91,6 +93,27 @@ fn key(kind: &str, uid: u16) -> String {
 
 const GENESIS: &str = "devnet/genesis.json";
 
+/// What only the devnet can fail with: its state lives in the object store.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DevnetError {
+    #[error("devnet storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the devnet has no genesis object ({GENESIS}); `templar-node devnet` writes it")]
+    NoGenesis,
+}
+
+impl From<DevnetError> for ChainError {
+    fn from(e: DevnetError) -> Self {
+        ChainError::Backend(BackendError::new(e))
+    }
+}
+
+impl From<StorageError> for ChainError {
+    fn from(e: StorageError) -> Self {
+        DevnetError::from(e).into()
+    }
+}
+
 async fn read_json<T: for<'de> Deserialize<'de>>(
     store: &dyn ObjectStore,
     key: &str,
@@ -132,7 +155,7 @@ impl DevnetChain {
     ) -> Result<Self, ChainError> {
         let genesis = read_json::<Genesis>(store.as_ref(), GENESIS)
             .await?
-            .ok_or(ChainError::NoGenesis)?;
+            .ok_or(DevnetError::NoGenesis)?;
         Ok(Self {
             store,
             clock,
@@ -407,6 +430,16 @@ mod tests {
         for (h, uid) in names.iter().zip(&uids) {
             assert_eq!(mg.by_hotkey(h).map(|n| n.uid), Some(*uid), "{h}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_store_without_genesis_is_the_devnets_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(FsStore::new(dir.path()));
+        let clock = Arc::new(ManualClock::new(UNIX_EPOCH));
+        let err = DevnetChain::open(store, clock).await.err().unwrap();
+        assert_eq!(err.backend::<DevnetError>(), Some(&DevnetError::NoGenesis));
+        assert!(err.to_string().contains("templar-node devnet"), "{err}");
     }
 
     #[tokio::test]

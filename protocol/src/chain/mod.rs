@@ -1,13 +1,14 @@
 //! The chain as a node sees it: blocks, the metagraph, commitments of bucket read
 //! credentials, and weights. [`devnet::DevnetChain`] keeps its state in the object store (for
-//! one machine and private clusters); a subtensor chain is the next implementation of the
-//! same trait.
+//! one machine and private clusters); the `templar-subtensor` crate implements the same trait
+//! for Bittensor. [`ChainError`] holds what every chain can answer; an error only one backend
+//! has travels whole inside [`BackendError`].
 
 pub mod devnet;
 pub mod weights;
 
 use crate::identity::Hotkey;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// Source of "now" for block arithmetic; tests inject [`ManualClock`].
@@ -53,10 +54,9 @@ impl Clock for ManualClock {
     }
 }
 
+/// What a chain call can fail with, whichever chain answers it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ChainError {
-    #[error("chain storage: {0}")]
-    Storage(#[from] crate::storage::StorageError),
     #[error("chain state object {key:?} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("hotkey {0} is not registered")]
@@ -69,10 +69,6 @@ pub enum ChainError {
     Full(u16),
     #[error("no uid could be claimed in {0} tries: other nodes kept registering at the same time")]
     RegistrationContended(usize),
-    #[error(
-        "the devnet has no genesis object (devnet/genesis.json); `templar-node devnet` writes it"
-    )]
-    NoGenesis,
     #[error("invalid weights: {0}")]
     InvalidWeights(String),
     #[error(
@@ -83,20 +79,46 @@ pub enum ChainError {
     Rpc(String),
     #[error("{what}: no answer from the chain within {after:?}")]
     Timeout { what: String, after: Duration },
-    #[error(
-        "the chain's runtime (spec version {spec_version}) differs from the metadata this build was generated from: {detail}; refresh it with `templar-node chain metadata --endpoint URL` and rebuild"
-    )]
-    RuntimeMismatch { spec_version: u32, detail: String },
     #[error("hotkey {0} has no validator permit on this subnet")]
     NoValidatorPermit(Hotkey),
     #[error("weights version key {ours} is below the subnet's WeightsVersionKey {required}")]
     VersionKeyTooLow { ours: u64, required: u64 },
-    #[error("commit-reveal mismatch: {0}")]
-    CommitReveal(String),
     #[error("the chain rejected the extrinsic with {error}: {reason}")]
     Rejected { error: String, reason: String },
     #[error("{0}")]
     Unsupported(String),
+    /// An error of one backend (the devnet's store, subtensor's runtime).
+    #[error(transparent)]
+    Backend(BackendError),
+}
+
+impl ChainError {
+    /// The backend's own error, when it is one of type `E`.
+    pub fn backend<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            ChainError::Backend(b) => b.0.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+}
+
+/// A backend-specific error kept whole (its type can be recovered with
+/// [`ChainError::backend`]); shared so that [`ChainError`] stays `Clone`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl BackendError {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+}
+
+/// Two backend errors are equal when they say the same (their types are erased).
+impl PartialEq for BackendError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
 }
 
 /// One registered node.
