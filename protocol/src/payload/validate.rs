@@ -322,38 +322,9 @@ impl<'a> PayloadValidator<'a> {
         layout: &BlockLayout,
         views: &HashMap<String, TensorView<'_>>,
     ) -> Result<ParamUpdate, PayloadError> {
-        let n = layout.num_selected();
-        let idx_bytes = views[&wire::indices(name)].data();
-        let indices =
-            unpack_indices_12bit(idx_bytes, n).ok_or_else(|| PayloadError::IndexCount {
-                param: name.into(),
-                expected: n,
-                found: idx_bytes.len() / 3 * 2,
-            })?;
-        let size = layout.block_size();
-        let mut seen = vec![u32::MAX; size.max(1) as usize];
-        for (block, chunk) in indices.chunks(layout.k.max(1) as usize).enumerate() {
-            for &index in chunk {
-                if index as i64 >= size {
-                    return Err(PayloadError::IndexOutOfRange {
-                        param: name.into(),
-                        block,
-                        index,
-                        size,
-                    });
-                }
-                // One stamp per block: a repeated index would count a peer twice in the mean.
-                if seen[index as usize] == block as u32 {
-                    return Err(PayloadError::DuplicateIndex {
-                        param: name.into(),
-                        block,
-                        index,
-                    });
-                }
-                seen[index as usize] = block as u32;
-            }
-        }
+        let indices = check_indices(name, layout, views[&wire::indices(name)].data())?;
         let val = views[&wire::values(name)].data();
+        let n = layout.num_selected();
         let values = match self.codec.params.value_bits {
             32 => {
                 let v = f32_from(val);
@@ -365,29 +336,7 @@ impl<'a> PayloadValidator<'a> {
             }
             bits => {
                 let qp = f32_from(views[&wire::quant(name)].data());
-                if qp.iter().any(|x| !x.is_finite()) {
-                    return Err(PayloadError::NonFiniteQuantParams { param: name.into() });
-                }
-                let scale = qp[1];
-                if !(scale.abs() as f64 > SCALE_MIN && (scale.abs() as f64) < SCALE_MAX) {
-                    return Err(PayloadError::ScaleOutOfRange {
-                        param: name.into(),
-                        scale,
-                    });
-                }
-                let bound = Quantized::lookup_bound(scale, bits, n);
-                if let Some(&value) = qp[2..].iter().find(|x| x.abs() as f64 > bound) {
-                    return Err(PayloadError::LookupOutOfRange {
-                        param: name.into(),
-                        value,
-                        bound,
-                    });
-                }
-                // Every value dequantisation can produce (and the shift alone, which an empty
-                // bin's 0 entry yields) is checked as it will be computed.
-                let shift = qp[0];
-                let decoded = qp[2..].iter().map(|&l| dequantize_entry(l, shift));
-                self.check_decoded(name, std::iter::once(shift).chain(decoded))?;
+                let (shift, scale, lookup) = self.check_quant_params(name, bits, n, &qp)?;
                 let codes = if bits == 2 {
                     unpack_2bit(val, n).expect("length checked against the shape")
                 } else {
@@ -396,15 +345,89 @@ impl<'a> PayloadValidator<'a> {
                 Values::Quantized(Quantized {
                     bits,
                     codes,
-                    shift: qp[0],
+                    shift,
                     scale,
-                    lookup: qp[2..].to_vec(),
+                    lookup,
                 })
             }
         };
         debug_assert_eq!(values.len(), n);
         Ok(ParamUpdate { indices, values })
     }
+
+    /// The quantisation parameters `[shift, scale, lookup..]`: finite, a scale in range, a
+    /// lookup table within its bound, and every value they can decode to within the value
+    /// bounds. Returns (shift, scale, lookup).
+    fn check_quant_params(
+        &self,
+        name: &str,
+        bits: u8,
+        n: usize,
+        qp: &[f32],
+    ) -> Result<(f32, f32, Vec<f32>), PayloadError> {
+        if qp.iter().any(|x| !x.is_finite()) {
+            return Err(PayloadError::NonFiniteQuantParams { param: name.into() });
+        }
+        let (shift, scale, lookup) = (qp[0], qp[1], &qp[2..]);
+        if !(scale.abs() as f64 > SCALE_MIN && (scale.abs() as f64) < SCALE_MAX) {
+            return Err(PayloadError::ScaleOutOfRange {
+                param: name.into(),
+                scale,
+            });
+        }
+        let bound = Quantized::lookup_bound(scale, bits, n);
+        if let Some(&value) = lookup.iter().find(|x| x.abs() as f64 > bound) {
+            return Err(PayloadError::LookupOutOfRange {
+                param: name.into(),
+                value,
+                bound,
+            });
+        }
+        // Every value dequantisation can produce (and the shift alone, which an empty bin's 0
+        // entry yields) is checked as it will be computed.
+        let decoded = lookup.iter().map(|&l| dequantize_entry(l, shift));
+        self.check_decoded(name, std::iter::once(shift).chain(decoded))?;
+        Ok((shift, scale, lookup.to_vec()))
+    }
+}
+
+/// The packed indices of one parameter: the count its layout selects, each inside its block,
+/// none repeated within a block (a repeat would count a peer twice in the mean).
+fn check_indices(
+    name: &str,
+    layout: &BlockLayout,
+    packed: &[u8],
+) -> Result<Vec<u16>, PayloadError> {
+    let n = layout.num_selected();
+    let indices = unpack_indices_12bit(packed, n).ok_or_else(|| PayloadError::IndexCount {
+        param: name.into(),
+        expected: n,
+        found: packed.len() / 3 * 2,
+    })?;
+    let size = layout.block_size();
+    let mut seen = vec![u32::MAX; size.max(1) as usize];
+    for (block, chunk) in indices.chunks(layout.k.max(1) as usize).enumerate() {
+        for &index in chunk {
+            if index as i64 >= size {
+                return Err(PayloadError::IndexOutOfRange {
+                    param: name.into(),
+                    block,
+                    index,
+                    size,
+                });
+            }
+            // One stamp per block.
+            if seen[index as usize] == block as u32 {
+                return Err(PayloadError::DuplicateIndex {
+                    param: name.into(),
+                    block,
+                    index,
+                });
+            }
+            seen[index as usize] = block as u32;
+        }
+    }
+    Ok(indices)
 }
 
 impl PayloadValidator<'_> {
