@@ -346,13 +346,23 @@ async fn operator_status_of_running_miners(net: &Network) -> serde_json::Value {
 async fn a_network_of_processes_trains_reports_and_survives_kills() {
     let mut net = Network::start();
     let mut samples = Samples::default();
+    let (w0, validator) = windows_advance_and_weights_land(&mut net, &mut samples).await;
+    the_operator_reports_the_running_miners(&mut net, w0).await;
+    a_miner_killed_mid_window_catches_up(&mut net, &mut samples).await;
+    a_killed_validator_resumes_its_scores(&mut net, &mut samples, &validator).await;
+}
 
-    // 1. Windows advance; every miner reports a loss; the weights reach the chain.
+/// Windows advance; every miner reports a loss; the weights reach the chain. Returns the
+/// first window seen and the validator's status once they have.
+async fn windows_advance_and_weights_land(
+    net: &mut Network,
+    samples: &mut Samples,
+) -> (u64, NodeStatus) {
     let first = net
         .until(
             "the validator reports a window",
             Duration::from_secs(120),
-            &mut samples,
+            samples,
             |s, _| s[0].as_ref().and_then(|v| v.window).is_some(),
         )
         .await;
@@ -361,7 +371,7 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         .until(
             "every miner reports a loss and earns incentive from the validator's weights",
             Duration::from_secs(150),
-            &mut samples,
+            samples,
             |s, _| {
                 s[0].as_ref()
                     .and_then(|v| v.window)
@@ -390,8 +400,12 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         assert!(x > 0.0 && x <= 1.0, "incentive {x}");
     }
 
-    // 2. The operator reports the running nodes' windows and losses in the CR status.
-    let status = operator_status_of_running_miners(&net).await;
+    (w0, validator.clone())
+}
+
+/// The operator reports the running nodes' windows and losses in the CR status.
+async fn the_operator_reports_the_running_miners(net: &mut Network, w0: u64) {
+    let status = operator_status_of_running_miners(net).await;
     let now = net.statuses().await;
     let newest = miners(&now).filter_map(|m| m?.window).max().unwrap();
     let reported = status["window"].as_u64().expect("status.window");
@@ -408,15 +422,17 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         "first window {w0}; the operator reported window {reported}, loss {}",
         status["loss"]
     );
+}
 
-    // 3. SIGKILL a miner mid-window (right after its upload, before the window closes);
-    //    restarted a window later, it catches up and holds the others' model.
+/// SIGKILL a miner mid-window (right after its upload, before the window closes); restarted
+/// a window later, it catches up and holds the others' model.
+async fn a_miner_killed_mid_window_catches_up(net: &mut Network, samples: &mut Samples) {
     let killed = 2;
     let busy = net
         .until(
             "miner-2 uploads in a window that is still open",
             Duration::from_secs(60),
-            &mut samples,
+            samples,
             |s, _| {
                 let m = s[killed].as_ref();
                 m.and_then(|m| m.window).is_some()
@@ -430,7 +446,7 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         .until(
             "the others move on a window without miner-2",
             Duration::from_secs(60),
-            &mut samples,
+            samples,
             |s, _| {
                 s[1].as_ref()
                     .and_then(|m| m.window)
@@ -445,7 +461,7 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         .until(
             "the restarted miner-2 reaches an outer step the others also took",
             Duration::from_secs(120),
-            &mut samples,
+            samples,
             |_, samples| {
                 matched = samples
                     .0
@@ -479,13 +495,19 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         "after catching up, miner-2's model differs from miner-1's by {diff} at step {step}\n{}",
         net.log_lines(&["gathered", "loaded checkpoint", "replayed", "synced"])
     );
+}
 
-    // 4. SIGKILL the validator right after it set weights; restarted, it shows its scores.
+/// SIGKILL the validator right after it set weights; restarted, it shows its scores.
+async fn a_killed_validator_resumes_its_scores(
+    net: &mut Network,
+    samples: &mut Samples,
+    validator: &NodeStatus,
+) {
     let before = net
         .until(
             "the validator sets weights again",
             Duration::from_secs(60),
-            &mut samples,
+            samples,
             |s, _| {
                 s[0].as_ref().is_some_and(|v| {
                     v.last_weights_window > validator.last_weights_window && v.scores.len() == 3
@@ -506,7 +528,7 @@ async fn a_network_of_processes_trains_reports_and_survives_kills() {
         .until(
             "the restarted validator answers with scores",
             Duration::from_secs(120),
-            &mut samples,
+            samples,
             |s, _| s[0].as_ref().is_some_and(|v| !v.scores.is_empty()),
         )
         .await;

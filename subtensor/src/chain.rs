@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use subxt::client::OnlineClientAtBlock;
 use subxt::config::SubstrateConfig;
 use subxt::utils::AccountId32;
 use templar_protocol::chain::weights::weights_for_chain;
@@ -16,7 +15,7 @@ use templar_protocol::identity::{Hotkey, Signer as _, ss58};
 
 use crate::api::runtime;
 use crate::calls;
-use crate::client::{self, Client, bounded};
+use crate::client::{self, AtBlock, Client, bounded};
 use crate::commitment;
 use crate::errors::SubtensorError;
 use crate::extrinsic;
@@ -144,7 +143,7 @@ impl SubtensorChain {
         self.head.subscriptions()
     }
 
-    async fn at_head(&self) -> Result<OnlineClientAtBlock<SubstrateConfig>, ChainError> {
+    async fn at_head(&self) -> Result<AtBlock, ChainError> {
         bounded(
             "reading the head block",
             self.settings.rpc_timeout,
@@ -155,7 +154,7 @@ impl SubtensorChain {
 
     async fn fetch<Addr>(
         &self,
-        at: &OnlineClientAtBlock<SubstrateConfig>,
+        at: &AtBlock,
         what: &str,
         address: Addr,
         keys: Addr::KeyParts,
@@ -175,7 +174,7 @@ impl SubtensorChain {
     /// A map entry that may be absent (`None`), read and decoded within the timeout.
     async fn try_fetch<Addr>(
         &self,
-        at: &OnlineClientAtBlock<SubstrateConfig>,
+        at: &AtBlock,
         what: &str,
         address: Addr,
         keys: Addr::KeyParts,
@@ -202,11 +201,7 @@ impl SubtensorChain {
         Ok(AccountId32(self.signer.public()))
     }
 
-    async fn uid_of(
-        &self,
-        at: &OnlineClientAtBlock<SubstrateConfig>,
-        account: &AccountId32,
-    ) -> Result<Option<u16>, ChainError> {
+    async fn uid_of(&self, at: &AtBlock, account: &AccountId32) -> Result<Option<u16>, ChainError> {
         let address = runtime::storage().subtensor_module().uids();
         self.try_fetch(at, "Uids", address, (self.settings.netuid, *account))
             .await
@@ -219,10 +214,7 @@ impl SubtensorChain {
 
     /// The subnet's epoch state for the reveal round: the stateful epoch model where the
     /// runtime has it (`LastEpochBlock` etc.), else the fixed `tempo + 1` schedule.
-    async fn epoch_state(
-        &self,
-        at: &OnlineClientAtBlock<SubstrateConfig>,
-    ) -> Result<EpochState, ChainError> {
+    async fn epoch_state(&self, at: &AtBlock) -> Result<EpochState, ChainError> {
         let netuid = self.settings.netuid;
         let sm = runtime::storage().subtensor_module();
         let tempo = self.fetch(at, "Tempo", sm.tempo(), (netuid,)).await?;
@@ -406,46 +398,12 @@ impl Chain for SubtensorChain {
         let Some(own_uid) = self.uid_of(&at, &me).await? else {
             return Err(ChainError::NotRegistered(hotkey.clone()));
         };
-        let required = self
-            .fetch(
-                &at,
-                "WeightsVersionKey",
-                sm.weights_version_key(),
-                (netuid,),
-            )
-            .await?;
-        if self.settings.version_key < required {
-            return Err(ChainError::VersionKeyTooLow {
-                ours: self.settings.version_key,
-                required,
-            });
-        }
-        let limit = self
-            .fetch(
-                &at,
-                "WeightsSetRateLimit",
-                sm.weights_set_rate_limit(),
-                (netuid,),
-            )
-            .await?;
-        let last = self
-            .fetch(&at, "LastUpdate", sm.last_update(), (netuid,))
-            .await?;
-        if let Some(&last_block) = last.get(usize::from(own_uid))
-            && last_block > 0
-            && at.block_number() < last_block + limit
-        {
-            return Err(ChainError::WeightsRateLimited {
-                last_block,
-                next_block: last_block + limit,
-            });
-        }
+        self.check_may_set_weights(&at, own_uid).await?;
         let max_weight = self
             .fetch(&at, "MaxWeightsLimit", sm.max_weights_limit(), (netuid,))
             .await?;
         let (uids, values) = weights_for_chain(weights, own_uid, max_weight)
             .map_err(|e| ChainError::InvalidWeights(e.to_string()))?;
-        let version_key = self.settings.version_key;
         let commit_reveal = self
             .fetch(
                 &at,
@@ -454,35 +412,13 @@ impl Chain for SubtensorChain {
                 (netuid,),
             )
             .await?;
-        if !commit_reveal {
-            return self
-                .submit(calls::set_weights(netuid, uids, values, version_key))
-                .await;
+        if commit_reveal {
+            self.commit_timelocked(&at, &me, uids, values).await
+        } else {
+            let version_key = self.settings.version_key;
+            self.submit(calls::set_weights(netuid, uids, values, version_key))
+                .await
         }
-        let period = self
-            .fetch(
-                &at,
-                "RevealPeriodEpochs",
-                sm.reveal_period_epochs(),
-                (netuid,),
-            )
-            .await?;
-        let state = self.epoch_state(&at).await?;
-        let round = state
-            .reveal_round(period, self.settings.block_time.as_secs_f64(), now_secs())
-            .map_err(|e| SubtensorError::CommitReveal(e.to_string()))?;
-        let payload = WeightsTlockPayload {
-            hotkey: me.0.to_vec(),
-            uids,
-            values,
-            version_key,
-        };
-        let commit = payload
-            .seal(round)
-            .map_err(|e| SubtensorError::CommitReveal(e.to_string()))?;
-        tracing::info!(round, period, "committing timelocked weights");
-        self.submit(calls::commit_timelocked_weights(netuid, commit, round))
-            .await
     }
 
     async fn weights_rate_limit(&self) -> Result<u64, ChainError> {
@@ -496,10 +432,82 @@ impl Chain for SubtensorChain {
 }
 
 impl SubtensorChain {
+    /// The subnet's rules a weights extrinsic must pass, checked before sending so that a
+    /// refusal names the rule: the version key and the rate limit since `LastUpdate`.
+    async fn check_may_set_weights(&self, at: &AtBlock, own_uid: u16) -> Result<(), ChainError> {
+        let netuid = self.settings.netuid;
+        let sm = runtime::storage().subtensor_module();
+        let required = self
+            .fetch(at, "WeightsVersionKey", sm.weights_version_key(), (netuid,))
+            .await?;
+        if self.settings.version_key < required {
+            return Err(ChainError::VersionKeyTooLow {
+                ours: self.settings.version_key,
+                required,
+            });
+        }
+        let limit = self
+            .fetch(
+                at,
+                "WeightsSetRateLimit",
+                sm.weights_set_rate_limit(),
+                (netuid,),
+            )
+            .await?;
+        let last = self
+            .fetch(at, "LastUpdate", sm.last_update(), (netuid,))
+            .await?;
+        if let Some(&last_block) = last.get(usize::from(own_uid))
+            && last_block > 0
+            && at.block_number() < last_block + limit
+        {
+            return Err(ChainError::WeightsRateLimited {
+                last_block,
+                next_block: last_block + limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Seals the weights to the drand round of their reveal epoch and commits them.
+    async fn commit_timelocked(
+        &self,
+        at: &AtBlock,
+        me: &AccountId32,
+        uids: Vec<u16>,
+        values: Vec<u16>,
+    ) -> Result<(), ChainError> {
+        let netuid = self.settings.netuid;
+        let period = self
+            .fetch(
+                at,
+                "RevealPeriodEpochs",
+                runtime::storage().subtensor_module().reveal_period_epochs(),
+                (netuid,),
+            )
+            .await?;
+        let state = self.epoch_state(at).await?;
+        let round = state
+            .reveal_round(period, self.settings.block_time.as_secs_f64(), now_secs())
+            .map_err(|e| SubtensorError::CommitReveal(e.to_string()))?;
+        let payload = WeightsTlockPayload {
+            hotkey: me.0.to_vec(),
+            uids,
+            values,
+            version_key: self.settings.version_key,
+        };
+        let commit = payload
+            .seal(round)
+            .map_err(|e| SubtensorError::CommitReveal(e.to_string()))?;
+        tracing::info!(round, period, "committing timelocked weights");
+        self.submit(calls::commit_timelocked_weights(netuid, commit, round))
+            .await
+    }
+
     /// The first raw field of `account`'s commitment on this subnet.
     async fn raw_commitment(
         &self,
-        at: &OnlineClientAtBlock<SubstrateConfig>,
+        at: &AtBlock,
         account: &AccountId32,
     ) -> Result<Option<Vec<u8>>, ChainError> {
         let address = runtime::storage().commitments().commitment_of();
