@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use subxt::config::SubstrateConfig;
 use subxt::utils::AccountId32;
 use templar_protocol::chain::weights::weights_for_chain;
 use templar_protocol::chain::{Chain, ChainError, Commitment, Metagraph, Neuron, RegisterRequest};
