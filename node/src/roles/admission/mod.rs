@@ -4,7 +4,8 @@
 //! - miners on the top validator's exclusion list for the window (`PeerList::excluded`: a run
 //!   of negative or invalid scores), until they score positive again;
 //! - a copy of another payload of the window (the later upload; both of a pair uploaded in the
-//!   same second) and a repeat of one of the previous window's payloads ([`find_copies`]);
+//!   same second), a blend of blocks of earlier uploads of the window, and a repeat of one of
+//!   the previous window's payloads ([`find_copies`]);
 //! - an update without training signal: zero norm, or under `network.min_signal` times the
 //!   lower median of the window's non-zero norms (a free-rider). It is judged, never a voter:
 //!   the norm and agreement checks below count only payloads with signal;
@@ -33,7 +34,7 @@ use crate::codec::norms::{lower_median, values_norm};
 use crate::engine::Engine;
 use crate::hparams::{Hparams, NetworkParams};
 use agreement::disagreeing;
-use duplicates::{Copy, find_copies};
+use duplicates::{Copy, CopyCheck, find_copies};
 use rayon::prelude::*;
 use std::time::SystemTime;
 use templar_protocol::network::{PeerList, PeerPayload, Skipped};
@@ -101,8 +102,11 @@ impl Judged {
 /// One window's verdict.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decision {
-    /// Copies and stale repeats, with the reason.
+    /// Copies, blends and stale repeats, with the reason.
     pub copies: Vec<Copy>,
+    /// Every payload's share of coordinates in blocks that earlier uploads of the window
+    /// repeat (a blend at `network.copy_overlap`): how close honest payloads come.
+    pub coverage: Vec<(u16, f64)>,
     /// Miners on the top validator's exclusion list.
     pub excluded: Vec<u16>,
     /// Updates without training signal: uid and its norm over the window's median norm.
@@ -190,7 +194,8 @@ impl Admission {
             Some((pw, list)) if pw + 1 == w => list.iter().map(|p| (p.uid, &p.payload)).collect(),
             _ => Vec::new(),
         };
-        let copies = find_copies(&current, &previous, layouts, n.copy_overlap);
+        let CopyCheck { copies, coverage } =
+            find_copies(&current, &previous, layouts, n.copy_overlap);
         for c in &copies {
             tracing::warn!(uid = c.uid, window = w, reason = %c.of, "copied payload left out");
         }
@@ -227,6 +232,7 @@ impl Admission {
         warn_left_out(w, &disagreeing, "against the window (median agreement)");
         Decision {
             copies,
+            coverage,
             excluded,
             free_riders,
             outliers,
@@ -402,6 +408,7 @@ mod tests {
                     },
                 },
             ],
+            coverage: Vec::new(),
             excluded: vec![2],
             free_riders: vec![(7, 0.0)],
             outliers: vec![(4, 30.0)],
