@@ -107,16 +107,26 @@ impl Engine {
         w: u64,
     ) -> Result<(WindowStats, Payload), EngineError> {
         let assigned = self.sampler.assigned(pages_of, w)?;
+        let steps = self.hp.batches_per_window();
+        self.train_on_pages(uid, &assigned, steps, hotkey, w)
+    }
+
+    /// `steps` inner steps on `pages` (cycled to fill their batches) and the compressed
+    /// update, as uid's payload of window `w`.
+    pub fn train_on_pages(
+        &mut self,
+        uid: u16,
+        pages: &[u64],
+        steps: u64,
+        hotkey: &Hotkey,
+        w: u64,
+    ) -> Result<(WindowStats, Payload), EngineError> {
         // The model sample of the model the window starts from.
         let meta = self.payload_meta(uid, hotkey, w);
-        let batches: Vec<Tensor> = window_batches(
-            &assigned,
-            self.hp.batches_per_window(),
-            self.hp.data.batch_size,
-        )
-        .iter()
-        .map(|b| self.pages.batch(b, self.device()))
-        .collect();
+        let batches: Vec<Tensor> = window_batches(pages, steps, self.hp.data.batch_size)
+            .iter()
+            .map(|b| self.pages.batch(b, self.device()))
+            .collect();
         let stats = self.opt.train_window(&self.model, &batches)?;
         Ok((stats, self.opt.compress(&self.codec, meta)))
     }

@@ -311,6 +311,10 @@ pub struct NetworkParams {
     pub clock_skew_ms: u64,
     /// Owners delete their gradients older than this many windows.
     pub retention_windows: u64,
+    /// A miner commits its payload's digest this long before uploading the payload: at
+    /// least the store's time resolution (S3 keeps Last-Modified to the second), so no copy's
+    /// commitment can share its source's second.
+    pub digest_lead_ms: u64,
 }
 
 impl Default for NetworkParams {
@@ -335,6 +339,7 @@ impl Default for NetworkParams {
             upload_grace_ms: 2000,
             clock_skew_ms: 2000,
             retention_windows: 100,
+            digest_lead_ms: 1000,
         }
     }
 }

@@ -8,7 +8,8 @@ use crate::data::Pages;
 use crate::engine::Engine;
 use crate::optim::WindowStats;
 use std::sync::Arc;
-use templar_protocol::network::NodeContext;
+use std::time::Duration;
+use templar_protocol::network::{NodeContext, payload_digest};
 use templar_protocol::payload::Payload;
 use tokio::task::block_in_place;
 
@@ -152,13 +153,27 @@ impl Miner {
 
 /// Put window `w`'s payload into the own bucket and drop the one that left retention.
 pub async fn upload(ctx: &NodeContext, w: u64, bytes: Vec<u8>) -> Result<(), NodeError> {
+    // The digest first, and the payload only after the store's time resolution: a copier
+    // reads the payload before it can commit to a copy, so its commitment is always later.
+    ctx.own_store
+        .put(
+            &ctx.keys.gradient_digest(w, ctx.uid),
+            payload_digest(&bytes).into_bytes(),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(ctx.hp.network.digest_lead_ms)).await;
     ctx.own_store
         .put(&ctx.keys.gradient(w, ctx.uid), bytes)
         .await?;
-    if let Some(old) = w.checked_sub(ctx.hp.network.retention_windows)
-        && let Err(e) = ctx.own_store.delete(&ctx.keys.gradient(old, ctx.uid)).await
-    {
-        tracing::warn!(error = %e, "retention delete failed");
+    if let Some(old) = w.checked_sub(ctx.hp.network.retention_windows) {
+        for key in [
+            ctx.keys.gradient(old, ctx.uid),
+            ctx.keys.gradient_digest(old, ctx.uid),
+        ] {
+            if let Err(e) = ctx.own_store.delete(&key).await {
+                tracing::warn!(error = %e, "retention delete failed");
+            }
+        }
     }
     ctx.update_status(|s| s.last_upload_window = Some(w));
     tracing::info!(window = w, "uploaded");

@@ -12,6 +12,11 @@ use templar_protocol::hparams::NetworkParams;
 pub struct ScoreState {
     #[serde(with = "lossless_f64")]
     pub ema: f64,
+    /// Moving average (same alpha) of the own-page improvement beyond the random pages'
+    /// (own − random): the part of an update's gain that only training on the assigned pages
+    /// gives. A miner that trains on part of its pages gets that part of it.
+    #[serde(default, with = "lossless_f64")]
+    pub specific: f64,
     #[serde(default, with = "lossless_f64::option")]
     pub last_own: Option<f64>,
     #[serde(default, with = "lossless_f64::option")]
@@ -43,6 +48,7 @@ impl Default for ScoreState {
     fn default() -> Self {
         Self {
             ema: 0.0,
+            specific: 0.0,
             last_own: None,
             last_random: None,
             last_sync_drift: None,
@@ -54,11 +60,12 @@ impl Default for ScoreState {
 }
 
 impl ScoreState {
-    /// What the weights are computed from: the score, scaled by the own-beats-random average
-    /// when positive (a negative score stays as it is).
+    /// What the weights are computed from: while the score is positive, the specific gain
+    /// (what training on the assigned pages adds over random pages), scaled by the
+    /// own-beats-random average; a negative score stays as it is.
     pub fn effective(&self) -> f64 {
         if self.ema > 0.0 {
-            self.ema * self.own_beats_random.max(0.0)
+            self.specific.max(0.0) * self.own_beats_random.max(0.0)
         } else {
             self.ema
         }
@@ -84,6 +91,7 @@ pub fn update_score(entry: &mut ScoreState, result: Option<(f64, f64)>, alpha: f
         Some((own, random)) if own.is_finite() => {
             entry.ema = alpha * own + (1.0 - alpha) * entry.ema;
             if random.is_finite() {
+                entry.specific = alpha * (own - random) + (1.0 - alpha) * entry.specific;
                 let beat = if own > random { 1.0 } else { -1.0 };
                 let a = OWN_BEATS_RANDOM_ALPHA;
                 entry.own_beats_random = a * beat + (1.0 - a) * entry.own_beats_random;
@@ -102,6 +110,7 @@ pub fn update_score(entry: &mut ScoreState, result: Option<(f64, f64)>, alpha: f
             entry.consecutive_negative = entry.consecutive_negative.saturating_add(1);
             let k = entry.consecutive_invalid.min(MAX_PENALTY_ESCALATION);
             entry.ema *= penalty.powi(k as i32);
+            entry.specific *= penalty.powi(k as i32);
             entry.last_own = None;
             entry.last_random = None;
         }
@@ -277,6 +286,7 @@ mod tests {
                     u,
                     ScoreState {
                         ema,
+                        specific: ema,
                         ..Default::default()
                     },
                 )
@@ -294,6 +304,20 @@ mod tests {
         assert!((w.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-12);
         let w = weights_from_scores(&scores(&[(1, -1.0)]), 0.0);
         assert_eq!(w, vec![(1, 0.0)]);
+    }
+
+    #[test]
+    fn weight_follows_the_gain_specific_to_the_assigned_pages() {
+        let mut scores: BTreeMap<u16, ScoreState> = BTreeMap::new();
+        for _ in 0..30 {
+            // Both improve random pages by 0.02 (general learning); the first trained on all
+            // its pages (+0.02 on them beyond that), the second on a quarter (+0.005).
+            update_score(scores.entry(1).or_default(), Some((0.04, 0.02)), 0.3, 0.75);
+            update_score(scores.entry(2).or_default(), Some((0.025, 0.02)), 0.3, 0.75);
+        }
+        let w = weights_from_scores(&scores, 0.0);
+        let ratio = w[1].1 / w[0].1;
+        assert!((ratio - 0.25).abs() < 1e-3, "{w:?}");
     }
 
     #[test]
@@ -410,6 +434,7 @@ mod tests {
         .map(|(u, ema, own)| {
             let s = ScoreState {
                 ema,
+                specific: ema * 0.5,
                 last_own: own,
                 last_random: None,
                 last_sync_drift: own.map(|x| x * 1e-3),

@@ -1,7 +1,7 @@
 //! The validator: publish the peer list, gather, score each miner by the loss its update
 //! removes, keep a moving average, set weights, publish checkpoints.
 
-use super::admission::Admission;
+use super::admission::{Admission, Decision};
 use super::scoring::{ScoreState, choose_for_eval, score_window, secret_draw, weights_from_scores};
 use super::sync::{self, SyncTracker};
 use super::{NodeError, gather_closed_window};
@@ -56,6 +56,8 @@ pub struct Validator {
     random_pages_secret: u64,
     sync: SyncTracker,
     admission: Admission,
+    /// The verdict on the last closed window's payloads.
+    pub last_decision: Decision,
 }
 
 impl Validator {
@@ -84,6 +86,7 @@ impl Validator {
             random_pages_secret: RandomState::new().hash_one(std::process::id()),
             sync: SyncTracker::default(),
             admission: Admission::default(),
+            last_decision: Decision::default(),
         })
     }
 
@@ -189,6 +192,7 @@ impl Validator {
         self.sync.record(w, sample.clone());
         let submitted = judged.candidates.len();
         let skipped = judged.skipped_status();
+        self.last_decision = judged.decision.clone();
         self.admission.remember(w, judged.into_payloads());
 
         let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);

@@ -64,14 +64,52 @@ impl Skipped {
     }
 }
 
-/// A peer's valid payload of a window, with its upload time (its store's last-modified
-/// time, the same for every reader, which tells a copy from its source).
+/// A peer's valid payload of a window, with its upload time and, when the peer committed
+/// the payload's digest first, that commitment's time (store last-modified times, the same
+/// for every reader).
 #[derive(Debug, Clone)]
 pub struct PeerPayload {
     pub uid: u16,
     pub payload: Payload,
     pub uploaded: SystemTime,
+    pub committed: Option<SystemTime>,
 }
+
+impl PeerPayload {
+    /// The instant that tells a copy from its source: the digest commitment's, else the
+    /// upload's. A copier can only commit to a payload after reading its source, which was
+    /// uploaded `digest_lead_ms` (at least the store's time resolution) after its own
+    /// commitment, so the copy's instant is strictly later whatever it uploads when.
+    pub fn order(&self) -> SystemTime {
+        self.committed.unwrap_or(self.uploaded)
+    }
+}
+
+/// A peer's downloaded payload: its bytes, its upload time, and the digest it committed
+/// before (hex sha256 and the commitment's time) when there is one.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub uploaded: SystemTime,
+    pub digest: Option<(String, SystemTime)>,
+}
+
+impl Fetched {
+    /// The commitment's time when it names these bytes' sha256.
+    fn committed(&self) -> Option<SystemTime> {
+        let (digest, at) = self.digest.as_ref()?;
+        (*digest == payload_digest(&self.bytes)).then_some(*at)
+    }
+}
+
+/// What a miner commits before its upload: the hex sha256 of the payload's bytes.
+pub fn payload_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The largest digest commitment read (64 hex characters and some whitespace).
+const MAX_DIGEST_BYTES: u64 = 128;
 
 /// Downloads in flight at once: a long peer list cannot open hundreds of connections.
 pub const FETCH_FAN_OUT: usize = 16;
@@ -80,15 +118,15 @@ pub const FETCH_FAN_OUT: usize = 16;
 /// peers not fetched by then are skipped.
 const GATHER_DEADLINE_PEER_TIMEOUTS: u32 = 3;
 
-/// One peer's bytes for window `w` and when its store says they were uploaded, or the
-/// reason they are left out.
+/// One peer's bytes for window `w`, when its store says they were uploaded and the digest
+/// committed before them, or the reason they are left out.
 pub async fn fetch_payload(
     ctx: &NodeContext,
     uid: u16,
     w: u64,
     max_bytes: u64,
     range: Option<(SystemTime, SystemTime)>,
-) -> Result<(Vec<u8>, SystemTime), SkipReason> {
+) -> Result<Fetched, SkipReason> {
     let fetch = async {
         let store = ctx
             .peer_store(uid)
@@ -108,11 +146,19 @@ pub async fn fetch_payload(
                 return Err(SkipReason::TooLate);
             }
         }
-        let bytes = store
-            .get(&key, max_bytes)
-            .await
-            .map_err(|e| SkipReason::DownloadFailed(e.to_string()))?;
-        Ok((bytes, info.last_modified))
+        let digest_key = ctx.keys.gradient_digest(w, uid);
+        let (bytes, digest) = futures::join!(store.get(&key, max_bytes), async {
+            // A missing or unreadable commitment only loses the payload its early instant.
+            let at = store.head(&digest_key).await.ok()?.last_modified;
+            let text = store.get(&digest_key, MAX_DIGEST_BYTES).await.ok()?;
+            Some((String::from_utf8_lossy(&text).trim().to_string(), at))
+        });
+        let bytes = bytes.map_err(|e| SkipReason::DownloadFailed(e.to_string()))?;
+        Ok(Fetched {
+            bytes,
+            uploaded: info.last_modified,
+            digest,
+        })
     };
     match tokio::time::timeout(ctx.peer_timeout, fetch).await {
         Ok(r) => r,
@@ -127,17 +173,18 @@ fn validate_all(
     w: u64,
     hotkeys: &BTreeMap<u16, Hotkey>,
     uids: Vec<u16>,
-    fetched: Vec<Result<(Vec<u8>, SystemTime), SkipReason>>,
+    fetched: Vec<Result<Fetched, SkipReason>>,
 ) -> Vec<(u16, Result<PeerPayload, SkipReason>)> {
-    let check = |uid: u16, bytes: Vec<u8>, uploaded: SystemTime| {
+    let check = |uid: u16, fetched: Fetched| {
         let payload = validator
-            .validate_for(&bytes, uid, w)
+            .validate_for(&fetched.bytes, uid, w)
             .map_err(SkipReason::Invalid)?;
         match hotkeys.get(&uid) {
             Some(holder) if *holder == payload.meta.hotkey => Ok(PeerPayload {
                 uid,
                 payload,
-                uploaded,
+                uploaded: fetched.uploaded,
+                committed: fetched.committed(),
             }),
             Some(holder) => Err(SkipReason::WrongHotkey {
                 named: payload.meta.hotkey,
@@ -149,7 +196,7 @@ fn validate_all(
     uids.into_par_iter()
         .zip(fetched)
         .map(|(uid, r)| {
-            let r = r.and_then(|(bytes, uploaded)| check(uid, bytes, uploaded));
+            let r = r.and_then(|fetched| check(uid, fetched));
             (uid, r)
         })
         .collect()
@@ -196,16 +243,15 @@ pub async fn gather(
     // Downloads run FETCH_FAN_OUT at a time, each bounded by the peer timeout and all by one
     // deadline; validation follows.
     let deadline = tokio::time::Instant::now() + ctx.peer_timeout * GATHER_DEADLINE_PEER_TIMEOUTS;
-    let results: Vec<Result<(Vec<u8>, SystemTime), SkipReason>> =
-        futures::stream::iter(uids.iter().copied())
-            .map(|uid| async move {
-                tokio::time::timeout_at(deadline, fetch_payload(ctx, uid, w, max_bytes, range))
-                    .await
-                    .unwrap_or(Err(SkipReason::DeadlinePassed))
-            })
-            .buffered(FETCH_FAN_OUT)
-            .collect()
-            .await;
+    let results: Vec<Result<Fetched, SkipReason>> = futures::stream::iter(uids.iter().copied())
+        .map(|uid| async move {
+            tokio::time::timeout_at(deadline, fetch_payload(ctx, uid, w, max_bytes, range))
+                .await
+                .unwrap_or(Err(SkipReason::DeadlinePassed))
+        })
+        .buffered(FETCH_FAN_OUT)
+        .collect()
+        .await;
     let checked = validate_all(validator, w, &hotkeys, uids, results);
     let mut ok = Vec::new();
     for (uid, r) in checked {
@@ -219,4 +265,35 @@ pub async fn gather(
     }
     skipped.sort_by_key(|s| s.uid);
     (ok, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn a_digest_commitment_counts_only_for_the_bytes_it_names() {
+        let (committed, uploaded) = (
+            UNIX_EPOCH + Duration::from_secs(10),
+            UNIX_EPOCH + Duration::from_secs(11),
+        );
+        let fetched = Fetched {
+            bytes: b"payload".to_vec(),
+            uploaded,
+            digest: Some((payload_digest(b"payload"), committed)),
+        };
+        assert_eq!(fetched.committed(), Some(committed));
+        let other = Fetched {
+            digest: Some((payload_digest(b"another payload"), committed)),
+            ..fetched.clone()
+        };
+        assert_eq!(other.committed(), None);
+        let none = Fetched {
+            digest: None,
+            ..fetched
+        };
+        assert_eq!(none.committed(), None);
+        assert_eq!(payload_digest(b"").len(), 64);
+    }
 }

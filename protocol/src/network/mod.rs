@@ -10,7 +10,9 @@
 
 mod gather;
 
-pub use gather::{PeerPayload, SkipReason, Skipped, fetch_payload, gather};
+pub use gather::{
+    Fetched, PeerPayload, SkipReason, Skipped, fetch_payload, gather, payload_digest,
+};
 
 use crate::chain::{Chain, ChainError, Commitment, Metagraph};
 use crate::hparams::Hparams;

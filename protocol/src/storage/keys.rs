@@ -1,6 +1,8 @@
 //! Object key layout, all under a version prefix `v{version}/` so that incompatible
 //! releases never read each other's objects:
 //! - `gradients/{window:012}/{uid:05}.safetensors`: a miner's payload for a window
+//! - `gradients/{window:012}/{uid:05}.sha256`: the payload's digest, written before the
+//!   payload (its store time orders copies: nobody can commit to a payload before reading it)
 //! - `checkpoints/{window:012}/model.safetensors` and `checkpoints/LATEST`: a validator's
 //!   checkpoint; the pointer (JSON with the window) is written after the checkpoint, so a
 //!   reader that follows it never sees a half-written checkpoint
@@ -27,6 +29,11 @@ impl Keys {
             "{}/gradients/{window:012}/{uid:05}.safetensors",
             self.prefix
         )
+    }
+
+    /// The digest of a miner's payload, committed before the payload is readable.
+    pub fn gradient_digest(&self, window: u64, uid: u16) -> String {
+        format!("{}/gradients/{window:012}/{uid:05}.sha256", self.prefix)
     }
 
     pub fn gradients_prefix(&self) -> String {
@@ -70,6 +77,13 @@ mod tests {
         assert_eq!(k.parse_gradient(&g), Some((42, 7)));
         assert_eq!(Keys::new("2").parse_gradient(&g), None);
         assert_eq!(k.parse_gradient("v1/gradients/x/1.safetensors"), None);
+        // The digest commitment sits beside the payload and is not one.
+        let d = k.gradient_digest(42, 7);
+        assert_eq!(
+            d.rsplit_once('/').map(|x| x.0),
+            g.rsplit_once('/').map(|x| x.0)
+        );
+        assert_eq!(k.parse_gradient(&d), None);
         assert!(k.gradient(9, 0) < k.gradient(10, 0));
         for key in [
             g,

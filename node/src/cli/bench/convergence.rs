@@ -98,11 +98,15 @@ pub async fn convergence_bench(
             net.window(w, &mut refs, &mut validator).await?;
         }
         let final_eval_loss = eval_loss(&validator.engine.model, pages, &held_out);
-        let uploads = ms[0]
+        let keys = &ms[0].ctx.keys;
+        let uploads: Vec<_> = ms[0]
             .ctx
             .own_store
-            .list(&ms[0].ctx.keys.gradients_prefix())
-            .await?;
+            .list(&keys.gradients_prefix())
+            .await?
+            .into_iter()
+            .filter(|o| keys.parse_gradient(&o.key).is_some())
+            .collect();
         let bytes =
             uploads.iter().map(|o| o.size as f64).sum::<f64>() / uploads.len().max(1) as f64;
         runs.push(ConvergenceRun {

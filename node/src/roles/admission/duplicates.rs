@@ -66,7 +66,13 @@ impl Blocks {
 
     /// Counts into `shared` (one entry per block, zeroed here) the coordinates `a` and `b`
     /// both selected; returns their index overlap over all of `a`'s coordinates.
-    fn overlap(&self, a: &Payload, b: &Payload, layouts: &[BlockLayout], shared: &mut [u32]) -> f64 {
+    fn overlap(
+        &self,
+        a: &Payload,
+        b: &Payload,
+        layouts: &[BlockLayout],
+        shared: &mut [u32],
+    ) -> f64 {
         shared.fill(0);
         let total = for_each_shared(a, b, layouts, |param, i, _| {
             shared[self.offset[param] + i / self.k[param]] += 1;
@@ -201,7 +207,10 @@ pub fn find_copies(
 ) -> CopyCheck {
     let blocks = Blocks::new(layouts);
     let mut shared = vec![0u32; blocks.len()];
-    let mut repeated: Vec<Repeated> = current.iter().map(|_| Repeated::new(blocks.len())).collect();
+    let mut repeated: Vec<Repeated> = current
+        .iter()
+        .map(|_| Repeated::new(blocks.len()))
+        .collect();
     let mut flagged: Vec<Copy> = Vec::new();
     // An attributed verdict replaces a tied one for the same uid.
     let mut flag = |uid: u16, of: CopyOf| {
@@ -259,26 +268,36 @@ pub fn find_copies(
             }
         }
     }
-    let mut coverage = Vec::with_capacity(current.len());
-    for ((uid, _, _), r) in current.iter().zip(&repeated) {
-        let (share, sources) = r.coverage(&blocks);
-        coverage.push((*uid, share));
-        if share >= threshold {
-            flag(
-                *uid,
-                CopyOf::Blend {
-                    sources,
-                    coverage: share,
-                },
-            );
-        }
-    }
+    let coverage = blends(current, &repeated, &blocks, threshold, &mut flag);
     flagged.sort_by_key(|c| c.uid);
-    coverage.sort_by_key(|c| c.0);
     CopyCheck {
         copies: flagged,
         coverage,
     }
+}
+
+/// Each payload's repeated share (uid order), flagging those at `threshold` as blends.
+fn blends(
+    current: &[(u16, &Payload, SystemTime)],
+    repeated: &[Repeated],
+    blocks: &Blocks,
+    threshold: f64,
+    flag: &mut impl FnMut(u16, CopyOf),
+) -> Vec<(u16, f64)> {
+    let mut coverage = Vec::with_capacity(current.len());
+    for ((uid, _, _), r) in current.iter().zip(repeated) {
+        let (share, sources) = r.coverage(blocks);
+        coverage.push((*uid, share));
+        if share >= threshold {
+            let of = CopyOf::Blend {
+                sources,
+                coverage: share,
+            };
+            flag(*uid, of);
+        }
+    }
+    coverage.sort_by_key(|c| c.0);
+    coverage
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ impl Admission {
     ) -> Decision {
         let current: Vec<(u16, &Payload, SystemTime)> = candidates
             .iter()
-            .map(|c| (c.uid(), &c.peer.payload, c.peer.uploaded))
+            .map(|c| (c.uid(), &c.peer.payload, c.peer.order()))
             .collect();
         let previous: Vec<(u16, &Payload)> = match &self.previous {
             Some((pw, list)) if pw + 1 == w => list.iter().map(|p| (p.uid, &p.payload)).collect(),
@@ -338,6 +338,7 @@ mod tests {
                 uid,
                 payload,
                 uploaded: SystemTime::UNIX_EPOCH + Duration::from_secs(uploaded),
+                committed: None,
             },
             selected: values(v),
         }

@@ -12,6 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
+use templar_protocol::Hotkey;
 use templar_protocol::network::{NodeContext, fetch_payload};
 use templar_protocol::payload::{Payload, PayloadMeta};
 use tokio::task::block_in_place;
@@ -44,6 +45,18 @@ pub enum Behaviour {
     /// Uploads its honest update in `victim`'s name (the victim's hotkey), signed with its
     /// own key: what anyone who can write where a payload is read from could try.
     Impersonator { victim: u16 },
+    /// Does a quarter of the work: a quarter of its assigned pages, a quarter of the inner
+    /// steps.
+    Lazy,
+    /// Trains nothing; uploads blocks of the window's earlier payloads, a few sources taken
+    /// in turn block by block, so that no single source holds the copy threshold.
+    Blender,
+    /// Uploads its honest update scaled down by `factor` (under 1), to drag the window's
+    /// median norm, which clips every update, down.
+    Throttler { factor: f64 },
+    /// Uploads its honest update negated on the coordinates no earlier payload of the
+    /// window selected, where no agreement check can compare it.
+    SelectivePoisoner,
 }
 
 impl Behaviour {
@@ -60,6 +73,10 @@ impl Behaviour {
             Behaviour::Late,
             Behaviour::Poisoner,
             Behaviour::Impersonator { victim },
+            Behaviour::Lazy,
+            Behaviour::Blender,
+            Behaviour::Throttler { factor: 0.1 },
+            Behaviour::SelectivePoisoner,
         ]
     }
 
@@ -83,6 +100,10 @@ impl fmt::Display for Behaviour {
             Behaviour::Late => write!(f, "late"),
             Behaviour::Poisoner => write!(f, "poisoner"),
             Behaviour::Impersonator { victim } => write!(f, "impersonator:{victim}"),
+            Behaviour::Lazy => write!(f, "lazy"),
+            Behaviour::Blender => write!(f, "blender"),
+            Behaviour::Throttler { factor } => write!(f, "throttler:{factor}"),
+            Behaviour::SelectivePoisoner => write!(f, "selective-poisoner"),
         }
     }
 }
@@ -90,7 +111,7 @@ impl fmt::Display for Behaviour {
 /// A `--behaviour` value that names no behaviour.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "unknown behaviour {0:?}: honest, absent, free-rider, noise, copier:UID, amplifier:FACTOR, stale, wrong-data, late, poisoner, impersonator:UID"
+    "unknown behaviour {0:?}: honest, absent, free-rider, noise, copier:UID, amplifier:FACTOR, stale, wrong-data, late, poisoner, impersonator:UID, lazy, blender, throttler:FACTOR, selective-poisoner"
 )]
 pub struct UnknownBehaviour(pub String);
 
@@ -117,6 +138,16 @@ impl FromStr for Behaviour {
                 }
                 Behaviour::Amplifier { factor }
             }
+            ("throttler", a) => {
+                let factor = a.map_or(Ok(0.1), |a| a.parse::<f64>().map_err(|_| bad()))?;
+                if !(factor.is_finite() && factor > 0.0 && factor < 1.0) {
+                    return Err(bad());
+                }
+                Behaviour::Throttler { factor }
+            }
+            ("lazy", None) => Behaviour::Lazy,
+            ("blender", None) => Behaviour::Blender,
+            ("selective-poisoner", None) => Behaviour::SelectivePoisoner,
             ("stale", None) => Behaviour::Stale,
             ("wrong-data", None) => Behaviour::WrongData,
             ("late", None) => Behaviour::Late,
@@ -190,6 +221,23 @@ async fn cheat_payload(
     last: &mut Option<Payload>,
     w: u64,
 ) -> Result<(Option<WindowStats>, Option<Payload>), NodeError> {
+    match behaviour {
+        Behaviour::Absent
+        | Behaviour::FreeRider
+        | Behaviour::Stale
+        | Behaviour::Copier { .. }
+        | Behaviour::Blender => untrained_payload(behaviour, ctx, engine, last, w).await,
+        _ => trained_payload(behaviour, ctx, engine, w).await,
+    }
+}
+
+/// The attacks that train (on their pages or others'), then upload the result, changed or not.
+async fn trained_payload(
+    behaviour: Behaviour,
+    ctx: &NodeContext,
+    engine: &mut Engine,
+    w: u64,
+) -> Result<(Option<WindowStats>, Option<Payload>), NodeError> {
     let (uid, hotkey) = (ctx.uid, &ctx.hotkey);
     let honest = |engine: &mut Engine, pages_of: u16| {
         block_in_place(|| engine.train_on(uid, pages_of, hotkey, w))
@@ -198,29 +246,24 @@ async fn cheat_payload(
         let meta = engine.payload_meta(uid, hotkey, w);
         block_in_place(|| engine.rewrite_values(p, meta, |_, v| f(v)))
     };
+    let trained = |(stats, p): (WindowStats, Payload)| (Some(stats), Some(p));
     Ok(match behaviour {
-        Behaviour::Honest | Behaviour::Late => {
-            let (stats, p) = honest(engine, uid)?;
-            (Some(stats), Some(p))
-        }
-        Behaviour::Absent => (None, None),
+        Behaviour::Honest | Behaviour::Late => trained(honest(engine, uid)?),
         Behaviour::WrongData => {
-            // Pages of its own choosing: the last slot of the window's assignment, a uid
-            // the network is unlikely to have.
-            let s = &engine.sampler;
-            let slots = (s.num_pages / s.pages_per_window.max(1)).clamp(1, 1 << 16);
-            let chosen = (slots - 1) as u16;
-            let chosen = if chosen == uid {
-                chosen.saturating_sub(1)
-            } else {
-                chosen
-            };
-            let (stats, p) = honest(engine, chosen)?;
-            (Some(stats), Some(p))
+            let chosen = foreign_pages_uid(engine, uid);
+            trained(honest(engine, chosen)?)
         }
-        Behaviour::FreeRider => {
-            let meta = engine.payload_meta(uid, hotkey, w);
-            (None, Some(block_in_place(|| zero_payload(engine, meta))))
+        Behaviour::Lazy => {
+            // A quarter of the work: a quarter of the pages, a quarter of the inner steps.
+            let assigned = engine
+                .sampler
+                .assigned(uid, w)
+                .map_err(crate::engine::EngineError::from)?;
+            let quarter = &assigned[..assigned.len().div_ceil(4)];
+            let steps = ctx.hp.batches_per_window().div_ceil(4);
+            trained(block_in_place(|| {
+                engine.train_on_pages(uid, quarter, steps, hotkey, w)
+            })?)
         }
         Behaviour::Noise => {
             let (stats, p) = honest(engine, uid)?;
@@ -231,13 +274,56 @@ async fn cheat_payload(
             });
             (Some(stats), Some(noise))
         }
-        Behaviour::Amplifier { factor } => {
+        Behaviour::Amplifier { factor } | Behaviour::Throttler { factor } => {
             let (stats, p) = honest(engine, uid)?;
             (Some(stats), Some(rewrite(engine, &p, &|v| v * factor)))
         }
         Behaviour::Poisoner => {
             let (stats, p) = honest(engine, uid)?;
             (Some(stats), Some(rewrite(engine, &p, &|v| -v)))
+        }
+        Behaviour::SelectivePoisoner => {
+            let (stats, p) = honest(engine, uid)?;
+            let others = earlier_payloads(ctx, engine, w, usize::MAX).await;
+            let meta = engine.payload_meta(uid, hotkey, w);
+            let poisoned = block_in_place(|| negate_unshared(engine, &p, &others, meta));
+            (Some(stats), Some(poisoned))
+        }
+        Behaviour::Impersonator { victim } => {
+            let (stats, p) = honest(engine, uid)?;
+            let victim_hotkey = hotkey_of(ctx, victim).await?;
+            let meta = PayloadMeta {
+                hotkey: victim_hotkey.unwrap_or_else(|| hotkey.clone()),
+                ..p.meta.clone()
+            };
+            (Some(stats), Some(Payload { meta, ..p }))
+        }
+        _ => unreachable!("{behaviour} does not train"),
+    })
+}
+
+/// The attacks that upload without training this window: nothing, zeros, an old update,
+/// others' work.
+async fn untrained_payload(
+    behaviour: Behaviour,
+    ctx: &NodeContext,
+    engine: &mut Engine,
+    last: &mut Option<Payload>,
+    w: u64,
+) -> Result<(Option<WindowStats>, Option<Payload>), NodeError> {
+    let (uid, hotkey) = (ctx.uid, &ctx.hotkey);
+    let honest = |engine: &mut Engine, pages_of: u16| {
+        block_in_place(|| engine.train_on(uid, pages_of, hotkey, w))
+    };
+    let rewrite = |engine: &Engine, p: &Payload, f: &dyn Fn(&Tensor) -> Tensor| {
+        let meta = engine.payload_meta(uid, hotkey, w);
+        block_in_place(|| engine.rewrite_values(p, meta, |_, v| f(v)))
+    };
+    Ok(match behaviour {
+        Behaviour::Absent => (None, None),
+        Behaviour::FreeRider => {
+            let meta = engine.payload_meta(uid, hotkey, w);
+            (None, Some(block_in_place(|| zero_payload(engine, meta))))
         }
         Behaviour::Stale => match last.clone() {
             Some(first) => (None, Some(rewrite(engine, &first, &|v| v.shallow_clone()))),
@@ -256,20 +342,138 @@ async fn cheat_payload(
             });
             (None, Some(copied))
         }
-        Behaviour::Impersonator { victim } => {
-            let (stats, p) = honest(engine, uid)?;
-            let mg = ctx.chain.metagraph().await?;
-            let victim_hotkey = match mg.neurons.iter().find(|n| n.uid == victim) {
-                Some(n) => n.hotkey.clone(),
-                None => hotkey.clone(),
-            };
-            let meta = PayloadMeta {
-                hotkey: victim_hotkey,
-                ..p.meta.clone()
-            };
-            (Some(stats), Some(Payload { meta, ..p }))
+        Behaviour::Blender => {
+            let sources = earlier_payloads(ctx, engine, w, BLEND_SOURCES).await;
+            if sources.len() < 2 {
+                tracing::warn!(window = w, "blender: fewer than two payloads to blend");
+                return Ok((None, None));
+            }
+            let meta = engine.payload_meta(uid, hotkey, w);
+            (None, Some(block_in_place(|| blend(engine, &sources, meta))))
         }
+        _ => unreachable!("{behaviour} trains"),
     })
+}
+
+/// Pages of the wrong-data miner's own choosing: the last slot of the window's assignment, a
+/// uid the network is unlikely to have.
+fn foreign_pages_uid(engine: &Engine, uid: u16) -> u16 {
+    let s = &engine.sampler;
+    let slots = (s.num_pages / s.pages_per_window.max(1)).clamp(1, 1 << 16);
+    let chosen = (slots - 1) as u16;
+    if chosen == uid {
+        chosen.saturating_sub(1)
+    } else {
+        chosen
+    }
+}
+
+async fn hotkey_of(ctx: &NodeContext, uid: u16) -> Result<Option<Hotkey>, NodeError> {
+    let mg = ctx.chain.metagraph().await?;
+    Ok(mg
+        .neurons
+        .into_iter()
+        .find(|n| n.uid == uid)
+        .map(|n| n.hotkey))
+}
+
+/// Payloads a blender takes blocks from, in turn.
+const BLEND_SOURCES: usize = 3;
+
+/// Up to `count` payloads of window `w` already uploaded by other miners (lowest uids first),
+/// polled for until at least two are there or the gather deadline or peer timeout passes.
+async fn earlier_payloads(
+    ctx: &NodeContext,
+    engine: &Engine,
+    w: u64,
+    count: usize,
+) -> Vec<Payload> {
+    let wait = ctx.peer_timeout.min(ctx.wait_before_gather(w));
+    let deadline = tokio::time::Instant::now() + wait;
+    let max = engine.payload_validator().max_bytes();
+    loop {
+        let mut found = Vec::new();
+        if let Ok(mg) = ctx.chain.metagraph().await {
+            for n in mg.neurons.iter().filter(|n| n.uid != ctx.uid) {
+                if found.len() >= count {
+                    break;
+                }
+                if let Ok(fetched) = fetch_payload(ctx, n.uid, w, max, None).await
+                    && let Ok(p) = engine.decode(&fetched.bytes, n.uid, w)
+                {
+                    found.push(p);
+                }
+            }
+        }
+        if found.len() >= 2.min(count) || tokio::time::Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Block `b` of every parameter from source `b mod n`, re-encoded as one payload.
+fn blend(engine: &Engine, sources: &[Payload], meta: PayloadMeta) -> Payload {
+    let decoded: Vec<Vec<Selected>> = sources.iter().map(|p| engine.selected(p)).collect();
+    let n = decoded.len() as i64;
+    let blended: Vec<Selected> = tch::no_grad(|| {
+        (0..decoded[0].len())
+            .map(|param| {
+                let first = &decoded[0][param];
+                let blocks = first.indices.size()[0];
+                let device = first.indices.device();
+                let turn = Tensor::arange(blocks, (Kind::Int64, device))
+                    .remainder(n)
+                    .unsqueeze(1);
+                let (mut indices, mut values) = (first.indices.copy(), first.values.copy());
+                for (s, source) in decoded.iter().enumerate().skip(1) {
+                    let mine = turn.eq(s as i64);
+                    indices = source[param].indices.where_self(&mine, &indices);
+                    values = source[param].values.where_self(&mine, &values);
+                }
+                Selected {
+                    indices,
+                    values: values.to_kind(Kind::Float),
+                }
+            })
+            .collect()
+    });
+    engine.codec.to_payload(meta, &blended)
+}
+
+/// `own` with its values negated on every coordinate that none of `others` selected.
+fn negate_unshared(
+    engine: &Engine,
+    own: &Payload,
+    others: &[Payload],
+    meta: PayloadMeta,
+) -> Payload {
+    let theirs: Vec<Vec<Selected>> = others.iter().map(|p| engine.selected(p)).collect();
+    let layouts = &engine.codec.spec.layouts;
+    let mine: Vec<Selected> = tch::no_grad(|| {
+        engine
+            .selected(own)
+            .into_iter()
+            .enumerate()
+            .map(|(param, s)| {
+                let l = &layouts[param];
+                let shape = [l.num_blocks(), l.block_size()];
+                let chosen = Tensor::zeros(shape, (Kind::Bool, s.indices.device()));
+                let ones = Tensor::ones_like(&s.indices).to_kind(Kind::Bool);
+                for other in &theirs {
+                    let at = other[param].indices.to_kind(Kind::Int64);
+                    let _ = chosen.shallow_clone().scatter_(1, &at, &ones);
+                }
+                let shared = chosen.gather(1, &s.indices.to_kind(Kind::Int64), false);
+                let values = s.values.where_self(&shared, &(-&s.values));
+                Selected {
+                    indices: s.indices,
+                    values: values.to_kind(Kind::Float),
+                }
+            })
+            .collect()
+    });
+    engine.codec.to_payload(meta, &mine)
 }
 
 /// An update of zeros (the first k coordinates of every block): what a free-rider sends
@@ -300,8 +504,8 @@ async fn victims_payload(
     let deadline = tokio::time::Instant::now() + wait;
     let max = engine.payload_validator().max_bytes();
     loop {
-        if let Ok((bytes, _)) = fetch_payload(ctx, victim, w, max, None).await
-            && let Ok(p) = engine.decode(&bytes, victim, w)
+        if let Ok(fetched) = fetch_payload(ctx, victim, w, max, None).await
+            && let Ok(p) = engine.decode(&fetched.bytes, victim, w)
         {
             return Some(p);
         }
@@ -328,12 +532,17 @@ mod tests {
             "amplifier".parse::<Behaviour>(),
             Ok(Behaviour::Amplifier { factor: 30.0 })
         );
+        assert_eq!(
+            "throttler".parse::<Behaviour>(),
+            Ok(Behaviour::Throttler { factor: 0.1 })
+        );
         for bad in [
             "copier",
             "copier:x",
             "amplifier:-2",
             "amplifier:nan",
-            "lazy",
+            "throttler:2",
+            "lazy:3",
             "late:3",
         ] {
             let e = bad.parse::<Behaviour>().unwrap_err();

@@ -16,10 +16,12 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
 
-/// The scenario's settings from a network's: short windows (4 inner steps) and tight upload
-/// bounds (0.4 s grace and skew: one machine, one clock), so a run takes minutes on a CPU.
+/// The scenario's settings from a network's: short windows (4 inner steps, an assignment of
+/// as many pages as they train on) and tight upload bounds (0.4 s grace and skew: one machine, one clock), so a run takes minutes on a CPU.
 pub fn scenario_hparams(mut hp: Hparams) -> Hparams {
     hp.sparseloco.inner_steps = 4;
+    // A miner's assignment is exactly its window's work, so that weight can follow work.
+    hp.data.pages_per_window = hp.sparseloco.inner_steps * hp.data.batch_size as u64;
     hp.network.blocks_per_window = 5;
     hp.network.upload_grace_ms = 400;
     hp.network.clock_skew_ms = 400;
@@ -50,6 +52,12 @@ pub struct NetworkRun {
     /// The largest parameter difference between the validator's model and any miner's at the
     /// end: every node admits the same payloads, so all stay equal.
     pub max_model_difference: f64,
+    /// Honest payloads the copy checks flagged (any kind of copy), over all windows: the
+    /// checks' false positives.
+    pub honest_copy_flags: usize,
+    /// The largest share of an honest payload's coordinates in blocks that earlier uploads
+    /// repeated (a blend is flagged at `network.copy_overlap`).
+    pub max_honest_coverage: f64,
 }
 
 /// Run `windows` windows of a network with `honest` honest miners (uids 1..) and one miner
@@ -89,11 +97,20 @@ pub async fn run_network(
     let mut held_out_loss = vec![loss(&validator)];
     let mut weights = Vec::new();
     let t = hp.network.softmax_temperature;
+    let is_honest = |uid: u16| (1..=honest).contains(&uid);
+    let (mut honest_copy_flags, mut max_honest_coverage) = (0, 0.0f64);
     for w in 0..windows {
         let mut refs: Vec<&mut Miner> = miners.iter_mut().collect();
         net.window(w, &mut refs, &mut validator).await?;
         weights.push(weights_from_scores(&validator.state.scores, t));
         held_out_loss.push(loss(&validator));
+        let decision = &validator.last_decision;
+        honest_copy_flags += decision.copies.iter().filter(|c| is_honest(c.uid)).count();
+        for (uid, coverage) in &decision.coverage {
+            if is_honest(*uid) {
+                max_honest_coverage = max_honest_coverage.max(*coverage);
+            }
+        }
     }
     let last = weights.last().cloned().unwrap_or_default();
     let after = hp.network.exclude_after;
@@ -126,6 +143,8 @@ pub async fn run_network(
         weights,
         held_out_loss,
         max_model_difference,
+        honest_copy_flags,
+        max_honest_coverage,
     })
 }
 
@@ -151,6 +170,13 @@ pub struct IntegrityReport {
     /// Largest parameter difference between the validator and any miner at the end, with
     /// the adversaries (every node applies the same admission rule).
     pub max_model_difference: f64,
+    /// Honest payloads the copy checks flagged, of all honest payloads of both runs: the
+    /// checks' false positives.
+    pub honest_copy_flags: usize,
+    pub honest_payloads: u64,
+    /// The largest share of an honest payload in blocks earlier uploads repeated (a blend
+    /// is flagged at `network.copy_overlap`).
+    pub max_honest_coverage: f64,
     pub seconds: f64,
 }
 
@@ -165,8 +191,14 @@ impl IntegrityReport {
 
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "seed {}: honest share {:.3}, adversaries below every honest miner from window {:?}, loss fall ratio {:.2}\n",
-            self.seed, self.honest_share, self.windows_until_honest_lead, self.loss_fall_ratio
+            "seed {}: honest share {:.3}, adversaries below every honest miner from window {:?}, loss fall ratio {:.2}, honest payloads flagged as copies {} of {} (largest repeated-block share {:.2})\n",
+            self.seed,
+            self.honest_share,
+            self.windows_until_honest_lead,
+            self.loss_fall_ratio,
+            self.honest_copy_flags,
+            self.honest_payloads,
+            self.max_honest_coverage
         );
         for m in &self.miners {
             out += &format!(
@@ -260,6 +292,9 @@ pub async fn integrity_report(
         windows_until_honest_lead,
         loss_fall_ratio: fall(&with.held_out_loss) / fall(&without.held_out_loss),
         max_model_difference: with.max_model_difference,
+        honest_copy_flags: with.honest_copy_flags + without.honest_copy_flags,
+        honest_payloads: 2 * u64::from(honest) * windows,
+        max_honest_coverage: with.max_honest_coverage.max(without.max_honest_coverage),
         held_out_loss_with_adversaries: with.held_out_loss,
         held_out_loss_honest_only: without.held_out_loss,
         seconds: started.elapsed().as_secs_f64(),
