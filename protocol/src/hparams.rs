@@ -325,7 +325,7 @@ impl Default for NetworkParams {
             ema_alpha: 0.3,
             missing_penalty: 0.75,
             softmax_temperature: 0.0,
-            eval_pages: 4,
+            eval_pages: 16,
             eval_miners: 15,
             eval_lr_factor: 0.2,
             sync_tolerance: 1e-3,
