@@ -239,19 +239,12 @@ async fn trained_payload(
     w: u64,
 ) -> Result<(Option<WindowStats>, Option<Payload>), NodeError> {
     let (uid, hotkey) = (ctx.uid, &ctx.hotkey);
-    let honest = |engine: &mut Engine, pages_of: u16| {
-        block_in_place(|| engine.train_on(uid, pages_of, hotkey, w))
-    };
-    let rewrite = |engine: &Engine, p: &Payload, f: &dyn Fn(&Tensor) -> Tensor| {
-        let meta = engine.payload_meta(uid, hotkey, w);
-        block_in_place(|| engine.rewrite_values(p, meta, |_, v| f(v)))
-    };
     let trained = |(stats, p): (WindowStats, Payload)| (Some(stats), Some(p));
     Ok(match behaviour {
-        Behaviour::Honest | Behaviour::Late => trained(honest(engine, uid)?),
+        Behaviour::Honest | Behaviour::Late => trained(train_as(ctx, engine, w, uid)?),
         Behaviour::WrongData => {
             let chosen = foreign_pages_uid(engine, uid);
-            trained(honest(engine, chosen)?)
+            trained(train_as(ctx, engine, w, chosen)?)
         }
         Behaviour::Lazy => {
             // A quarter of the work: a quarter of the pages, a quarter of the inner steps.
@@ -266,8 +259,8 @@ async fn trained_payload(
             })?)
         }
         Behaviour::Noise => {
-            let (stats, p) = honest(engine, uid)?;
-            let noise = rewrite(engine, &p, &|v| {
+            let (stats, p) = train_as(ctx, engine, w, uid)?;
+            let noise = rewritten(ctx, engine, w, &p, &|v| {
                 let r = v.randn_like();
                 let scale = v.norm().double_value(&[]) / r.norm().double_value(&[]).max(1e-30);
                 r * scale
@@ -275,22 +268,25 @@ async fn trained_payload(
             (Some(stats), Some(noise))
         }
         Behaviour::Amplifier { factor } | Behaviour::Throttler { factor } => {
-            let (stats, p) = honest(engine, uid)?;
-            (Some(stats), Some(rewrite(engine, &p, &|v| v * factor)))
+            let (stats, p) = train_as(ctx, engine, w, uid)?;
+            (
+                Some(stats),
+                Some(rewritten(ctx, engine, w, &p, &|v| v * factor)),
+            )
         }
         Behaviour::Poisoner => {
-            let (stats, p) = honest(engine, uid)?;
-            (Some(stats), Some(rewrite(engine, &p, &|v| -v)))
+            let (stats, p) = train_as(ctx, engine, w, uid)?;
+            (Some(stats), Some(rewritten(ctx, engine, w, &p, &|v| -v)))
         }
         Behaviour::SelectivePoisoner => {
-            let (stats, p) = honest(engine, uid)?;
+            let (stats, p) = train_as(ctx, engine, w, uid)?;
             let others = earlier_payloads(ctx, engine, w, usize::MAX).await;
             let meta = engine.payload_meta(uid, hotkey, w);
             let poisoned = block_in_place(|| negate_unshared(engine, &p, &others, meta));
             (Some(stats), Some(poisoned))
         }
         Behaviour::Impersonator { victim } => {
-            let (stats, p) = honest(engine, uid)?;
+            let (stats, p) = train_as(ctx, engine, w, uid)?;
             let victim_hotkey = hotkey_of(ctx, victim).await?;
             let meta = PayloadMeta {
                 hotkey: victim_hotkey.unwrap_or_else(|| hotkey.clone()),
@@ -312,13 +308,6 @@ async fn untrained_payload(
     w: u64,
 ) -> Result<(Option<WindowStats>, Option<Payload>), NodeError> {
     let (uid, hotkey) = (ctx.uid, &ctx.hotkey);
-    let honest = |engine: &mut Engine, pages_of: u16| {
-        block_in_place(|| engine.train_on(uid, pages_of, hotkey, w))
-    };
-    let rewrite = |engine: &Engine, p: &Payload, f: &dyn Fn(&Tensor) -> Tensor| {
-        let meta = engine.payload_meta(uid, hotkey, w);
-        block_in_place(|| engine.rewrite_values(p, meta, |_, v| f(v)))
-    };
     Ok(match behaviour {
         Behaviour::Absent => (None, None),
         Behaviour::FreeRider => {
@@ -326,9 +315,12 @@ async fn untrained_payload(
             (None, Some(block_in_place(|| zero_payload(engine, meta))))
         }
         Behaviour::Stale => match last.clone() {
-            Some(first) => (None, Some(rewrite(engine, &first, &|v| v.shallow_clone()))),
+            Some(first) => (
+                None,
+                Some(rewritten(ctx, engine, w, &first, &|v| v.shallow_clone())),
+            ),
             None => {
-                let (stats, p) = honest(engine, uid)?;
+                let (stats, p) = train_as(ctx, engine, w, uid)?;
                 *last = Some(p.clone());
                 (Some(stats), Some(p))
             }
@@ -337,7 +329,7 @@ async fn untrained_payload(
             let Some(theirs) = victims_payload(ctx, engine, victim, w).await else {
                 return Ok((None, None));
             };
-            let copied = rewrite(engine, &theirs, &|v| {
+            let copied = rewritten(ctx, engine, w, &theirs, &|v| {
                 v + v.randn_like() * v.std(false) * 0.01
             });
             (None, Some(copied))
@@ -353,6 +345,28 @@ async fn untrained_payload(
         }
         _ => unreachable!("{behaviour} trains"),
     })
+}
+
+/// Honest training of window `w` on the pages `pages_of` is assigned, as the miner's payload.
+fn train_as(
+    ctx: &NodeContext,
+    engine: &mut Engine,
+    w: u64,
+    pages_of: u16,
+) -> Result<(WindowStats, Payload), crate::engine::EngineError> {
+    block_in_place(|| engine.train_on(ctx.uid, pages_of, &ctx.hotkey, w))
+}
+
+/// `p` with its values changed by `f`, as the miner's payload of window `w`.
+fn rewritten(
+    ctx: &NodeContext,
+    engine: &Engine,
+    w: u64,
+    p: &Payload,
+    f: &dyn Fn(&Tensor) -> Tensor,
+) -> Payload {
+    let meta = engine.payload_meta(ctx.uid, &ctx.hotkey, w);
+    block_in_place(|| engine.rewrite_values(p, meta, |_, v| f(v)))
 }
 
 /// Pages of the wrong-data miner's own choosing: the last slot of the window's assignment, a
