@@ -394,36 +394,55 @@ async fn hotkey_of(ctx: &NodeContext, uid: u16) -> Result<Option<Hotkey>, NodeEr
 /// Payloads a blender takes blocks from, in turn.
 const BLEND_SOURCES: usize = 3;
 
-/// Up to `count` payloads of window `w` already uploaded by other miners (lowest uids first),
-/// polled for until at least two are there or the gather deadline or peer timeout passes.
-async fn earlier_payloads(
+/// Up to `count` payloads of window `w` already uploaded by the miners `from` (in that
+/// order), polled for until `want` are there or the gather deadline or peer timeout passes.
+async fn payloads_of(
     ctx: &NodeContext,
     engine: &Engine,
     w: u64,
-    count: usize,
+    from: &[u16],
+    (want, count): (usize, usize),
 ) -> Vec<Payload> {
     let wait = ctx.peer_timeout.min(ctx.wait_before_gather(w));
     let deadline = tokio::time::Instant::now() + wait;
     let max = engine.payload_validator().max_bytes();
     loop {
         let mut found = Vec::new();
-        if let Ok(mg) = ctx.chain.metagraph().await {
-            for n in mg.neurons.iter().filter(|n| n.uid != ctx.uid) {
-                if found.len() >= count {
-                    break;
-                }
-                if let Ok(fetched) = fetch_payload(ctx, n.uid, w, max, None).await
-                    && let Ok(p) = engine.decode(&fetched.bytes, n.uid, w)
-                {
-                    found.push(p);
-                }
+        for &uid in from {
+            if found.len() >= count {
+                break;
+            }
+            if let Ok(fetched) = fetch_payload(ctx, uid, w, max, None).await
+                && let Ok(p) = engine.decode(&fetched.bytes, uid, w)
+            {
+                found.push(p);
             }
         }
-        if found.len() >= 2.min(count) || tokio::time::Instant::now() >= deadline {
+        if found.len() >= want || tokio::time::Instant::now() >= deadline {
             return found;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Up to `count` payloads of window `w` already uploaded by the other miners (lowest uids
+/// first), waiting for at least two.
+async fn earlier_payloads(
+    ctx: &NodeContext,
+    engine: &Engine,
+    w: u64,
+    count: usize,
+) -> Vec<Payload> {
+    let others: Vec<u16> = match ctx.chain.metagraph().await {
+        Ok(mg) => mg
+            .neurons
+            .iter()
+            .map(|n| n.uid)
+            .filter(|u| *u != ctx.uid)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    payloads_of(ctx, engine, w, &others, (2.min(count), count)).await
 }
 
 /// Block `b` of every parameter from source `b mod n`, re-encoded as one payload.
@@ -514,21 +533,11 @@ async fn victims_payload(
     victim: u16,
     w: u64,
 ) -> Option<Payload> {
-    let wait = ctx.peer_timeout.min(ctx.wait_before_gather(w));
-    let deadline = tokio::time::Instant::now() + wait;
-    let max = engine.payload_validator().max_bytes();
-    loop {
-        if let Ok(fetched) = fetch_payload(ctx, victim, w, max, None).await
-            && let Ok(p) = engine.decode(&fetched.bytes, victim, w)
-        {
-            return Some(p);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(victim, window = w, "copier: nothing to copy");
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let found = payloads_of(ctx, engine, w, &[victim], (1, 1)).await.pop();
+    if found.is_none() {
+        tracing::warn!(victim, window = w, "copier: nothing to copy");
     }
+    found
 }
 
 #[cfg(test)]
