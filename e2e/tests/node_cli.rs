@@ -375,7 +375,7 @@ fn bench_integrity_prints_weights_by_behaviour_and_both_loss_curves() {
     let r = &r.as_array().unwrap()[0];
     assert_eq!(r["seed"], 3);
     let miners = r["miners"].as_array().unwrap();
-    assert_eq!(miners.len(), 12, "2 honest and 10 adversaries");
+    assert_eq!(miners.len(), 16, "2 honest and 14 adversaries");
     let behaviours: Vec<&str> = miners
         .iter()
         .map(|m| m["behaviour"].as_str().unwrap())
@@ -386,9 +386,18 @@ fn bench_integrity_prints_weights_by_behaviour_and_both_loss_curves() {
         "copier:1",
         "impersonator:1",
         "wrong-data",
+        "lazy",
+        "blender",
+        "selective-poisoner",
     ] {
         assert!(behaviours.contains(&b), "{behaviours:?}");
     }
+    assert_eq!(
+        r["honestPayloads"],
+        2 * 2 * 2,
+        "honest miners x windows x two runs"
+    );
+    assert!(r["honestCopyFlags"].as_u64().is_some(), "{r}");
     let total: f64 = miners.iter().map(|m| m["weight"].as_f64().unwrap()).sum();
     assert!(
         (total - 1.0).abs() < 1e-9 || total == 0.0,
