@@ -314,6 +314,8 @@ fn train(args: TrainArgs) -> Result<()> {
             Mode::Demo => OuterMode::Demo,
             Mode::Sparseloco => OuterMode::Sparseloco,
         };
+        // The other rule trains another number of batches per window: its assignment too.
+        hp.data.pages_per_window = hp.batches_per_window() * hp.data.batch_size as u64;
     }
     hp.validate()?;
     run_train(TrainOptions {

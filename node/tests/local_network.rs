@@ -39,6 +39,9 @@ impl Net {
         hp.network.upload_grace_ms = 400;
         hp.network.clock_skew_ms = 400;
         tweak(&mut hp);
+        // The assignment is the window's work: the validator's secret pages are then all
+        // pages the miner trained on, and the specific gain stands above the noise.
+        hp.data.pages_per_window = hp.batches_per_window() * hp.data.batch_size as u64;
         let dir = tempfile::tempdir().unwrap();
         let pages = Pages::new(embedded_tokens().unwrap(), hp.data.seq_len).unwrap();
         let inner = LocalNetwork::new(dir.path(), hp, pages).await.unwrap();
@@ -184,7 +187,8 @@ async fn corrupt_late_and_missing_payloads_are_rejected_and_penalised() {
             .iter()
             .any(|s| s.uid == 2 && s.reason == "missing")
     );
-    // The honest miner ends with the largest score and no less weight than the others.
+    // The honest miner ends with the largest score. (Its weight follows the specific gain,
+    // which a tiny model measures too noisily over three windows to rank three miners by.)
     let top = st
         .scores
         .iter()

@@ -402,10 +402,12 @@ impl Hparams {
             return bad("data.batch_size and data.pages_per_window must be >= 1".into());
         }
         let sequences = self.batches_per_window() * self.data.batch_size as u64;
-        if self.data.pages_per_window < sequences {
+        // Fewer pages are trained on twice; more are partly never trained on, and the
+        // validator's secret pages, drawn from all of them, then measure mostly noise.
+        if self.data.pages_per_window != sequences {
             return bad(format!(
-                "data.pages_per_window ({}) must be at least the sequences trained per window \
-                 ({} batches x batch_size {} = {sequences}), or pages are trained on twice",
+                "data.pages_per_window ({}) must equal the sequences trained per window \
+                 ({} batches x batch_size {} = {sequences}): each assigned page is trained on once",
                 self.data.pages_per_window,
                 self.batches_per_window(),
                 self.data.batch_size
@@ -594,13 +596,16 @@ mod tests {
     }
 
     #[test]
-    fn pages_per_window_must_cover_the_sequences_of_a_window() {
+    fn pages_per_window_must_be_the_sequences_of_a_window() {
         let text = "[data]\nbatch_size = 8\npages_per_window = 16\n[sparseloco]\ninner_steps = 15";
         let err = Hparams::from_toml(text).unwrap_err().to_string();
         assert!(
             err.contains("pages_per_window (16)") && err.contains("120"),
             "{err}"
         );
+        let text = "[data]\nbatch_size = 8\npages_per_window = 121\n[sparseloco]\ninner_steps = 15";
+        let err = Hparams::from_toml(text).unwrap_err().to_string();
+        assert!(err.contains("pages_per_window (121)"), "{err}");
         let text = "[data]\nbatch_size = 8\npages_per_window = 120\n[sparseloco]\ninner_steps = 15";
         Hparams::from_toml(text).unwrap();
         // DeMo trains batches_per_window batches.
