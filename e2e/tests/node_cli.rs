@@ -388,7 +388,7 @@ fn bench_integrity_prints_weights_by_behaviour_and_both_loss_curves() {
     let r = &r.as_array().unwrap()[0];
     assert_eq!(r["seed"], 3);
     let miners = r["miners"].as_array().unwrap();
-    assert_eq!(miners.len(), 16, "2 honest and 14 adversaries");
+    assert_eq!(miners.len(), 18, "2 honest and 16 adversaries");
     let behaviours: Vec<&str> = miners
         .iter()
         .map(|m| m["behaviour"].as_str().unwrap())
@@ -402,6 +402,8 @@ fn bench_integrity_prints_weights_by_behaviour_and_both_loss_curves() {
         "lazy",
         "blender",
         "selective-poisoner",
+        "echo:1",
+        "framer:1",
     ] {
         assert!(behaviours.contains(&b), "{behaviours:?}");
     }

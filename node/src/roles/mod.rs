@@ -13,6 +13,7 @@ pub mod admission;
 pub mod miner;
 pub mod run;
 pub mod scoring;
+pub mod sighting;
 pub mod sim;
 pub mod sync;
 pub mod validator;

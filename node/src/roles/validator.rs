@@ -1,8 +1,10 @@
 //! The validator: publish the peer list, gather, score each miner by the loss its update
 //! removes, keep a moving average, set weights, publish checkpoints.
 
-use super::admission::{Admission, Decision};
+use super::admission::echo::{EchoHistory, SketchPlan};
+use super::admission::{Admission, Decision, Judged};
 use super::scoring::{ScoreState, choose_for_eval, score_window, secret_draw, weights_from_scores};
+use super::sighting::{DigestWatch, sighted_copies};
 use super::sync::{self, SyncTracker};
 use super::{NodeError, gather_closed_window};
 use crate::checkpoint::CheckpointPointer;
@@ -16,6 +18,7 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use templar_protocol::chain::ChainError;
 use templar_protocol::network::{NodeContext, PeerList};
 use templar_protocol::node_status::{MinerScore, SkippedPeer};
@@ -56,6 +59,11 @@ pub struct Validator {
     random_pages_secret: u64,
     sync: SyncTracker,
     admission: Admission,
+    /// Index sketches of the windows in retention, for the echo check.
+    echo_history: EchoHistory,
+    sketch_plan: SketchPlan,
+    /// The running watch of the current window's digest commitments.
+    watch: Option<DigestWatch>,
     /// The verdict on the last closed window's payloads.
     pub last_decision: Decision,
 }
@@ -78,7 +86,6 @@ impl Validator {
         };
         Ok(Self {
             ctx,
-            engine,
             state,
             last_weights_block: None,
             // RandomState is keyed from the OS random source, fresh for each instance.
@@ -86,7 +93,11 @@ impl Validator {
             random_pages_secret: RandomState::new().hash_one(std::process::id()),
             sync: SyncTracker::default(),
             admission: Admission::default(),
+            echo_history: EchoHistory::default(),
+            sketch_plan: SketchPlan::new(&engine.codec.spec.layouts),
+            watch: None,
             last_decision: Decision::default(),
+            engine,
         })
     }
 
@@ -129,6 +140,8 @@ impl Validator {
         if let Err(e) = self.sync.check(&ctx).await {
             tracing::warn!(error = %e, "sync check failed");
         }
+        let miners = ctx.committed_miners(&ctx.chain.metagraph().await?).await?;
+        self.watch_commitments(w, miners.clone());
         if !self.is_top_validator().await? {
             return Ok(());
         }
@@ -142,7 +155,6 @@ impl Validator {
                 )
                 .await?;
         }
-        let miners = ctx.committed_miners(&ctx.chain.metagraph().await?).await?;
         let after = ctx.hp.network.exclude_after;
         let excluded: Vec<u16> = miners
             .iter()
@@ -173,7 +185,14 @@ impl Validator {
         let ctx = self.ctx.clone();
         let gathered = gather_closed_window(&ctx, &self.engine, w).await?;
         // Score on the model as it was before this window's step.
-        let judged = self.admission.judge(&ctx.hp, &self.engine, w, gathered);
+        let mut judged = self.admission.judge(&ctx.hp, &self.engine, w, gathered);
+        judged.decision.echoes = self.find_echoes(w, &judged);
+        if let Some(watch) = self.watch.take().filter(|watch| watch.window == w) {
+            let seen = watch.finish();
+            let d = &judged.decision;
+            judged.decision.sighted_copies =
+                Some(sighted_copies(&d.pairs, &judged.candidates, &seen));
+        }
         let ours = block_in_place(|| self.engine.model_sample());
         let flagged = judged.decision.flagged();
         let submissions: Vec<Submission> = judged
@@ -206,6 +225,42 @@ impl Validator {
             .await?;
         self.report(submitted, skipped, &weights, sample);
         Ok(())
+    }
+
+    /// Watch window `w`'s digest commitments until it is finished; the watch covers the
+    /// window when it starts within a digest lead of the window's start.
+    fn watch_commitments(&mut self, w: u64, miners: Vec<u16>) {
+        if let Some(old) = self.watch.take() {
+            old.finish();
+        }
+        let lead =
+            Duration::from_millis(self.ctx.hp.network.digest_lead_ms).max(Duration::from_secs(1));
+        let complete = self.ctx.window_start(w).is_some_and(|start| {
+            SystemTime::now()
+                .duration_since(start)
+                .map_or(true, |since| since <= lead)
+        });
+        self.watch = Some(DigestWatch::start(self.ctx.clone(), w, miners, complete));
+    }
+
+    /// The payloads of window `w` that repeat one of an older window in retention; keeps
+    /// their sketches for the windows to come.
+    fn find_echoes(&mut self, w: u64, judged: &Judged) -> Vec<super::admission::echo::Echo> {
+        let layouts = &self.engine.codec.spec.layouts;
+        let sketches: Vec<(u16, Vec<u64>)> = block_in_place(|| {
+            judged
+                .candidates
+                .iter()
+                .map(|c| (c.uid(), self.sketch_plan.sketch(&c.peer.payload, layouts)))
+                .collect()
+        });
+        let n = &self.ctx.hp.network;
+        let echoes = self.echo_history.find(w, &sketches, n.copy_overlap);
+        for e in &echoes {
+            tracing::warn!(uid = e.uid, window = w, reason = %e, "echo of an older window");
+        }
+        self.echo_history.remember(w, sketches, n.retention_windows);
+        echoes
     }
 
     /// Update the moving average of each miner chosen for evaluation in window `w`; miners

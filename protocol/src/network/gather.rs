@@ -73,6 +73,8 @@ pub struct PeerPayload {
     pub payload: Payload,
     pub uploaded: SystemTime,
     pub committed: Option<SystemTime>,
+    /// The hex sha256 of its bytes (what its commitment names).
+    pub digest: String,
 }
 
 impl PeerPayload {
@@ -96,9 +98,9 @@ pub struct Fetched {
 
 impl Fetched {
     /// The commitment's time when it names these bytes' sha256.
-    fn committed(&self) -> Option<SystemTime> {
+    fn committed(&self, bytes_digest: &str) -> Option<SystemTime> {
         let (digest, at) = self.digest.as_ref()?;
-        (*digest == payload_digest(&self.bytes)).then_some(*at)
+        (digest == bytes_digest).then_some(*at)
     }
 }
 
@@ -180,12 +182,16 @@ fn validate_all(
             .validate_for(&fetched.bytes, uid, w)
             .map_err(SkipReason::Invalid)?;
         match hotkeys.get(&uid) {
-            Some(holder) if *holder == payload.meta.hotkey => Ok(PeerPayload {
-                uid,
-                payload,
-                uploaded: fetched.uploaded,
-                committed: fetched.committed(),
-            }),
+            Some(holder) if *holder == payload.meta.hotkey => {
+                let digest = payload_digest(&fetched.bytes);
+                Ok(PeerPayload {
+                    uid,
+                    payload,
+                    uploaded: fetched.uploaded,
+                    committed: fetched.committed(&digest),
+                    digest,
+                })
+            }
             Some(holder) => Err(SkipReason::WrongHotkey {
                 named: payload.meta.hotkey,
                 holder: holder.clone(),
@@ -283,17 +289,18 @@ mod tests {
             uploaded,
             digest: Some((payload_digest(b"payload"), committed)),
         };
-        assert_eq!(fetched.committed(), Some(committed));
+        let named = payload_digest(&fetched.bytes);
+        assert_eq!(fetched.committed(&named), Some(committed));
         let other = Fetched {
             digest: Some((payload_digest(b"another payload"), committed)),
             ..fetched.clone()
         };
-        assert_eq!(other.committed(), None);
+        assert_eq!(other.committed(&named), None);
         let none = Fetched {
             digest: None,
             ..fetched
         };
-        assert_eq!(none.committed(), None);
+        assert_eq!(none.committed(&named), None);
         assert_eq!(payload_digest(b"").len(), 64);
     }
 }

@@ -11,7 +11,7 @@
 mod gather;
 
 pub use gather::{
-    Fetched, PeerPayload, SkipReason, Skipped, fetch_payload, gather, payload_digest,
+    FETCH_FAN_OUT, Fetched, PeerPayload, SkipReason, Skipped, fetch_payload, gather, payload_digest,
 };
 
 use crate::chain::{Chain, ChainError, Commitment, Metagraph};
@@ -162,7 +162,7 @@ impl NodeContext {
 
     /// When window `w` begins: the chain's block time where it fixes one (the same for every
     /// node), else the time this node first saw it.
-    fn window_start(&self, w: u64) -> Option<SystemTime> {
+    pub fn window_start(&self, w: u64) -> Option<SystemTime> {
         let first_block = w.checked_mul(self.hp.network.blocks_per_window)?;
         self.chain.block_start(first_block).or_else(|| {
             let obs = self.observed.lock().unwrap_or_else(|e| e.into_inner());

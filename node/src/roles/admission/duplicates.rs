@@ -188,12 +188,48 @@ impl std::fmt::Display for CopyOf {
     }
 }
 
-/// The copy check of one window: the flagged payloads, and for every payload the share of
-/// its coordinates in blocks that earlier uploads repeat (the blend figure, 0 to 1).
+/// Two payloads of one window whose index sets overlap at the copy threshold: one copies
+/// the other, whichever instant says which.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyPair {
+    pub a: u16,
+    pub b: u16,
+    pub overlap: f64,
+}
+
+/// The copy check of one window: the flagged payloads, the overlapping pairs of the window,
+/// and for every payload the share of its coordinates in blocks that earlier uploads
+/// repeat (the blend figure, 0 to 1).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CopyCheck {
     pub copies: Vec<Copy>,
+    pub pairs: Vec<CopyPair>,
     pub coverage: Vec<(u16, f64)>,
+}
+
+/// The copy of each pair, when `a_first` tells which of the two came first (`None`: a tie,
+/// and no one is taken for the copy).
+pub fn attribute(pairs: &[CopyPair], a_first: impl Fn(&CopyPair) -> Option<bool>) -> Vec<Copy> {
+    let mut copies: Vec<Copy> = Vec::new();
+    for pair in pairs {
+        let (uid, source) = match a_first(pair) {
+            Some(true) => (pair.b, pair.a),
+            Some(false) => (pair.a, pair.b),
+            None => continue,
+        };
+        if !copies.iter().any(|c| c.uid == uid) {
+            copies.push(Copy {
+                uid,
+                of: CopyOf::Window {
+                    source,
+                    overlap: pair.overlap,
+                    tied: false,
+                },
+            });
+        }
+    }
+    copies.sort_by_key(|c| c.uid);
+    copies
 }
 
 /// The copies among this window's payloads (uid, payload, upload time) and against the
@@ -212,6 +248,7 @@ pub fn find_copies(
         .map(|_| Repeated::new(blocks.len()))
         .collect();
     let mut flagged: Vec<Copy> = Vec::new();
+    let mut pairs: Vec<CopyPair> = Vec::new();
     // An attributed verdict replaces a tied one for the same uid.
     let mut flag = |uid: u16, of: CopyOf| {
         let copy = Copy { uid, of };
@@ -241,6 +278,11 @@ pub fn find_copies(
             if overlap < threshold {
                 continue;
             }
+            pairs.push(CopyPair {
+                a: *ua,
+                b: *ub,
+                overlap,
+            });
             let tied = ta == tb;
             for (uid, source, later) in [(*ua, *ub, ta >= tb), (*ub, *ua, tb >= ta)] {
                 if later {
@@ -272,6 +314,7 @@ pub fn find_copies(
     flagged.sort_by_key(|c| c.uid);
     CopyCheck {
         copies: flagged,
+        pairs,
         coverage,
     }
 }

@@ -14,6 +14,9 @@
 //! - an update that disagrees with the window: median value agreement with the other payloads
 //!   with signal below `network.min_agreement` ([`disagreeing`]: noise, a negated update).
 //!
+//! A validator also finds repeats of older windows still in retention ([`echo`]), from its
+//! own history: they count in its scores only.
+//!
 //! The two relative checks (outliers, disagreement) are votes of the window: one that would
 //! leave out half or more of the payloads with signal leaves out none of them on that ground
 //! (and logs it), so a minority cannot exclude the rest.
@@ -24,6 +27,7 @@
 
 pub mod agreement;
 pub mod duplicates;
+pub mod echo;
 pub mod shared;
 #[cfg(test)]
 mod test_payloads;
@@ -34,7 +38,7 @@ use crate::codec::norms::{lower_median, values_norm};
 use crate::engine::Engine;
 use crate::hparams::{Hparams, NetworkParams};
 use agreement::disagreeing;
-use duplicates::{Copy, CopyCheck, find_copies};
+use duplicates::{Copy, CopyCheck, CopyOf, CopyPair, find_copies};
 use rayon::prelude::*;
 use std::time::SystemTime;
 use templar_protocol::network::{PeerList, PeerPayload, Skipped};
@@ -102,8 +106,15 @@ impl Judged {
 /// One window's verdict.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decision {
-    /// Copies, blends and stale repeats, with the reason.
+    /// Copies, blends and stale repeats, with the reason; of two overlapping payloads the
+    /// later by the stores' times is the copy left out of the step.
     pub copies: Vec<Copy>,
+    /// The window's overlapping pairs.
+    pub pairs: Vec<CopyPair>,
+    /// Which of the overlapping pairs a validator scores as copies, by its own sightings of
+    /// the digest commitments ([`super::sighting`]), which a copier's store cannot back-date;
+    /// `None`: by the stores' times, as in `copies`.
+    pub sighted_copies: Option<Vec<Copy>>,
     /// Every payload's share of coordinates in blocks that earlier uploads of the window
     /// repeat (a blend at `network.copy_overlap`): how close honest payloads come.
     pub coverage: Vec<(u16, f64)>,
@@ -115,14 +126,27 @@ pub struct Decision {
     pub outliers: Vec<(u16, f64)>,
     /// Updates against the window: uid and its median agreement with the others.
     pub disagreeing: Vec<(u16, f64)>,
+    /// Repeats of payloads of older windows in retention, found by a validator from its own
+    /// history ([`echo`]): they score as invalid but stay in the step, which every node,
+    /// restarted or not, must take alike.
+    pub echoes: Vec<echo::Echo>,
 }
 
 impl Decision {
     /// Whether uid's payload enters the outer step.
     pub fn admits(&self, uid: u16) -> bool {
         let judged = [&self.free_riders, &self.outliers, &self.disagreeing];
+        // A copy verdict against an excluded miner's payload (a copier that framed its
+        // victim by back-dating its store's times) no longer leaves anyone out.
+        let against_excluded = |c: &Copy| match c.of {
+            CopyOf::Window { source, .. } => self.excluded.contains(&source),
+            _ => false,
+        };
         !self.excluded.contains(&uid)
-            && !self.copies.iter().any(|c| c.uid == uid)
+            && !self
+                .copies
+                .iter()
+                .any(|c| c.uid == uid && !against_excluded(c))
             && !judged
                 .iter()
                 .any(|list| list.iter().any(|(u, _)| *u == uid))
@@ -136,15 +160,27 @@ impl Decision {
     /// source, which may be the victim), free-riders, amplified updates and those against the
     /// window.
     pub fn flagged(&self) -> Vec<u16> {
-        let mut uids: Vec<u16> = self
-            .copies
-            .iter()
-            .filter(|c| c.attributed())
-            .map(|c| c.uid)
-            .collect();
+        let of_window = |c: &&Copy| matches!(c.of, CopyOf::Window { .. });
+        let mut uids: Vec<u16> = match &self.sighted_copies {
+            Some(sighted) => self
+                .copies
+                .iter()
+                .filter(|c| !of_window(c))
+                .chain(sighted)
+                .filter(|c| c.attributed())
+                .map(|c| c.uid)
+                .collect(),
+            None => self
+                .copies
+                .iter()
+                .filter(|c| c.attributed())
+                .map(|c| c.uid)
+                .collect(),
+        };
         for list in [&self.free_riders, &self.outliers, &self.disagreeing] {
             uids.extend(list.iter().map(|(u, _)| *u));
         }
+        uids.extend(self.echoes.iter().map(|e| e.uid));
         uids.sort_unstable();
         uids.dedup();
         uids
@@ -194,8 +230,11 @@ impl Admission {
             Some((pw, list)) if pw + 1 == w => list.iter().map(|p| (p.uid, &p.payload)).collect(),
             _ => Vec::new(),
         };
-        let CopyCheck { copies, coverage } =
-            find_copies(&current, &previous, layouts, n.copy_overlap);
+        let CopyCheck {
+            copies,
+            pairs,
+            coverage,
+        } = find_copies(&current, &previous, layouts, n.copy_overlap);
         for c in &copies {
             tracing::warn!(uid = c.uid, window = w, reason = %c.of, "copied payload left out");
         }
@@ -232,11 +271,14 @@ impl Admission {
         warn_left_out(w, &disagreeing, "against the window (median agreement)");
         Decision {
             copies,
+            pairs,
+            sighted_copies: None,
             coverage,
             excluded,
             free_riders,
             outliers,
             disagreeing,
+            echoes: Vec::new(),
         }
     }
 
@@ -339,6 +381,7 @@ mod tests {
                 payload,
                 uploaded: SystemTime::UNIX_EPOCH + Duration::from_secs(uploaded),
                 committed: None,
+                digest: format!("digest of {uid}"),
             },
             selected: values(v),
         }
@@ -414,6 +457,7 @@ mod tests {
             free_riders: vec![(7, 0.0)],
             outliers: vec![(4, 30.0)],
             disagreeing: vec![(6, -0.9)],
+            ..Decision::default()
         };
         assert!(d.admits(1) && d.admits(5));
         for uid in [2, 3, 4, 6, 7, 8] {

@@ -57,6 +57,12 @@ pub enum Behaviour {
     /// Uploads its honest update negated on the coordinates no earlier payload of the
     /// window selected, where no agreement check can compare it.
     SelectivePoisoner,
+    /// Trains nothing; re-uploads `victim`'s payload of two windows back (past the previous
+    /// window that copies are compared with), re-signed, with 1% noise on the values.
+    Echo { victim: u16 },
+    /// A copier of `victim` that runs its own store and back-dates its commitment and its
+    /// copy to just before the victim's (in the simulation: a folder bucket's file times).
+    Framer { victim: u16 },
 }
 
 impl Behaviour {
@@ -77,6 +83,8 @@ impl Behaviour {
             Behaviour::Blender,
             Behaviour::Throttler { factor: 0.1 },
             Behaviour::SelectivePoisoner,
+            Behaviour::Echo { victim },
+            Behaviour::Framer { victim },
         ]
     }
 
@@ -104,6 +112,8 @@ impl fmt::Display for Behaviour {
             Behaviour::Blender => write!(f, "blender"),
             Behaviour::Throttler { factor } => write!(f, "throttler:{factor}"),
             Behaviour::SelectivePoisoner => write!(f, "selective-poisoner"),
+            Behaviour::Echo { victim } => write!(f, "echo:{victim}"),
+            Behaviour::Framer { victim } => write!(f, "framer:{victim}"),
         }
     }
 }
@@ -111,7 +121,7 @@ impl fmt::Display for Behaviour {
 /// A `--behaviour` value that names no behaviour.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "unknown behaviour {0:?}: honest, absent, free-rider, noise, copier:UID, amplifier:FACTOR, stale, wrong-data, late, poisoner, impersonator:UID, lazy, blender, throttler:FACTOR, selective-poisoner"
+    "unknown behaviour {0:?}: honest, absent, free-rider, noise, copier:UID, amplifier:FACTOR, stale, wrong-data, late, poisoner, impersonator:UID, lazy, blender, throttler:FACTOR, selective-poisoner, echo:UID, framer:UID"
 )]
 pub struct UnknownBehaviour(pub String);
 
@@ -153,6 +163,8 @@ impl FromStr for Behaviour {
             ("late", None) => Behaviour::Late,
             ("poisoner", None) => Behaviour::Poisoner,
             ("impersonator", _) => Behaviour::Impersonator { victim: uid()? },
+            ("echo", _) => Behaviour::Echo { victim: uid()? },
+            ("framer", _) => Behaviour::Framer { victim: uid()? },
             _ => return Err(bad()),
         })
     }
@@ -193,7 +205,11 @@ impl MinerHook for Cheat {
             self.held = Some((w, bytes));
             return Ok(());
         }
-        upload(ctx, w, bytes).await
+        upload(ctx, w, bytes).await?;
+        if let Behaviour::Framer { victim } = self.behaviour {
+            back_date(ctx, w, victim).await;
+        }
+        Ok(())
     }
 
     /// The late miner's held upload, once the window's time bound has passed.
@@ -226,6 +242,8 @@ async fn cheat_payload(
         | Behaviour::FreeRider
         | Behaviour::Stale
         | Behaviour::Copier { .. }
+        | Behaviour::Framer { .. }
+        | Behaviour::Echo { .. }
         | Behaviour::Blender => untrained_payload(behaviour, ctx, engine, last, w).await,
         _ => trained_payload(behaviour, ctx, engine, w).await,
     }
@@ -325,7 +343,7 @@ async fn untrained_payload(
                 (Some(stats), Some(p))
             }
         },
-        Behaviour::Copier { victim } => {
+        Behaviour::Copier { victim } | Behaviour::Framer { victim } => {
             let Some(theirs) = victims_payload(ctx, engine, victim, w).await else {
                 return Ok((None, None));
             };
@@ -333,6 +351,18 @@ async fn untrained_payload(
                 v + v.randn_like() * v.std(false) * 0.01
             });
             (None, Some(copied))
+        }
+        Behaviour::Echo { victim } => {
+            let Some(old) = w.checked_sub(2) else {
+                return Ok((None, None));
+            };
+            let Some(theirs) = victims_payload(ctx, engine, victim, old).await else {
+                return Ok((None, None));
+            };
+            let echoed = rewritten(ctx, engine, w, &theirs, &|v| {
+                v + v.randn_like() * v.std(false) * 0.01
+            });
+            (None, Some(echoed))
         }
         Behaviour::Blender => {
             let sources = earlier_payloads(ctx, engine, w, BLEND_SOURCES).await;
@@ -345,6 +375,34 @@ async fn untrained_payload(
         }
         _ => unreachable!("{behaviour} trains"),
     })
+}
+
+/// The framer's forgery: its commitment and payload of window `w` dated a millisecond
+/// before the victim's, which a store its owner runs can report (a folder bucket's file
+/// times here). Logged and skipped where the bucket is not a folder.
+async fn back_date(ctx: &NodeContext, w: u64, victim: u16) {
+    let forge = async {
+        let own = ctx.chain.commitment(ctx.uid).await.ok()??;
+        let root = own.endpoint.strip_prefix("file://")?;
+        let folder = std::path::Path::new(root).join(&own.bucket);
+        let theirs = ctx.peer_store(victim).await.ok()??;
+        let (k, me) = (&ctx.keys, ctx.uid);
+        for (key, mine) in [
+            (k.gradient_digest(w, victim), k.gradient_digest(w, me)),
+            (k.gradient(w, victim), k.gradient(w, me)),
+        ] {
+            let at = theirs.head(&key).await.ok()?.last_modified;
+            let file = std::fs::File::options()
+                .write(true)
+                .open(folder.join(mine))
+                .ok()?;
+            file.set_modified(at - Duration::from_millis(1)).ok()?;
+        }
+        Some(())
+    };
+    if forge.await.is_none() {
+        tracing::warn!(window = w, victim, "framer: could not back-date its upload");
+    }
 }
 
 /// Honest training of window `w` on the pages `pages_of` is assigned, as the miner's payload.

@@ -52,7 +52,7 @@ pub struct NetworkRun {
     /// The largest parameter difference between the validator's model and any miner's at the
     /// end: every node admits the same payloads, so all stay equal.
     pub max_model_difference: f64,
-    /// Honest payloads the copy checks flagged (any kind of copy), over all windows: the
+    /// Honest payloads the copy checks flagged (any kind of copy, echoes too), over all windows: the
     /// checks' false positives.
     pub honest_copy_flags: usize,
     /// The largest share of an honest payload's coordinates in blocks that earlier uploads
@@ -106,6 +106,7 @@ pub async fn run_network(
         held_out_loss.push(loss(&validator));
         let decision = &validator.last_decision;
         honest_copy_flags += decision.copies.iter().filter(|c| is_honest(c.uid)).count();
+        honest_copy_flags += decision.echoes.iter().filter(|e| is_honest(e.uid)).count();
         for (uid, coverage) in &decision.coverage {
             if is_honest(*uid) {
                 max_honest_coverage = max_honest_coverage.max(*coverage);
