@@ -48,7 +48,7 @@ fn schema_has_rules_scale_and_columns() {
                 .starts_with("A set of templar")
         );
         let rules = schema["x-kubernetes-validations"].as_array().unwrap();
-        assert_eq!(rules.len(), 4);
+        assert_eq!(rules.len(), 5);
         for rule in rules {
             assert!(rule["message"].as_str().unwrap().len() > 20, "{rule}");
         }

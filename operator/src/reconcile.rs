@@ -12,7 +12,8 @@ use crate::status::{
     Input, Notice, Observed, compute, controlled_by, host_network, needs_write, pod_condition_true,
 };
 use crate::validate::{
-    Inputs, Problem, ProblemReason, Validated, referenced_config_map, referenced_secrets, validate,
+    Inputs, Problem, ProblemReason, Validated, check_name, referenced_config_map,
+    referenced_secrets, validate,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
@@ -240,9 +241,20 @@ where
     })
 }
 
-/// Delete the PodDisruptionBudget a spec no longer asks for (gone already is fine).
+/// Delete the PodDisruptionBudget a spec no longer asks for, when there is one: a read, not
+/// a DELETE per reconcile in the audit log (gone meanwhile is fine).
 async fn delete_budget(client: &Client, ns: &str, name: &str) -> Result<(), ReconcileError> {
     let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    let existing = api
+        .get_opt(name)
+        .await
+        .map_err(|source| ReconcileError::Apply {
+            what: format!("PodDisruptionBudget {name} (read)"),
+            source,
+        })?;
+    if existing.is_none() {
+        return Ok(());
+    }
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -448,7 +460,8 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
     };
 
     let inputs = read_inputs(&ctx.client, &ns, spec).await?;
-    let applied = match validate(spec, &inputs) {
+    let valid = check_name(K::ROLE.as_str(), &name).and_then(|()| validate(spec, &inputs));
+    let applied = match valid {
         Ok(valid) => apply_desired(ctx, &owner, &valid).await?,
         // A bad spec leaves what runs alone and says why in the status and an event;
         // suspending still stops the pods.

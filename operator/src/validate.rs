@@ -6,7 +6,7 @@ use crate::build::OPERATOR_ENV;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use templar_crds::NodeSpec;
-use templar_crds::resources::ChainKind;
+use templar_crds::resources::{ChainKind, GpuVendor};
 use templar_protocol::hparams::Hparams;
 
 /// What the spec refers to, as read from the API: the secrets and ConfigMaps that exist.
@@ -166,11 +166,51 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
     })
 }
 
+/// The longest value a label holds.
+const MAX_LABEL_VALUE: usize = 63;
+/// The StatefulSet's pods carry `controller-revision-hash: <set name>-<hash>`, the hash of
+/// up to this many characters.
+const REVISION_HASH_CHARS: usize = 10;
+
+/// The longest resource name of `role` whose pods can be created: the StatefulSet is
+/// `<name>-<role>`, and its revision label must fit a label value.
+pub fn max_name_len(role: &str) -> usize {
+    MAX_LABEL_VALUE - REVISION_HASH_CHARS - 1 - (role.len() + 1)
+}
+
+/// A name too long for the pods' labels (the CRD's rule refuses it at admission; this
+/// catches one made before that rule, or under a CRD without it).
+pub fn check_name(role: &str, name: &str) -> Result<(), Problem> {
+    let max = max_name_len(role);
+    if name.len() > max {
+        return Err(Problem::new(
+            ProblemReason::InvalidSpec,
+            format!(
+                "metadata.name has {} characters, at most {max}: the pods' \
+                 controller-revision-hash label ({name}-{role}-<hash>) would pass 63",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What the spec alone can get wrong: the image, the chain, env the operator sets itself.
 fn check_spec(spec: &NodeSpec) -> Result<(), Problem> {
     let invalid = |message: String| Err(Problem::new(ProblemReason::InvalidSpec, message));
     if spec.image.trim().is_empty() {
         return invalid("spec.image is empty".into());
+    }
+    // The node image is built on CUDA; AMD GPUs need a ROCm build of it.
+    if spec.resources.gpus > 0
+        && spec.resources.gpu_vendor == GpuVendor::Amd
+        && !spec.image.to_ascii_lowercase().contains("rocm")
+    {
+        return invalid(format!(
+            "spec.resources.gpuVendor amd needs a ROCm build of the node image in spec.image \
+             (its name or tag says rocm); {:?} is a CUDA image",
+            spec.image
+        ));
     }
     if spec.chain.kind == ChainKind::Subtensor {
         let endpoint = spec.chain.endpoint.as_deref().unwrap_or("").trim();

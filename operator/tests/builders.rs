@@ -143,6 +143,26 @@ fn scheduling_cache_and_suspend_are_honoured() {
     );
 }
 
+/// Pods given GPUs run the node with `--device cuda` (it fails at start, with the reason,
+/// when it cannot use them, instead of training on the CPU); pods without run `--device cpu`.
+#[test]
+fn the_device_follows_the_gpus_the_pod_asks_for() {
+    for (gpus, device) in [(0, "cpu"), (1, "cuda"), (4, "cuda")] {
+        let cr = miner(&format!("{MINIMAL}  resources: {{gpus: {gpus}}}\n"));
+        let args = statefulset(&miner_owner(&cr), "hash")
+            .spec
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap();
+        let at = args.iter().position(|a| a == "--device").expect("--device");
+        assert_eq!(args[at + 1], device, "gpus {gpus}: {args:?}");
+    }
+}
+
 #[test]
 fn validators_get_their_role_service_and_hyperparameters() {
     let cr: TemplarValidator =

@@ -371,6 +371,35 @@ fn alerts_and_dashboard_read_metrics_that_exist() {
         .filter(|d| kind(d) == "ServiceMonitor")
         .collect();
     assert_eq!(servicemonitors.len(), 2);
+    // The series keep the resource's own namespace label (without honorLabels Prometheus
+    // overwrites it with the operator's namespace), and every alert and panel on a
+    // resource's series groups by it.
+    for sm in &servicemonitors {
+        assert_eq!(sm["spec"]["endpoints"][0]["honorLabels"], true, "{sm:?}");
+    }
+    let mut exprs: Vec<String> = rule["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap().to_string())
+        .collect();
+    for panel in json["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for expr in exprs
+        .iter()
+        .filter(|e| e.contains("templar_operator_resource_"))
+    {
+        for grouping in expr.split(" by (").skip(1) {
+            let labels = grouping.split(')').next().unwrap();
+            assert!(
+                labels.split(',').any(|l| l.trim() == "namespace"),
+                "{expr}: groups resources of different namespaces together"
+            );
+        }
+    }
     // The nodes' ServiceMonitor selects the operator's metrics Services by their labels and
     // port name.
     let nodes = servicemonitors

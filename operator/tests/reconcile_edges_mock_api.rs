@@ -1,6 +1,6 @@
 //! Reconcile edge cases against the MOCK Kubernetes API (see `common/mock_api.rs`): suspend
-//! with a broken spec, pods the StatefulSet does not control, host-network pods, and a
-//! status that does not change.
+//! with a broken spec, pods the StatefulSet does not control, host-network pods, a status
+//! that does not change, and a disruption budget the spec dropped.
 
 mod common;
 
@@ -106,5 +106,31 @@ async fn an_unchanged_status_is_not_written_again() {
     );
     let counts = api.metrics.counts("TemplarMiner");
     assert_eq!((counts.status_writes, counts.status_skips), (1, 1));
+    api.done().await;
+}
+
+/// A spec without a budget: the reconcile only reads whether one exists (every reconcile
+/// of `objects_applied` answers "none", and no DELETE follows); when one does, left from a
+/// spec that asked for it, it is deleted once.
+#[tokio::test]
+async fn a_budget_the_spec_dropped_is_deleted_and_a_missing_one_is_not() {
+    let (mut api, ctx) = setup(1);
+    let cr = miner("");
+    let task = tokio::spawn(reconcile(Arc::new(cr.clone()), ctx));
+    api.secrets_found(&["hotkey-0", "hotkey-1"]).await;
+    let [cm, headless, metrics, sts] = object_paths("alpha-miner");
+    for path in [cm, headless, metrics] {
+        api.apply(&path).await;
+    }
+    api.stateful_set_applied(&sts).await;
+    let left = json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "alpha-miner", "namespace": NS},
+        "spec": {"maxUnavailable": 1}
+    });
+    api.budget_deleted("alpha-miner", left).await;
+    api.pods(vec![]).await;
+    api.status(&cr).await;
+    finish(task).await;
     api.done().await;
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use templar_crds::{NodeSetStatus, NodeSpec, TemplarMiner};
 use templar_operator::probe::{ProbeError, StatusProbe};
 use templar_operator::status::{Input, Observed, Outcome, compute};
-use templar_operator::validate::{Inputs, ProblemReason, referenced_secrets, validate};
+use templar_operator::validate::{
+    Inputs, ProblemReason, check_name, max_name_len, referenced_secrets, validate,
+};
 use templar_protocol::node_status::{NodeRole, NodeStatus};
 
 fn spec(extra: &str) -> NodeSpec {
@@ -397,4 +399,50 @@ async fn status_reads_time_out_and_reject_what_is_not_a_status() {
         .await;
     assert_eq!(all.len(), 2);
     assert!(all["p0"].is_err() && all["p1"].is_err());
+}
+
+/// A name whose StatefulSet's revision label would pass 63 characters is refused, by the
+/// CRD's rule at admission and by the operator's own check; the longest allowed one fits.
+#[test]
+fn a_name_too_long_for_the_pods_labels_is_refused_at_admission_and_in_validation() {
+    use kube::CustomResourceExt;
+    for (role, crd) in [
+        (NodeRole::Miner, TemplarMiner::crd()),
+        (NodeRole::Validator, templar_crds::TemplarValidator::crd()),
+    ] {
+        let role = role.as_str();
+        let max = max_name_len(role);
+        // The longest: "<name>-<role>-<10-character hash>" is exactly a label's 63.
+        let longest = "a".repeat(max);
+        assert_eq!(format!("{longest}-{role}-{}", "h".repeat(10)).len(), 63);
+        check_name(role, &longest).unwrap();
+        let problem = check_name(role, &format!("{longest}b")).unwrap_err();
+        assert_eq!(problem.reason, ProblemReason::InvalidSpec);
+        assert!(
+            problem.message.contains(&format!("at most {max}")),
+            "{problem:?}"
+        );
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let rules = schema["openAPIV3Schema"]["x-kubernetes-validations"]
+            .as_array()
+            .unwrap();
+        let rule = format!("size(self.metadata.name) <= {max}");
+        assert!(
+            rules.iter().any(|r| r["rule"] == rule.as_str()),
+            "{role}: the CRD lacks {rule:?}: {rules:?}"
+        );
+    }
+}
+
+/// AMD GPUs with the CUDA node image are refused with the reason; a ROCm build is accepted.
+#[test]
+fn amd_gpus_need_a_rocm_image() {
+    let amd = spec("  resources: {gpus: 1, gpuVendor: amd}\n");
+    let problem = validate(&amd, &inputs()).unwrap_err();
+    assert_eq!(problem.reason, ProblemReason::InvalidSpec);
+    assert!(problem.message.contains("ROCm"), "{problem:?}");
+    let mut rocm = spec("  resources: {gpus: 1, gpuVendor: amd}\n");
+    rocm.image = "ghcr.io/templar-rs/node:0.1.0-rocm".into();
+    validate(&rocm, &inputs()).unwrap();
+    validate(&spec("  resources: {gpus: 1}\n"), &inputs()).unwrap();
 }

@@ -211,7 +211,8 @@ pub async fn handle(
             full(200, s.stateful_set.as_ref().unwrap())
         }
         ("PATCH", p) if p.starts_with("/api/v1/namespaces/train/") => full(200, &body),
-        ("DELETE", p) if p.contains("/poddisruptionbudgets/") => not_found(),
+        // No budget exists: the operator reads that and deletes nothing.
+        ("GET", p) if p.contains("/poddisruptionbudgets/") => not_found(),
         ("POST", "/apis/events.k8s.io/v1/namespaces/train/events") => full(201, &body),
         _ => {
             s.unknown.push(format!("{method} {path}?{query}"));

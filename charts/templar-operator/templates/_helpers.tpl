@@ -74,10 +74,10 @@ namespace's Role: exactly the calls it makes (operator/tests/chart.rs checks bot
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-# The disruption budget a resource asks for, deleted when the spec drops it.
+# The disruption budget a resource asks for; read, and deleted when the spec drops it.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [create, patch, delete]
+  verbs: [get, create, patch, delete]
 # Events on the resources (a repeated event is patched).
 - apiGroups: [events.k8s.io]
   resources: [events]

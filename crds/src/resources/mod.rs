@@ -178,7 +178,7 @@ fn default_grace() -> i64 {
 /// Declares one node-set kind: both kinds share the spec, status, subresources, printer
 /// columns and CEL rules, and differ only in kind and short name.
 macro_rules! node_set_kind {
-    ($doc:literal, $spec:ident, $kind:literal, $short:literal) => {
+    ($doc:literal, $spec:ident, $kind:literal, $short:literal, $max_name:literal) => {
         #[doc = $doc]
         #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
         #[kube(
@@ -200,6 +200,10 @@ macro_rules! node_set_kind {
             printcolumn(name = "Loss", type_ = "number", json_path = ".status.loss"),
             printcolumn(name = "Score", type_ = "number", json_path = ".status.score"),
             printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+            // The StatefulSet "<name>-<role>" labels its pods' revision "<set>-<hash>" (a
+            // hash of up to 10 characters), and a label value holds at most 63.
+            validation = Rule::new(concat!("size(self.metadata.name) <= ", $max_name))
+                .message(concat!("metadata.name: at most ", $max_name, " characters, so that the pods' controller-revision-hash label (<name>-<role>-<hash>) fits 63")),
             validation = Rule::new("self.spec.chain.kind == 'devnet' || (has(self.spec.chain.endpoint) && has(self.spec.chain.netuid))")
                 .message("spec.chain.endpoint and spec.chain.netuid are required for a subtensor chain"),
             validation = Rule::new("!has(self.spec.hyperparameters.inline) || !has(self.spec.hyperparameters.configMap)")
@@ -222,14 +226,16 @@ node_set_kind!(
      compressed update each window and applies its peers' updates.",
     TemplarMinerSpec,
     "TemplarMiner",
-    "tminer"
+    "tminer",
+    "46"
 );
 node_set_kind!(
     "A set of templar validators: each replica scores the miners' updates on their own \
      data and sets weights on chain.",
     TemplarValidatorSpec,
     "TemplarValidator",
-    "tvalidator"
+    "tvalidator",
+    "42"
 );
 
 /// Both CRDs as one multi-document YAML (what `templar-operator crd` prints).

@@ -91,8 +91,9 @@ const DEVNET_BLOCK_MS: &str = "12000";
 /// `templar-node run` arguments: the hotkey comes from the wallet secret entry of the pod's
 /// ordinal; payloads live in the S3 bucket. On the devnet the chain state lives there too and
 /// validators create it when it does not exist yet; on subtensor the node connects to the
-/// endpoint and signs with the hotkey keyfile.
-fn node_args(role: NodeRole, chain: &ChainSpec) -> Vec<String> {
+/// endpoint and signs with the hotkey keyfile. The device is explicit: a pod given GPUs
+/// fails at start when it cannot use them instead of training on the CPU.
+fn node_args(role: NodeRole, chain: &ChainSpec, gpus: i32) -> Vec<String> {
     let mut args: Vec<String> = [
         "run",
         "--role",
@@ -108,6 +109,8 @@ fn node_args(role: NodeRole, chain: &ChainSpec) -> Vec<String> {
     .map(String::from)
     .into();
     args.push(format!("0.0.0.0:{STATUS_PORT}"));
+    let device = if gpus > 0 { "cuda" } else { "cpu" };
+    args.extend(["--device".into(), device.into()]);
     if chain.kind == ChainKind::Subtensor {
         args.extend(["--chain".into(), "subtensor".into()]);
         args.extend([
@@ -226,7 +229,7 @@ fn container(o: &Owner) -> Container {
         name: "node".into(),
         image: Some(o.spec.image.clone()),
         image_pull_policy: o.spec.image_pull_policy.clone(),
-        args: Some(node_args(o.role, &o.spec.chain)),
+        args: Some(node_args(o.role, &o.spec.chain, o.spec.resources.gpus)),
         env: Some(env(o)),
         ports: Some(vec![ContainerPort {
             name: Some("status".into()),

@@ -125,7 +125,7 @@ impl MockApi {
 
     /// The owned objects of `set` applied in order: ConfigMap, headless Service, metrics
     /// Service, StatefulSet (answered as rolled out), then the PodDisruptionBudget the spec
-    /// does not ask for deleted. Returns the applied bodies.
+    /// does not ask for looked up (none). Returns the applied bodies.
     pub async fn objects_applied(&mut self, set: &str) -> Vec<Value> {
         let [cm, headless, metrics, sts] = object_paths(set);
         let mut bodies = Vec::new();
@@ -133,7 +133,7 @@ impl MockApi {
             bodies.push(self.apply(&path).await);
         }
         bodies.push(self.stateful_set_applied(&sts).await);
-        self.budget_deleted(set).await;
+        self.budget_absent(set).await;
         bodies
     }
 
@@ -144,14 +144,23 @@ impl MockApi {
         body
     }
 
-    pub async fn budget_deleted(&mut self, set: &str) {
-        let (_, send) = self
-            .expect(
-                "DELETE",
-                &format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{set}?"),
-            )
-            .await;
-        send.send_response(not_found_response());
+    /// The budget a spec does not ask for looked up: there is none, so nothing is deleted.
+    pub async fn budget_absent(&mut self, set: &str) {
+        self.not_found(&format!(
+            "/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{set}"
+        ))
+        .await;
+    }
+
+    /// The budget a spec no longer asks for looked up (`found`) and deleted.
+    pub async fn budget_deleted(&mut self, set: &str, found: Value) {
+        let path = format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{set}");
+        self.answer("GET", &path, found).await;
+        let (_, send) = self.expect("DELETE", &format!("{path}?")).await;
+        send.send_response(json_response(
+            200,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ));
     }
 
     pub async fn not_found(&mut self, uri: &str) {

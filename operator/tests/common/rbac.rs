@@ -35,7 +35,8 @@ pub const NEEDED: &[(&str, &str, &str)] = &[
     ("", "secrets", "get"),
     // observe.
     ("", "pods", "list"),
-    // The disruption budget: applied, or deleted when the spec drops it.
+    // The disruption budget: applied, or read and deleted when the spec drops it.
+    ("policy", "poddisruptionbudgets", "get"),
     ("policy", "poddisruptionbudgets", "create"),
     ("policy", "poddisruptionbudgets", "patch"),
     ("policy", "poddisruptionbudgets", "delete"),

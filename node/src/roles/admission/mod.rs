@@ -156,10 +156,10 @@ impl Decision {
         self.copies.iter().map(|c| c.uid).collect()
     }
 
-    /// The payloads that score as invalid submissions: copies (but not those tied with their
-    /// source, which may be the victim), free-riders, amplified updates and those against the
-    /// window.
-    pub fn flagged(&self) -> Vec<u16> {
+    /// The payloads that score as copies: blends, stale repeats, echoes, and of each
+    /// overlapping pair the one the validator's sightings name (else the stores' times); a
+    /// tie names no one, since either may be the victim.
+    pub fn scored_copies(&self) -> Vec<u16> {
         let of_window = |c: &&Copy| matches!(c.of, CopyOf::Window { .. });
         let mut uids: Vec<u16> = match &self.sighted_copies {
             Some(sighted) => self
@@ -177,10 +177,19 @@ impl Decision {
                 .map(|c| c.uid)
                 .collect(),
         };
+        uids.extend(self.echoes.iter().map(|e| e.uid));
+        uids.sort_unstable();
+        uids.dedup();
+        uids
+    }
+
+    /// The payloads that score as invalid submissions: copies ([`Decision::scored_copies`]),
+    /// free-riders, amplified updates and those against the window.
+    pub fn flagged(&self) -> Vec<u16> {
+        let mut uids = self.scored_copies();
         for list in [&self.free_riders, &self.outliers, &self.disagreeing] {
             uids.extend(list.iter().map(|(u, _)| *u));
         }
-        uids.extend(self.echoes.iter().map(|e| e.uid));
         uids.sort_unstable();
         uids.dedup();
         uids

@@ -52,7 +52,7 @@ pub struct NetworkRun {
     /// The largest parameter difference between the validator's model and any miner's at the
     /// end: every node admits the same payloads, so all stay equal.
     pub max_model_difference: f64,
-    /// Honest payloads the copy checks flagged (any kind of copy, echoes too), over all windows: the
+    /// Honest payloads scored as copies (any kind, echoes too), over all windows: the copy
     /// checks' false positives.
     pub honest_copy_flags: usize,
     /// The largest share of an honest payload's coordinates in blocks that earlier uploads
@@ -105,10 +105,16 @@ pub async fn run_network(
         weights.push(weights_from_scores(&validator.state.scores, t));
         held_out_loss.push(loss(&validator));
         let decision = &validator.last_decision;
-        honest_copy_flags += decision.copies.iter().filter(|c| is_honest(c.uid)).count();
-        honest_copy_flags += decision.echoes.iter().filter(|e| is_honest(e.uid)).count();
+        honest_copy_flags += decision
+            .scored_copies()
+            .into_iter()
+            .filter(|u| is_honest(*u))
+            .count();
+        // A copied payload is covered by its copy (a framer's back-dated one counts as
+        // earlier): the figure is how close independent honest work comes to a blend.
+        let copied = |uid: u16| decision.pairs.iter().any(|p| p.a == uid || p.b == uid);
         for (uid, coverage) in &decision.coverage {
-            if is_honest(*uid) {
+            if is_honest(*uid) && !copied(*uid) {
                 max_honest_coverage = max_honest_coverage.max(*coverage);
             }
         }
