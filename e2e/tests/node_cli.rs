@@ -492,6 +492,17 @@ fn asking_for_cuda_without_a_gpu_fails_with_the_reason() {
         return;
     }
     assert!(stderr.contains("no CUDA device"), "stderr: {stderr}");
+    // The reason: no driver at all, a driver too old for the runtime, or no GPU visible.
+    assert!(
+        [
+            "libcuda.so.1",
+            "driver supports CUDA up to",
+            "CUDA_VISIBLE_DEVICES"
+        ]
+        .iter()
+        .any(|why| stderr.contains(why)),
+        "stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
 

@@ -2,6 +2,7 @@
 //! `--precision fp32|bf16|auto` resolve to a [`Compute`].
 
 use tch::{Device, Kind};
+use templar_protocol::node_status::ComputeReport;
 
 /// CUDA when libtorch sees a GPU, else CPU. `TEMPLAR_DEVICE=cpu` forces the CPU.
 pub fn default_device() -> Device {
@@ -74,11 +75,8 @@ pub enum PrecisionChoice {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComputeError {
-    #[error(
-        "--device cuda: libtorch sees no CUDA device (is libtorch_cuda.so on LD_LIBRARY_PATH, \
-         and a GPU visible to this process?)"
-    )]
-    NoCuda,
+    #[error("--device cuda: libtorch sees no CUDA device: {0}")]
+    NoCuda(String),
 }
 
 /// Device and precision of a node's model.
@@ -106,7 +104,14 @@ impl Compute {
             DeviceChoice::Cuda => {
                 load_torch_cuda();
                 if !tch::Cuda::is_available() {
-                    return Err(ComputeError::NoCuda);
+                    let reason = crate::cuda_info::probe(0).unusable_reason().unwrap_or_else(
+                        || {
+                            "the driver is there; is libtorch_cuda.so on LD_LIBRARY_PATH, and a \
+                         GPU visible to this process (CUDA_VISIBLE_DEVICES)?"
+                                .into()
+                        },
+                    );
+                    return Err(ComputeError::NoCuda(reason));
                 }
                 Device::Cuda(0)
             }
@@ -118,6 +123,33 @@ impl Compute {
             (PrecisionChoice::Auto, _) => Precision::Bf16,
         };
         Ok(Self { device, precision })
+    }
+
+    /// What the node reports in `/status`: the device and precision, and on a GPU what the
+    /// CUDA driver says of it.
+    pub fn report(&self) -> ComputeReport {
+        let precision = match self.precision {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        };
+        let mut report = ComputeReport {
+            device: match self.device {
+                Device::Cuda(i) => format!("cuda:{i}"),
+                Device::Mps => "mps".into(),
+                Device::Vulkan => "vulkan".into(),
+                Device::Cpu => "cpu".into(),
+            },
+            precision: precision.into(),
+            ..Default::default()
+        };
+        if let Device::Cuda(i) = self.device {
+            let info = crate::cuda_info::probe(i as i32);
+            report.gpu = info.gpu_name;
+            report.gpu_memory_bytes = info.gpu_memory_bytes;
+            report.cuda_driver = info.driver.map(|v| v.to_string());
+            report.cuda_runtime = info.runtime.map(|v| v.to_string());
+        }
+        report
     }
 }
 

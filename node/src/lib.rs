@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod compute;
+pub mod cuda_info;
 pub mod data;
 pub mod engine;
 /// Settings live in the torch-free protocol crate so that the operator validates them too.

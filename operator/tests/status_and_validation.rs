@@ -354,6 +354,89 @@ fn a_node_reporting_an_error_degrades_with_its_message() {
     assert!(d.message.contains("hk: S3 upload failed: 403"));
 }
 
+/// A node that trains on the CPU in a pod given GPUs (or on a GPU in one without) degrades
+/// the resource with the node's hotkey and device; a matching one does not.
+#[test]
+fn a_node_on_the_wrong_device_degrades_the_resource() {
+    use templar_protocol::node_status::ComputeReport;
+    let now = Timestamp::now();
+    let p = || {
+        pod(
+            "a-miner-0",
+            now,
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "podIP": "10.0.0.1"}),
+        )
+    };
+    let on = |device: &str| NodeStatus {
+        hotkey: "hk".into(),
+        compute: Some(ComputeReport {
+            device: device.into(),
+            precision: "fp32".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let outcome = |s: &NodeSpec, status: NodeStatus| {
+        compute(Input {
+            role: NodeRole::Miner,
+            spec: s,
+            generation: Some(1),
+            previous: None,
+            problem: None,
+            observed: &Observed {
+                stateful_set: Some(rolled_out(2)),
+                pods: vec![p()],
+                probes: BTreeMap::from([("a-miner-0".to_string(), Ok(status))]),
+            },
+            selector: "app=a".into(),
+            now,
+        })
+    };
+    let gpu = spec("  resources: {gpus: 2}\n");
+    let o = outcome(&gpu, on("cpu"));
+    let d = cond(&o, "Degraded");
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", "WrongDevice")
+    );
+    assert!(d.message.contains("hk computes on cpu") && d.message.contains("2 GPU"));
+    assert_eq!(
+        cond(&outcome(&gpu, on("cuda:0")), "Degraded").status,
+        "False"
+    );
+    let cpu = spec("  resources: {gpus: 0}\n");
+    assert_eq!(
+        cond(&outcome(&cpu, on("cuda:0")), "Degraded").reason,
+        "WrongDevice"
+    );
+    assert_eq!(cond(&outcome(&cpu, on("cpu")), "Degraded").status, "False");
+}
+
+/// A crash loop shows the node's own last words (its termination message) rather than the
+/// kubelet's back-off line.
+#[test]
+fn a_crash_loop_says_why_the_node_exited() {
+    let now = Timestamp::now();
+    let p = pod(
+        "a-miner-0",
+        now,
+        json!({"phase": "Running", "containerStatuses": [{
+            "name": "node", "image": "img", "imageID": "", "ready": false, "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                "message": "Error: --device cuda: libtorch sees no CUDA device: the NVIDIA driver supports CUDA up to 12.8\n"}}
+        }]}),
+    );
+    let o = run(&spec("  resources: {gpus: 1}\n"), vec![p], None, now);
+    let d = cond(&o, "Degraded");
+    assert_eq!(d.reason, "CrashLoopBackOff");
+    assert!(
+        d.message.contains("supports CUDA up to 12.8"),
+        "{}",
+        d.message
+    );
+}
+
 #[tokio::test]
 async fn status_reads_time_out_and_reject_what_is_not_a_status() {
     // A server that accepts and never answers.

@@ -91,6 +91,37 @@ pub struct NodeStatus {
     /// The last sync check against the top validator's latest checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncCheck>,
+    /// Where the node computes, reported from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<ComputeReport>,
+}
+
+/// The device a node trains and evaluates on, as the node itself resolved it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeReport {
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// `fp32` or `bf16` (the matmuls' precision).
+    pub precision: String,
+    /// The GPU's name and memory, as the CUDA driver reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_bytes: Option<u64>,
+    /// The newest CUDA version the driver supports, and the CUDA runtime the node was built
+    /// with (`13.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_runtime: Option<String>,
+}
+
+impl ComputeReport {
+    /// Whether the node runs on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        self.device.starts_with("cuda")
+    }
 }
 
 /// How many parameter values [`NodeStatus::model_sample`] carries.

@@ -235,6 +235,7 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
         role: opts.role,
         uid: Some(uid),
         hotkey: hotkey.to_string(),
+        compute: Some(opts.compute.report()),
         ..Default::default()
     };
     let mut ctx = NodeContext::new(

@@ -96,6 +96,20 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         "This node's incentive on chain.",
         s.incentive,
     );
+    if let Some(c) = &s.compute {
+        // An info gauge: 1, with the device in the labels (alerts compare it to the GPUs the
+        // pod asked for).
+        let gpu = c
+            .gpu
+            .as_deref()
+            .unwrap_or("")
+            .replace(['"', '\\', '\n'], " ");
+        let _ = writeln!(
+            out,
+            "# HELP templar_compute_info Where the node computes (1).\n# TYPE templar_compute_info gauge\ntemplar_compute_info{{{labels},device=\"{}\",precision=\"{}\",gpu=\"{gpu}\"}} 1",
+            c.device, c.precision
+        );
+    }
     if !s.scores.is_empty() {
         let per_miner: [PerMinerGauge; 2] = [
             (
@@ -170,6 +184,12 @@ mod tests {
                 weight: 1.0,
                 sync_drift: None,
             }];
+            s.compute = Some(templar_protocol::node_status::ComputeReport {
+                device: "cuda:0".into(),
+                precision: "bf16".into(),
+                gpu: Some("NVIDIA H100 80GB HBM3".into()),
+                ..Default::default()
+            });
         }
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
         let body = get("/status").await;
@@ -183,5 +203,10 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("templar_miner_weight{miner_uid=\"2\"} 1"), "{m}");
+        assert!(
+            m.contains("templar_compute_info{role=\"validator\",uid=\"4\",device=\"cuda:0\",precision=\"bf16\",gpu=\"NVIDIA H100 80GB HBM3\"} 1"),
+            "{m}"
+        );
+        assert!(parsed.compute.is_some_and(|c| c.on_gpu()));
     }
 }

@@ -237,6 +237,9 @@ fn container(o: &Owner) -> Container {
             ..Default::default()
         }]),
         resources: Some(resources(o)),
+        // A node that exits on a start-up error (no GPU, an old driver) says why in its last
+        // log lines: they become the termination message the operator shows.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         startup_probe: Some(probe("/healthz", 10, startup_failures as i32)),
         liveness_probe: Some(probe("/healthz", 10, 6)),
         readiness_probe: Some(probe("/readyz", 10, 3)),

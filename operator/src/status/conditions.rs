@@ -47,6 +47,9 @@ pub(super) struct Findings<'a> {
     pub problem: Option<&'a Problem>,
     /// The first error a node reports, prefixed with its hotkey.
     pub node_error: Option<String>,
+    /// The first node that computes elsewhere than its pod's resources say (on the CPU with
+    /// GPUs requested, or the reverse).
+    pub wrong_device: Option<String>,
 }
 
 impl Findings<'_> {
@@ -92,6 +95,9 @@ impl Findings<'_> {
                     self.spec.startup_deadline_seconds
                 ),
             ));
+        }
+        if let Some(why) = &self.wrong_device {
+            return Some(("WrongDevice".into(), why.clone()));
         }
         self.node_error
             .clone()

@@ -233,6 +233,7 @@ pub fn compute(input: Input) -> Outcome {
                 .as_ref()
                 .map(|e| truncate_node_string(&format!("{}: {e}", r.hotkey)))
         }),
+        wrong_device: reports.iter().find_map(|r| wrong_device(spec, r)),
     };
     let prev_conditions = previous
         .map(|p| p.conditions.as_slice())
@@ -263,4 +264,23 @@ pub fn compute(input: Input) -> Outcome {
         status,
         notices,
     }
+}
+
+/// A node that computes elsewhere than the pod's resources say: the message, or `None`
+/// when it matches (or has not said yet).
+fn wrong_device(spec: &NodeSpec, node: &NodeStatus) -> Option<String> {
+    let compute = node.compute.as_ref()?;
+    let gpus = spec.resources.gpus;
+    let why = match (gpus > 0, compute.on_gpu()) {
+        (true, false) => format!(
+            "{} computes on {} though its pod has {gpus} GPU(s)",
+            node.hotkey, compute.device
+        ),
+        (false, true) => format!(
+            "{} computes on {} though its pod asks for no GPU",
+            node.hotkey, compute.device
+        ),
+        _ => return None,
+    };
+    Some(truncate_node_string(&why))
 }

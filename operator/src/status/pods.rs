@@ -57,12 +57,22 @@ pub(super) fn pod_state(pod: &Pod, deadline: SignedDuration, now: Timestamp) -> 
             && let Some(reason) = w.reason.as_deref()
             && BAD_WAITING_REASONS.contains(&reason)
         {
+            // A crash loop's own reason is the last exit's message (the node's last log
+            // lines: the container's terminationMessagePolicy is FallbackToLogsOnError).
+            let last_exit = cs
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t.message.as_deref())
+                .map(str::trim)
+                .filter(|m| !m.is_empty());
+            let why = last_exit.or(w.message.as_deref()).unwrap_or(reason);
             return PodState::Failing {
                 reason: reason.to_string(),
                 message: format!(
                     "pod {}: {}",
                     pod.metadata.name.as_deref().unwrap_or_default(),
-                    w.message.as_deref().unwrap_or(reason)
+                    why
                 ),
             };
         }
