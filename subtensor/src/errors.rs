@@ -51,9 +51,154 @@ pub fn module_error(pallet: &str, error: &str, docs: &str, hotkey: &Hotkey) -> C
     }
 }
 
+/// The transaction pool's own refusals: subtensor's `CustomTransactionError` codes
+/// (common/src/transaction_error.rs), which its transaction extension returns before a
+/// call is ever dispatched, as `Invalid Transaction` with `Custom error: N`.
+const POOL_ERRORS: &[(u8, &str, &str)] = &[
+    (
+        1,
+        "StakeAmountTooLow",
+        "the hotkey's stake is below what the call needs",
+    ),
+    (
+        2,
+        "BalanceTooLow",
+        "the coldkey's balance cannot pay for it",
+    ),
+    (3, "SubnetNotExists", "the subnet does not exist"),
+    (
+        4,
+        "HotkeyAccountDoesntExist",
+        "the hotkey account does not exist",
+    ),
+    (
+        6,
+        "RateLimitExceeded",
+        "a rate limit of the call (weights: WeightsSetRateLimit blocks since LastUpdate)",
+    ),
+    (
+        10,
+        "HotKeyNotRegisteredInNetwork",
+        "the hotkey is not registered on the subnet",
+    ),
+    (
+        12,
+        "ServingRateLimitExceeded",
+        "serving information was updated too recently",
+    ),
+    (
+        15,
+        "InvalidRevealRound",
+        "the reveal round is not a valid drand round",
+    ),
+    (16, "CommitNotFound", "no commit to reveal"),
+    (
+        17,
+        "CommitBlockNotInRevealRange",
+        "the commit is outside its reveal window",
+    ),
+    (
+        18,
+        "InputLengthsUnequal",
+        "uids and weights differ in length",
+    ),
+    (
+        19,
+        "UidNotFound",
+        "a uid in the weights does not exist on the subnet",
+    ),
+    (255, "BadRequest", "the call's arguments are malformed"),
+];
+
+/// The named error of a pool refusal in `message` (`... Custom error: N ...`), or `None`
+/// when it holds none.
+pub fn pool_error(message: &str, hotkey: &Hotkey) -> Option<ChainError> {
+    let code: u8 = message
+        .split("Custom error: ")
+        .nth(1)?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()?;
+    let named = POOL_ERRORS.iter().find(|(c, ..)| *c == code);
+    Some(match named {
+        Some((_, "HotKeyNotRegisteredInNetwork", _)) => ChainError::NotRegistered(hotkey.clone()),
+        Some((
+            _,
+            name @ ("InvalidRevealRound" | "CommitNotFound" | "CommitBlockNotInRevealRange"),
+            meaning,
+        )) => SubtensorError::CommitReveal(format!(
+            "transaction pool: {name} (custom error {code}): {meaning}"
+        ))
+        .into(),
+        Some((_, name, meaning)) => ChainError::Rejected {
+            error: format!("{name} (transaction pool, custom error {code})"),
+            reason: (*meaning).to_string(),
+        },
+        None => ChainError::Rejected {
+            error: format!("custom error {code} (transaction pool)"),
+            reason: "a refusal of subtensor's transaction extension this build does not name"
+                .into(),
+        },
+    })
+}
+
+/// [`pool_error`] of an RPC error: the code travels in the JSON-RPC error's data, which
+/// the errors' displays leave out and not every layer of subxt exposes as a source, so the
+/// sources are searched and then the whole error's debug form, which carries the data.
+pub fn pool_error_of(
+    err: &(dyn std::error::Error + 'static),
+    hotkey: &Hotkey,
+) -> Option<ChainError> {
+    if let Some(named) = pool_error(&format!("{err:?}"), hotkey) {
+        return Some(named);
+    }
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(user) = e.downcast_ref::<subxt::rpcs::UserError>() {
+            let data = user.data.as_ref().map(|d| d.get()).unwrap_or_default();
+            if let Some(named) = pool_error(data, hotkey) {
+                return Some(named);
+            }
+        }
+        if let Some(named) = pool_error(&e.to_string(), hotkey) {
+            return Some(named);
+        }
+        next = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pools_custom_errors_are_named_from_subtensors_codes() {
+        let hk = Hotkey::parse("5Hotkey").unwrap();
+        let pool = |data: &str| pool_error(data, &hk);
+        assert_eq!(
+            pool("Custom error: 10"),
+            Some(ChainError::NotRegistered(hk.clone()))
+        );
+        let rate = pool("Invalid Transaction: Custom error: 6").unwrap();
+        assert!(
+            rate.to_string().contains("RateLimitExceeded")
+                && rate.to_string().contains("WeightsSetRateLimit"),
+            "{rate}"
+        );
+        let stake = pool("Custom error: 1").unwrap().to_string();
+        assert!(stake.contains("StakeAmountTooLow"), "{stake}");
+        assert!(matches!(
+            pool("Custom error: 17").unwrap().backend::<SubtensorError>(),
+            Some(SubtensorError::CommitReveal(m)) if m.contains("CommitBlockNotInRevealRange")
+        ));
+        let unknown = pool("Custom error: 99").unwrap().to_string();
+        assert!(unknown.contains("custom error 99"), "{unknown}");
+        assert_eq!(pool("Transaction has a bad signature"), None);
+        assert_eq!(pool("Custom error: x"), None);
+    }
 
     #[test]
     fn the_errors_a_node_acts_on_are_named() {

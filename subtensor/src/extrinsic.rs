@@ -8,8 +8,7 @@ use templar_protocol::identity::Signer as _;
 use templar_protocol::identity::sr25519::Sr25519Signer;
 
 use crate::chain::SubtensorSettings;
-use crate::client::bounded;
-use crate::errors::module_error;
+use crate::errors::{module_error, pool_error, pool_error_of};
 use crate::signer::HotkeySigner;
 
 /// Signs, submits and waits until the extrinsic is in a block (bounded); a failed
@@ -23,13 +22,27 @@ pub async fn submit(
     let name = format!("{}.{}", call.pallet_name(), call.call_name());
     let hotkey = signer.hotkey().clone();
     let signer = HotkeySigner(signer);
-    let progress = bounded(
-        &format!("submitting {name}"),
+    let submitted = tokio::time::timeout(
         settings.rpc_timeout,
         at.transactions()
             .sign_and_submit_then_watch_default(&call, &signer),
     )
-    .await?;
+    .await;
+    let progress = match submitted {
+        Ok(Ok(progress)) => progress,
+        // The pool refuses before dispatch (rate limit, registration, stake) with a code
+        // in the RPC error's data.
+        Ok(Err(e)) => {
+            return Err(pool_error_of(&e, &hotkey)
+                .unwrap_or_else(|| ChainError::Rpc(format!("submitting {name}: {e}"))));
+        }
+        Err(_) => {
+            return Err(ChainError::Timeout {
+                what: format!("submitting {name}"),
+                after: settings.rpc_timeout,
+            });
+        }
+    };
     let included = tokio::time::timeout(settings.inclusion_timeout, async move {
         let mut progress = progress;
         while let Some(status) = progress.next().await {
@@ -59,10 +72,12 @@ pub async fn submit(
                     };
                 }
                 S::Invalid { message } | S::Dropped { message } | S::Error { message } => {
-                    return Err(ChainError::Rejected {
-                        error: name.clone(),
-                        reason: message,
-                    });
+                    return Err(
+                        pool_error(&message, &hotkey).unwrap_or(ChainError::Rejected {
+                            error: name.clone(),
+                            reason: message,
+                        }),
+                    );
                 }
                 _ => {}
             }

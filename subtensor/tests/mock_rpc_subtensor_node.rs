@@ -328,6 +328,34 @@ async fn mock_node_a_failed_weights_extrinsic_comes_back_as_the_chains_named_err
     assert!(x["signature"]["Sr25519"].is_string(), "{x}");
 }
 
+/// The transaction pool refuses the extrinsic before dispatch (subtensor's transaction
+/// extension: JSON-RPC error 1010, `Custom error: N` in its data): each code comes back as
+/// the named error, not as an opaque RPC failure.
+#[tokio::test]
+async fn mock_node_pool_rejections_come_back_named() {
+    let me = signer_hotkey();
+    for (code, expect) in [
+        (10, "is not registered"),
+        (6, "RateLimitExceeded"),
+        (1, "StakeAmountTooLow"),
+        (19, "UidNotFound"),
+    ] {
+        let mut node = weights_node(0, 0);
+        node.pool_rejects = Some(code);
+        let chain = SubtensorChain::from_rpc(client(node), settings(), signer())
+            .await
+            .unwrap();
+        let err = chain.set_weights(&me, &[(1, 1.0)]).await.unwrap_err();
+        assert!(
+            !matches!(err, ChainError::Rpc(_)) && err.to_string().contains(expect),
+            "custom error {code}: {err}"
+        );
+        if code == 10 {
+            assert_eq!(err, ChainError::NotRegistered(me.clone()));
+        }
+    }
+}
+
 #[tokio::test]
 async fn mock_node_block_subscription_that_drops_is_opened_again() {
     let mut s = settings();

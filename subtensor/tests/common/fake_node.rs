@@ -32,6 +32,9 @@ pub struct FakeNode {
     pub submitted: Mutex<Option<String>>,
     /// `System.Events` of that block.
     pub events: Vec<u8>,
+    /// The transaction pool refuses every extrinsic with this `CustomTransactionError`
+    /// code, as subtensor's transaction extension does (JSON-RPC error 1010).
+    pub pool_rejects: Option<u8>,
 }
 
 pub fn hash(byte: u8) -> String {
@@ -188,12 +191,21 @@ pub fn client_of(node: Arc<FakeNode>) -> RpcClient {
                 let params: Value = params
                     .map(|p| serde_json::from_str(p.get()).unwrap())
                     .unwrap_or(Value::Null);
+                if let Some(code) = node.pool_rejects {
+                    let data =
+                        serde_json::value::to_raw_value(&format!("Custom error: {code}")).unwrap();
+                    return Err(subxt_rpcs::Error::User(subxt_rpcs::UserError {
+                        code: 1010,
+                        message: "Invalid Transaction".into(),
+                        data: Some(data),
+                    }));
+                }
                 *node.submitted.lock().unwrap() =
                     params.get(0).and_then(Value::as_str).map(String::from);
-                vec![
+                Ok(vec![
                     subxt_rpcs::client::mock_rpc_client::Json(json!("ready")),
                     subxt_rpcs::client::mock_rpc_client::Json(json!({"inBlock": hash(0x55)})),
-                ]
+                ])
             }
         })
         .build();
@@ -217,5 +229,6 @@ pub fn node_with_subnet(metadata: Vec<u8>) -> FakeNode {
         calls: Default::default(),
         submitted: Mutex::new(None),
         events: Vec::new(),
+        pool_rejects: None,
     }
 }
