@@ -22,6 +22,24 @@ use crate::head::HeadFollower;
 use crate::reveal::EpochState;
 use crate::tlock::WeightsTlockPayload;
 
+/// The block time: Aura's slot duration, through the runtime API (a SCALE `u64` of
+/// milliseconds).
+async fn slot_duration(at: &AtBlock, timeout: Duration) -> Result<Duration, ChainError> {
+    let bytes = bounded(
+        "reading the slot duration",
+        timeout,
+        at.runtime_apis().call_raw("AuraApi_slot_duration", None),
+    )
+    .await?;
+    let millis = <[u8; 8]>::try_from(bytes.as_slice())
+        .map(u64::from_le_bytes)
+        .map_err(|_| ChainError::Rpc(format!("slot duration of {} bytes, not 8", bytes.len())))?;
+    if millis == 0 {
+        return Err(ChainError::Rpc("a slot duration of 0 ms".into()));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
 /// Bittensor's SS58 prefix.
 const SS58_PREFIX: u8 = 42;
 /// Stake is in rao (1e-9 alpha).
@@ -103,6 +121,18 @@ impl SubtensorChain {
             Client::from_rpc_client(rpc).await
         })
         .await?;
+        // The runtime's slot is the block time (a local fast-block subtensor: 250 ms): the
+        // reveal round and the head's staleness follow it.
+        let mut settings = settings;
+        let first = bounded("reading the head block", t, client.at_current_block()).await?;
+        match slot_duration(&first, t).await {
+            Ok(slot) => settings.block_time = slot,
+            Err(e) => tracing::warn!(
+                error = %e,
+                assumed = ?settings.block_time,
+                "the runtime's slot duration is unreadable; assuming the configured block time"
+            ),
+        }
         // A head older than a few blocks is not trusted; the subscription is replaced then.
         let head = HeadFollower::spawn(client.clone(), settings.block_time * 4);
         let chain = Self {

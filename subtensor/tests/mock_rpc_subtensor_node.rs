@@ -356,17 +356,34 @@ async fn mock_node_pool_rejections_come_back_named() {
     }
 }
 
+/// The block time is the runtime's Aura slot (a local fast-block subtensor: 250 ms), not a
+/// constant; a runtime that cannot say keeps the configured one.
+#[tokio::test]
+async fn mock_node_block_time_is_the_runtimes_slot_duration() {
+    for (slot, expect) in [
+        (Some(250), Duration::from_millis(250)),
+        (Some(12_000), Duration::from_secs(12)),
+        (None, Duration::from_secs(7)),
+    ] {
+        let mut node = node_with_subnet(common::committed_metadata());
+        node.slot_ms = slot;
+        let mut s = settings();
+        s.block_time = Duration::from_secs(7);
+        let chain = SubtensorChain::from_rpc(client(node), s, signer())
+            .await
+            .unwrap();
+        assert_eq!(chain.block_interval(), expect, "slot {slot:?}");
+    }
+}
+
 #[tokio::test]
 async fn mock_node_block_subscription_that_drops_is_opened_again() {
-    let mut s = settings();
-    s.block_time = Duration::from_millis(200);
-    let chain = SubtensorChain::from_rpc(
-        client(node_with_subnet(common::committed_metadata())),
-        s,
-        signer(),
-    )
-    .await
-    .unwrap();
+    // A fast-block chain: 200 ms slots, so a head goes stale within a second.
+    let mut node = node_with_subnet(common::committed_metadata());
+    node.slot_ms = Some(200);
+    let chain = SubtensorChain::from_rpc(client(node), settings(), signer())
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let block = chain.current_block().await.unwrap();

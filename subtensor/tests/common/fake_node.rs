@@ -35,6 +35,8 @@ pub struct FakeNode {
     /// The transaction pool refuses every extrinsic with this `CustomTransactionError`
     /// code, as subtensor's transaction extension does (JSON-RPC error 1010).
     pub pool_rejects: Option<u8>,
+    /// Aura's slot duration the runtime API answers (None: the call fails).
+    pub slot_ms: Option<u64>,
 }
 
 pub fn hash(byte: u8) -> String {
@@ -82,6 +84,9 @@ pub fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
                         .value()
                         .to_vec();
                     json!(format!("0x{}", hex::encode(version)))
+                }
+                "AuraApi_slot_duration" => {
+                    json!(format!("0x{}", hex::encode(node.slot_ms?.encode())))
                 }
                 "AccountNonceApi_account_nonce" => {
                     json!(format!("0x{}", hex::encode(0u32.encode())))
@@ -230,5 +235,6 @@ pub fn node_with_subnet(metadata: Vec<u8>) -> FakeNode {
         submitted: Mutex::new(None),
         events: Vec::new(),
         pool_rejects: None,
+        slot_ms: Some(12_000),
     }
 }
