@@ -433,6 +433,8 @@ impl Chain for SubtensorChain {
             .await?;
         let (uids, values) = weights_for_chain(weights, own_uid, max_weight)
             .map_err(|e| ChainError::InvalidWeights(e.to_string()))?;
+        self.check_weights_allowed(&at, hotkey, own_uid, &uids)
+            .await?;
         let commit_reveal = self
             .fetch(
                 &at,
@@ -494,6 +496,45 @@ impl SubtensorChain {
                 last_block,
                 next_block: last_block + limit,
             });
+        }
+        Ok(())
+    }
+
+    /// The rules the chain checks only when it applies the weights (for timelocked commits:
+    /// at the reveal, where a failure is only a trace in the node's log): a validator
+    /// permit, and at least `MinAllowedWeights` uids (capped by the subnet's size), unless
+    /// the weights are the validator's weight on itself alone.
+    async fn check_weights_allowed(
+        &self,
+        at: &AtBlock,
+        hotkey: &Hotkey,
+        own_uid: u16,
+        uids: &[u16],
+    ) -> Result<(), ChainError> {
+        if uids == [own_uid] {
+            return Ok(());
+        }
+        let netuid = self.settings.netuid;
+        let sm = runtime::storage().subtensor_module();
+        let permits = self
+            .fetch(at, "ValidatorPermit", sm.validator_permit(), (netuid,))
+            .await?;
+        if !permits.get(usize::from(own_uid)).copied().unwrap_or(false) {
+            return Err(ChainError::NoValidatorPermit(hotkey.clone()));
+        }
+        let min_allowed = self
+            .fetch(at, "MinAllowedWeights", sm.min_allowed_weights(), (netuid,))
+            .await?;
+        let subnet_n = self
+            .fetch(at, "SubnetworkN", sm.subnetwork_n(), (netuid,))
+            .await?;
+        let needed = usize::from(min_allowed.min(subnet_n));
+        if uids.len() < needed {
+            return Err(ChainError::InvalidWeights(format!(
+                "{} uids, and the subnet's MinAllowedWeights needs {needed} (MinAllowedWeights \
+                 {min_allowed}, {subnet_n} neurons)",
+                uids.len()
+            )));
         }
         Ok(())
     }

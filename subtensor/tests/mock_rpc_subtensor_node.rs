@@ -194,6 +194,9 @@ fn weights_node(version_key: u64, last_update: u64) -> FakeNode {
         ),
         ("MaxWeightsLimit", n.clone(), u16::MAX.encode()),
         ("CommitRevealWeightsEnabled", n.clone(), false.encode()),
+        ("ValidatorPermit", n.clone(), vec![true; 6].encode()),
+        ("SubnetworkN", n.clone(), 6u16.encode()),
+        ("MinAllowedWeights", n.clone(), 1u16.encode()),
     ] {
         node.storage
             .insert(storage_key("SubtensorModule", entry, &key), value);
@@ -228,13 +231,16 @@ fn failed_events(error_index: u8) -> Vec<u8> {
 
 /// What `set_weights` answers on a `weights_node`, for checks made before anything is sent.
 async fn weights_refusal(version_key: u64, last_update: u64) -> ChainError {
-    let node = weights_node(version_key, last_update);
+    weights_refusal_on(weights_node(version_key, last_update), &[(1, 1.0)]).await
+}
+
+async fn weights_refusal_on(node: FakeNode, weights: &[(u16, f64)]) -> ChainError {
     let calls = node.calls.clone();
     let chain = SubtensorChain::from_rpc(client(node), settings(), signer())
         .await
         .unwrap();
     let err = chain
-        .set_weights(&signer_hotkey(), &[(1, 1.0)])
+        .set_weights(&signer_hotkey(), weights)
         .await
         .unwrap_err();
     let sent = calls
@@ -255,6 +261,32 @@ async fn mock_node_weights_below_the_subnets_version_key_are_refused_before_send
             ours: 0,
             required: 9
         }
+    );
+}
+
+/// What the chain checks only when timelocked weights are revealed (a failure there is a
+/// silent trace): a validator permit, and at least MinAllowedWeights uids (capped by the
+/// subnet's size), both refused before sending, naming the rule.
+#[tokio::test]
+async fn mock_node_weights_without_a_permit_or_with_too_few_uids_are_refused_before_sending() {
+    let n = NETUID.encode();
+    let mut no_permit = weights_node(0, 0);
+    no_permit.storage.insert(
+        storage_key("SubtensorModule", "ValidatorPermit", &n),
+        vec![true, true, true, true, true, false].encode(),
+    );
+    let err = weights_refusal_on(no_permit, &[(1, 1.0)]).await;
+    assert_eq!(err, ChainError::NoValidatorPermit(signer_hotkey()));
+
+    let mut min_four = weights_node(0, 0);
+    min_four.storage.insert(
+        storage_key("SubtensorModule", "MinAllowedWeights", &n),
+        4u16.encode(),
+    );
+    let err = weights_refusal_on(min_four, &[(1, 1.0), (2, 0.5)]).await;
+    assert!(
+        matches!(&err, ChainError::InvalidWeights(m) if m.contains("MinAllowedWeights needs 4")),
+        "{err}"
     );
 }
 
