@@ -444,6 +444,7 @@ impl Chain for SubtensorChain {
             )
             .await?;
         if commit_reveal {
+            self.check_commit_reveal_version(&at).await?;
             self.commit_timelocked(&at, &me, uids, values).await
         } else {
             let version_key = self.settings.version_key;
@@ -496,6 +497,31 @@ impl SubtensorChain {
                 last_block,
                 next_block: last_block + limit,
             });
+        }
+        Ok(())
+    }
+
+    /// Timelocked commits are v4; a chain on another commit-reveal version (v2: a hash
+    /// commit revealed by a second extrinsic in the reveal window, which this node does not
+    /// schedule) is refused with the reason rather than committed to and never revealed.
+    async fn check_commit_reveal_version(&self, at: &AtBlock) -> Result<(), ChainError> {
+        let sm = runtime::storage().subtensor_module();
+        let version = self
+            .fetch(
+                at,
+                "CommitRevealWeightsVersion",
+                sm.commit_reveal_weights_version(),
+                (),
+            )
+            .await?;
+        if version != calls::COMMIT_REVEAL_VERSION {
+            return Err(SubtensorError::CommitReveal(format!(
+                "the chain's CommitRevealWeightsVersion is {version}; this node commits \
+                 timelocked weights (version {}) only, and does not schedule the reveals of \
+                 hash commit-reveal (v2)",
+                calls::COMMIT_REVEAL_VERSION
+            ))
+            .into());
         }
         Ok(())
     }

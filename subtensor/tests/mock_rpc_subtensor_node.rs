@@ -290,6 +290,33 @@ async fn mock_node_weights_without_a_permit_or_with_too_few_uids_are_refused_bef
     );
 }
 
+/// A chain on hash commit-reveal (v2), whose reveals this node does not schedule: its
+/// weights are refused with the reason before anything is committed.
+#[tokio::test]
+async fn mock_node_a_chain_on_commit_reveal_v2_is_refused_before_committing() {
+    let mut v2 = weights_node(0, 0);
+    v2.storage.insert(
+        storage_key(
+            "SubtensorModule",
+            "CommitRevealWeightsEnabled",
+            &NETUID.encode(),
+        ),
+        true.encode(),
+    );
+    v2.storage.insert(
+        storage_key("SubtensorModule", "CommitRevealWeightsVersion", &[]),
+        2u16.encode(),
+    );
+    let err = weights_refusal_on(v2, &[(1, 1.0)]).await;
+    assert!(
+        matches!(
+            err.backend::<SubtensorError>(),
+            Some(SubtensorError::CommitReveal(m)) if m.contains("CommitRevealWeightsVersion is 2")
+        ),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn mock_node_weights_inside_the_rate_limit_are_refused_before_sending() {
     let last = BLOCK - 10;
