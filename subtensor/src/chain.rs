@@ -73,6 +73,12 @@ impl SubtensorSettings {
 
 pub struct SubtensorChain {
     client: Client,
+    /// The raw connection, for what the client does not ask the node: the best block's hash
+    /// and the pool-aware next nonce.
+    rpc: subxt::rpcs::RpcClient,
+    /// The nonce after our last submitted extrinsic: the pool may not count it yet, and the
+    /// lock keeps back-to-back extrinsics in order.
+    next_nonce: tokio::sync::Mutex<Option<u64>>,
     settings: SubtensorSettings,
     signer: Arc<Sr25519Signer>,
     head: HeadFollower,
@@ -118,7 +124,7 @@ impl SubtensorChain {
     ) -> Result<Self, ChainError> {
         let t = settings.rpc_timeout;
         let client = bounded("starting the chain client", t, async {
-            Client::from_rpc_client(rpc).await
+            Client::from_rpc_client(rpc.clone()).await
         })
         .await?;
         // The runtime's slot is the block time (a local fast-block subtensor: 250 ms): the
@@ -137,6 +143,8 @@ impl SubtensorChain {
         let head = HeadFollower::spawn(client.clone(), settings.block_time * 4);
         let chain = Self {
             client,
+            rpc,
+            next_nonce: tokio::sync::Mutex::new(None),
             settings,
             signer,
             head,
@@ -172,11 +180,23 @@ impl SubtensorChain {
         self.head.subscriptions()
     }
 
+    /// State at the best block, not the finalized one (subxt's current block), which lags
+    /// by a few blocks and, when finality stalls, by many: reads, the reveal round and an
+    /// extrinsic's mortality all count from the head.
     async fn at_head(&self) -> Result<AtBlock, ChainError> {
+        let t = self.settings.rpc_timeout;
+        let best: subxt::utils::H256 = bounded(
+            "reading the best block's hash",
+            t,
+            self.rpc
+                .request("chain_getBlockHash", subxt::rpcs::rpc_params![]),
+        )
+        .await?;
         bounded(
             "reading the head block",
-            self.settings.rpc_timeout,
-            self.client.at_current_block(),
+            t,
+            self.client
+                .at_block(subxt::backend::BlockRef::from_hash(best)),
         )
         .await
     }
@@ -236,9 +256,28 @@ impl SubtensorChain {
             .await
     }
 
+    /// Sign at the best block with the next nonce: the pool's (`system_accountNextIndex`,
+    /// which counts extrinsics still waiting in it), or one past our own last extrinsic when
+    /// the pool does not count that one yet.
     async fn submit(&self, call: impl subxt::transactions::Payload) -> Result<(), ChainError> {
+        let mut next = self.next_nonce.lock().await;
         let at = self.at_head().await?;
-        extrinsic::submit(&at, call, &self.signer, &self.settings).await
+        let address = self.signer.hotkey().to_string();
+        let pool: u64 = bounded(
+            "reading the account's next nonce",
+            self.settings.rpc_timeout,
+            self.rpc
+                .request("system_accountNextIndex", subxt::rpcs::rpc_params![address]),
+        )
+        .await?;
+        let nonce = next.map_or(pool, |ours| ours.max(pool));
+        let sent = extrinsic::submit(&at, call, &self.signer, &self.settings, nonce).await;
+        // In a block, the nonce is used whatever the dispatch did; otherwise the pool's count
+        // stays the authority (it still counts an extrinsic that waits in it).
+        if sent.in_block {
+            *next = Some(nonce + 1);
+        }
+        sent.result
     }
 
     /// The subnet's epoch state for the reveal round: the stateful epoch model where the

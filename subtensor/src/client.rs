@@ -40,6 +40,9 @@ pub const STORAGE: &[(&str, &str)] = &[
     ("SubtensorModule", "RevealPeriodEpochs"),
     ("SubtensorModule", "BlocksSinceLastStep"),
     ("SubtensorModule", "LastUpdate"),
+    ("SubtensorModule", "MinAllowedWeights"),
+    ("SubtensorModule", "SubnetworkN"),
+    ("SubtensorModule", "CommitRevealWeightsVersion"),
     ("Commitments", "CommitmentOf"),
 ];
 

@@ -2,7 +2,7 @@
 //! block (bounded), and a failed dispatch turned into the chain's named error.
 
 use subxt::client::OnlineClientAtBlock;
-use subxt::config::SubstrateConfig;
+use subxt::config::{SubstrateConfig, SubstrateExtrinsicParamsBuilder};
 use templar_protocol::chain::ChainError;
 use templar_protocol::identity::Signer as _;
 use templar_protocol::identity::sr25519::Sr25519Signer;
@@ -11,21 +11,42 @@ use crate::chain::SubtensorSettings;
 use crate::errors::{module_error, pool_error, pool_error_of};
 use crate::signer::HotkeySigner;
 
-/// Signs, submits and waits until the extrinsic is in a block (bounded); a failed
-/// dispatch comes back as the chain's named error.
+/// What became of an extrinsic: whether it is in a block (its nonce used, whatever its
+/// dispatch did), and the outcome.
+pub struct Sent {
+    pub in_block: bool,
+    pub result: Result<(), ChainError>,
+}
+
+impl Sent {
+    fn before_a_block(err: ChainError) -> Self {
+        Self {
+            in_block: false,
+            result: Err(err),
+        }
+    }
+}
+
+/// Signs with `nonce` (mortal from `at`, the best block), submits and waits until the
+/// extrinsic is in a block (bounded); a failed dispatch comes back as the chain's named
+/// error.
 pub async fn submit(
     at: &OnlineClientAtBlock<SubstrateConfig>,
     call: impl subxt::transactions::Payload,
     signer: &Sr25519Signer,
     settings: &SubtensorSettings,
-) -> Result<(), ChainError> {
+    nonce: u64,
+) -> Sent {
     let name = format!("{}.{}", call.pallet_name(), call.call_name());
     let hotkey = signer.hotkey().clone();
     let signer = HotkeySigner(signer);
+    let params = SubstrateExtrinsicParamsBuilder::<SubstrateConfig>::new()
+        .nonce(nonce)
+        .build();
     let submitted = tokio::time::timeout(
         settings.rpc_timeout,
         at.transactions()
-            .sign_and_submit_then_watch_default(&call, &signer),
+            .sign_and_submit_then_watch(&call, &signer, params),
     )
     .await;
     let progress = match submitted {
@@ -33,11 +54,13 @@ pub async fn submit(
         // The pool refuses before dispatch (rate limit, registration, stake) with a code
         // in the RPC error's data.
         Ok(Err(e)) => {
-            return Err(pool_error_of(&e, &hotkey)
-                .unwrap_or_else(|| ChainError::Rpc(format!("submitting {name}: {e}"))));
+            return Sent::before_a_block(
+                pool_error_of(&e, &hotkey)
+                    .unwrap_or_else(|| ChainError::Rpc(format!("submitting {name}: {e}"))),
+            );
         }
         Err(_) => {
-            return Err(ChainError::Timeout {
+            return Sent::before_a_block(ChainError::Timeout {
                 what: format!("submitting {name}"),
                 after: settings.rpc_timeout,
             });
@@ -47,9 +70,13 @@ pub async fn submit(
         let mut progress = progress;
         while let Some(status) = progress.next().await {
             use subxt::transactions::TransactionStatus as S;
-            match status.map_err(|e| ChainError::Rpc(format!("{name}: {e}")))? {
+            let status = match status {
+                Ok(status) => status,
+                Err(e) => return Sent::before_a_block(ChainError::Rpc(format!("{name}: {e}"))),
+            };
+            match status {
                 S::InBestBlock(block) | S::InFinalizedBlock(block) => {
-                    return match block.wait_for_success().await {
+                    let result = match block.wait_for_success().await {
                         Ok(_) => Ok(()),
                         Err(subxt::error::TransactionEventsError::ExtrinsicFailed(
                             subxt::error::DispatchError::Module(e),
@@ -70,25 +97,31 @@ pub async fn submit(
                             reason: e.to_string(),
                         }),
                     };
+                    return Sent {
+                        in_block: true,
+                        result,
+                    };
                 }
                 S::Invalid { message } | S::Dropped { message } | S::Error { message } => {
-                    return Err(
-                        pool_error(&message, &hotkey).unwrap_or(ChainError::Rejected {
+                    return Sent::before_a_block(pool_error(&message, &hotkey).unwrap_or(
+                        ChainError::Rejected {
                             error: name.clone(),
                             reason: message,
-                        }),
-                    );
+                        },
+                    ));
                 }
                 _ => {}
             }
         }
-        Err(ChainError::Rpc(format!(
+        Sent::before_a_block(ChainError::Rpc(format!(
             "{name}: the status stream ended before inclusion"
         )))
     })
     .await;
-    included.unwrap_or(Err(ChainError::Timeout {
-        what: "waiting for the extrinsic to be included".into(),
-        after: settings.inclusion_timeout,
-    }))
+    included.unwrap_or_else(|_| {
+        Sent::before_a_block(ChainError::Timeout {
+            what: "waiting for the extrinsic to be included".into(),
+            after: settings.inclusion_timeout,
+        })
+    })
 }

@@ -435,6 +435,44 @@ async fn mock_node_block_time_is_the_runtimes_slot_duration() {
     }
 }
 
+/// Reads and signing happen at the best block while finality lags 40 blocks behind, and
+/// nonces come from the pool's count (`system_accountNextIndex`: 7, where the state says 0),
+/// then from our own count for a back-to-back extrinsic the pool does not count yet.
+#[tokio::test]
+async fn mock_node_signs_at_the_best_block_with_the_pools_next_nonce() {
+    let mut node = weights_node(0, 0);
+    node.next_index = 7;
+    node.finality_lag = 40;
+    let node = Arc::new(node);
+    let chain = SubtensorChain::from_rpc(client_of(node.clone()), settings(), signer())
+        .await
+        .unwrap();
+    assert_eq!(chain.current_block().await.unwrap(), BLOCK);
+    let me = signer_hotkey();
+    let mut sent = Vec::new();
+    for _ in 0..2 {
+        chain.set_weights(&me, &[(1, 1.0), (2, 0.5)]).await.unwrap();
+        let bytes = node.submitted.lock().unwrap().clone().unwrap();
+        let answers = common::sdk_codec(vec![
+            json!({"op": "extrinsic", "data": bytes.trim_start_matches("0x")}),
+        ]);
+        sent.push(answers[0]["value"].clone());
+    }
+    assert_eq!(sent[0]["nonce"], json!(7), "{}", sent[0]);
+    assert_eq!(sent[1]["nonce"], json!(8), "{}", sent[1]);
+    // Mortal from the best block: the era's phase is the best block's position in its
+    // period, not the finalized block's.
+    // The SDK's codec gives a mortal era as [period, phase].
+    let era = &sent[0]["era"];
+    let (period, phase) = (era[0].as_u64().unwrap(), era[1].as_u64().unwrap());
+    assert_eq!(phase, BLOCK % period, "{era}");
+    assert_ne!(
+        phase,
+        (BLOCK - 40) % period,
+        "{era}: born at the finalized block"
+    );
+}
+
 #[tokio::test]
 async fn mock_node_block_subscription_that_drops_is_opened_again() {
     // A fast-block chain: 200 ms slots, so a head goes stale within a second.

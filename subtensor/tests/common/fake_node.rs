@@ -37,7 +37,15 @@ pub struct FakeNode {
     pub pool_rejects: Option<u8>,
     /// Aura's slot duration the runtime API answers (None: the call fails).
     pub slot_ms: Option<u64>,
+    /// What `system_accountNextIndex` answers (the pool's count; the runtime's
+    /// `AccountNonceApi` answers 0, as state that has not seen the pool).
+    pub next_index: u64,
+    /// Blocks the finalized head lags the best one.
+    pub finality_lag: u64,
 }
+
+/// The finalized head's hash (the best block's is `hash(0x22)`).
+pub const FINALIZED_HASH: u8 = 0x10;
 
 pub fn hash(byte: u8) -> String {
     format!("0x{}", hex::encode([byte; 32]))
@@ -53,8 +61,8 @@ pub fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
             Some(0) => json!(hash(0x11)),
             _ => json!(hash(0x22)),
         },
-        "chain_getFinalizedHead" => json!(hash(0x22)),
-        "system_accountNextIndex" => json!(0),
+        "chain_getFinalizedHead" => json!(hash(FINALIZED_HASH)),
+        "system_accountNextIndex" => json!(node.next_index),
         "chain_getBlock" => json!({
             "block": {
                 "header": {"parentHash": hash(0x22), "number": format!("0x{:x}", BLOCK + 1), "stateRoot": hash(0x33),
@@ -63,10 +71,19 @@ pub fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
             },
             "justifications": null
         }),
-        "chain_getHeader" => json!({
-            "parentHash": hash(0x21), "number": format!("0x{BLOCK:x}"), "stateRoot": hash(0x33),
-            "extrinsicsRoot": hash(0x44), "digest": {"logs": []}
-        }),
+        "chain_getHeader" => {
+            // The finalized block lags the best by `finality_lag` blocks.
+            let finalized = params.get(0).and_then(Value::as_str) == Some(&hash(FINALIZED_HASH));
+            let number = if finalized {
+                BLOCK - node.finality_lag
+            } else {
+                BLOCK
+            };
+            json!({
+                "parentHash": hash(0x21), "number": format!("0x{number:x}"), "stateRoot": hash(0x33),
+                "extrinsicsRoot": hash(0x44), "digest": {"logs": []}
+            })
+        }
         "state_getRuntimeVersion" => json!({
             "specName": "node-subtensor", "implName": "node-subtensor", "authoringVersion": 1,
             "specVersion": 365, "implVersion": 1, "apis": [], "transactionVersion": 1, "stateVersion": 1
@@ -236,5 +253,7 @@ pub fn node_with_subnet(metadata: Vec<u8>) -> FakeNode {
         events: Vec::new(),
         pool_rejects: None,
         slot_ms: Some(12_000),
+        next_index: 0,
+        finality_lag: 0,
     }
 }
