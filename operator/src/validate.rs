@@ -82,6 +82,8 @@ pub struct Validated {
     /// Digest of the hyperparameters file and the referenced secrets' versions: the pod
     /// template carries it, so a change to any of them rolls the pods.
     pub config_hash: String,
+    /// The model size the nodes train: the file's `[model]`, which wins over `spec.model`.
+    pub model: String,
 }
 
 /// Keys of an S3 credentials secret.
@@ -157,12 +159,16 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
     check_secrets(spec, inputs)?;
     let text = hyperparameters_text(spec, inputs)?;
     let hparams_file = render_hparams(spec, &text);
-    Hparams::from_toml(&hparams_file)
+    let hp = Hparams::from_toml(&hparams_file)
         .map_err(|e| Problem::new(ProblemReason::InvalidHyperparameters, e.to_string()))?;
+    if let Some(why) = crate::build::sizing::memory_problem(spec, &hp.model.size) {
+        return Err(Problem::new(ProblemReason::InvalidSpec, why));
+    }
     let config_hash = config_hash(&hparams_file, spec, inputs);
     Ok(Validated {
         hparams_file,
         config_hash,
+        model: hp.model.size,
     })
 }
 

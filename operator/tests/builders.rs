@@ -163,6 +163,42 @@ fn the_device_follows_the_gpus_the_pod_asks_for() {
     }
 }
 
+/// A pod never runs BestEffort: without cpu or memory in the spec it requests its model
+/// preset's (README's table), the memory-backed /dev/shm inside the memory limit, and
+/// /tmp's scratch space as ephemeral storage.
+#[test]
+fn pods_request_their_presets_needs_with_shm_inside_the_memory_limit() {
+    for (model, extra, cpu, memory) in [
+        ("tiny", "", "1", "4Gi"),
+        ("150M", "", "4", "18Gi"),
+        ("1B", "", "8", "50Gi"),
+        ("150M", ", shmSize: 8Gi", "4", "24Gi"),
+        ("150M", ", cpu: 12, memory: 64Gi", "12", "64Gi"),
+    ] {
+        let cr = miner(&format!(
+            "{MINIMAL}  model: {model}\n  resources: {{gpus: 1{extra}}}\n"
+        ));
+        let pod = statefulset(&miner_owner(&cr), "hash")
+            .spec
+            .template
+            .spec
+            .unwrap();
+        let r = pod.containers[0].resources.clone().unwrap();
+        let (requests, limits) = (r.requests.unwrap(), r.limits.unwrap());
+        assert_eq!(requests["cpu"].0, cpu, "{model}{extra}");
+        assert_eq!(requests["memory"].0, memory, "{model}{extra}");
+        assert_eq!(limits["memory"].0, memory, "{model}{extra}");
+        assert_eq!(requests["ephemeral-storage"].0, "10Gi");
+        let tmp = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "tmp")
+            .unwrap();
+        assert_eq!(tmp.empty_dir.unwrap().size_limit.unwrap().0, "10Gi");
+    }
+}
+
 #[test]
 fn validators_get_their_role_service_and_hyperparameters() {
     let cr: TemplarValidator =

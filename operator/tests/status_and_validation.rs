@@ -529,3 +529,21 @@ fn amd_gpus_need_a_rocm_image() {
     validate(&rocm, &inputs()).unwrap();
     validate(&spec("  resources: {gpus: 1}\n"), &inputs()).unwrap();
 }
+
+/// A memory limit that cannot hold /dev/shm (charged to it) and the trained model's working
+/// set is refused with the reason; one that can is accepted.
+#[test]
+fn a_memory_limit_below_shm_and_the_models_needs_is_refused() {
+    let small = spec("  model: 150M\n  resources: {gpus: 1, memory: 8Gi, shmSize: 2Gi}\n");
+    let problem = validate(&small, &inputs()).unwrap_err();
+    assert_eq!(problem.reason, ProblemReason::InvalidSpec);
+    assert!(
+        problem.message.contains("/dev/shm") && problem.message.contains("150M"),
+        "{problem:?}"
+    );
+    validate(
+        &spec("  model: 150M\n  resources: {gpus: 1, memory: 24Gi, shmSize: 2Gi}\n"),
+        &inputs(),
+    )
+    .unwrap();
+}

@@ -70,12 +70,14 @@ pub struct NodeResources {
     /// GPU product the pods must land on (the vendor's product node label), e.g.
     /// `NVIDIA-H100-80GB-HBM3`.
     pub gpu_type: Option<String>,
-    /// CPU request per replica, a quantity (`2`, `500m`).
+    /// CPU request per replica, a quantity (`2`, `500m`). Default: the model preset's
+    /// (README's table).
     // `default` keeps it optional in the schema: `schema_with` hides the Option from schemars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_quantity_schema")]
     pub cpu: Option<Quantity>,
-    /// Memory request and limit per replica, a quantity (`64Gi`).
+    /// Memory request and limit per replica, a quantity (`64Gi`); it must hold `shmSize` and
+    /// the model's working set. Default: the model preset's need plus `shmSize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_quantity_schema")]
     pub memory: Option<Quantity>,

@@ -4,6 +4,7 @@
 
 mod objects;
 mod pod;
+pub mod sizing;
 
 pub use objects::{disruption_budget, headless_service, hparams_configmap, metrics_service};
 pub use pod::{CONFIG_HASH_ANNOTATION, OPERATOR_ENV, statefulset};
@@ -93,11 +94,18 @@ pub struct Desired {
 }
 
 pub fn desired(o: &Owner, valid: &Validated) -> Desired {
+    // The pods are sized for the model the nodes train (the hyperparameters' `[model]`).
+    let mut trained = o.spec.clone();
+    trained.model = valid.model.clone();
+    let sized = Owner {
+        spec: &trained,
+        ..o.clone()
+    };
     Desired {
         config_map: hparams_configmap(o, &valid.hparams_file),
         headless: headless_service(o),
         metrics: metrics_service(o),
-        stateful_set: statefulset(o, &valid.config_hash),
+        stateful_set: statefulset(&sized, &valid.config_hash),
         disruption_budget: disruption_budget(o),
     }
 }

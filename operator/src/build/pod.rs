@@ -1,7 +1,7 @@
 //! The StatefulSet and its pod template: the node container, its volumes, and a pod that
 //! meets the `restricted` Pod Security Standard.
 
-use super::{Owner, STATUS_PORT};
+use super::{Owner, STATUS_PORT, sizing};
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
@@ -33,8 +33,6 @@ pub const CONFIG_HASH_ANNOTATION: &str = "templar.tplr.ai/config-hash";
 
 /// The unprivileged user and group of the node image (distroless `nonroot`).
 const NODE_USER: i64 = 65532;
-/// Shared memory when the spec names no size: libtorch data loaders outgrow the 64 MiB default.
-const DEFAULT_SHM: &str = "2Gi";
 
 /// Environment variables the operator sets; a user `env` entry may not redefine them.
 pub const OPERATOR_ENV: &[&str] = &[
@@ -196,13 +194,16 @@ fn resources(o: &Owner) -> ResourceRequirements {
             Quantity(r.gpus.to_string()),
         );
     }
-    if let Some(cpu) = &r.cpu {
-        requests.insert("cpu".to_string(), cpu.clone());
-    }
-    if let Some(mem) = &r.memory {
-        requests.insert("memory".to_string(), mem.clone());
-        limits.insert("memory".to_string(), mem.clone());
-    }
+    // Never BestEffort: the preset's needs where the spec gives none, `/dev/shm` (charged
+    // to the container's memory) inside the memory limit, and `/tmp`'s scratch space.
+    requests.insert("cpu".to_string(), sizing::cpu_request(o.spec));
+    let memory = sizing::memory(o.spec);
+    requests.insert("memory".to_string(), memory.clone());
+    limits.insert("memory".to_string(), memory);
+    requests.insert(
+        "ephemeral-storage".to_string(),
+        Quantity(sizing::TMP_SIZE.into()),
+    );
     ResourceRequirements {
         limits: (!limits.is_empty()).then_some(limits),
         requests: (!requests.is_empty()).then_some(requests),
@@ -297,17 +298,8 @@ fn volumes(o: &Owner) -> Vec<Volume> {
             }),
             ..Default::default()
         },
-        empty_dir("tmp", None, None),
-        empty_dir(
-            "shm",
-            Some("Memory"),
-            Some(
-                s.resources
-                    .shm_size
-                    .clone()
-                    .unwrap_or_else(|| Quantity(DEFAULT_SHM.into())),
-            ),
-        ),
+        empty_dir("tmp", None, Some(Quantity(sizing::TMP_SIZE.into()))),
+        empty_dir("shm", Some("Memory"), Some(sizing::shm(s))),
     ];
     // Without a persistent cache the cache path is scratch space.
     if s.cache.is_none() {
