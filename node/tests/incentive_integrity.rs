@@ -14,6 +14,7 @@ use templar_node::roles::miner::Miner;
 use templar_node::roles::sim::behaviour::{Behaviour, Cheat};
 use templar_node::roles::sim::integrity::{integrity_report, scenario_hparams};
 use templar_node::roles::sim::local::LocalNetwork;
+use templar_node::roles::validator::Validator;
 
 const HONEST: u16 = 4;
 const WINDOWS: u64 = 20;
@@ -134,24 +135,34 @@ async fn free_riders_in_numbers_cannot_halt_training() {
     assert!(r.max_model_difference < 1e-5, "{summary}");
 }
 
+/// A signed local network: a validator, three honest miners (uids 1 to 3) and, as uid 4, a
+/// miner of `behaviour`; the folder holds the buckets.
+async fn three_honest_and(
+    behaviour: Behaviour,
+) -> (tempfile::TempDir, LocalNetwork, Validator, Vec<Miner>) {
+    let hp = hparams();
+    let pages = Pages::new(embedded_tokens().unwrap(), hp.data.seq_len).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = LocalNetwork::new(dir.path(), hp, pages).await.unwrap();
+    net.signed = true;
+    let validator = net.validator("validator", 0).await.unwrap();
+    let mut miners = Vec::new();
+    for uid in 1..=3u16 {
+        miners.push(net.miner(&format!("miner-{uid}"), uid).await.unwrap());
+    }
+    let cheat = net.miner("miner-4", 4).await.unwrap();
+    miners.push(cheat.with_hook(Box::new(Cheat::new(behaviour))));
+    (dir, net, validator, miners)
+}
+
 /// A copier that ties its upload time with its victim's, or back-dates it (what S3's
 /// one-second Last-Modified and a writable folder allow): the victim committed its digest
 /// before its payload was readable, so the copy is the one left out and scored as a copy,
 /// never the victim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_with_a_tied_or_back_dated_upload_never_costs_its_victim() {
-    let hp = hparams();
-    let pages = Pages::new(embedded_tokens().unwrap(), hp.data.seq_len).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut net = LocalNetwork::new(dir.path(), hp, pages).await.unwrap();
-    net.signed = true;
-    let mut validator = net.validator("validator", 0).await.unwrap();
-    let mut miners = Vec::new();
-    for uid in 1..=3u16 {
-        miners.push(net.miner(&format!("miner-{uid}"), uid).await.unwrap());
-    }
-    let copier = net.miner("miner-4", 4).await.unwrap();
-    miners.push(copier.with_hook(Box::new(Cheat::new(Behaviour::Copier { victim: 1 }))));
+    let (dir, net, mut validator, mut miners) =
+        three_honest_and(Behaviour::Copier { victim: 1 }).await;
     let keys = miners[0].ctx.keys.clone();
     let file = |name: &str, key: String| dir.path().join(format!("bucket-{name}")).join(key);
     for w in 0..4u64 {
@@ -199,18 +210,8 @@ async fn a_copy_with_a_tied_or_back_dated_upload_never_costs_its_victim() {
 /// the victim, and once the framer is excluded the victim's payload is back in the step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_framer_that_back_dates_its_store_never_costs_its_victim() {
-    let hp = hparams();
-    let pages = Pages::new(embedded_tokens().unwrap(), hp.data.seq_len).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut net = LocalNetwork::new(dir.path(), hp, pages).await.unwrap();
-    net.signed = true;
-    let mut validator = net.validator("validator", 0).await.unwrap();
-    let mut miners = Vec::new();
-    for uid in 1..=3u16 {
-        miners.push(net.miner(&format!("miner-{uid}"), uid).await.unwrap());
-    }
-    let framer = net.miner("miner-4", 4).await.unwrap();
-    miners.push(framer.with_hook(Box::new(Cheat::new(Behaviour::Framer { victim: 1 }))));
+    let (_dir, net, mut validator, mut miners) =
+        three_honest_and(Behaviour::Framer { victim: 1 }).await;
     let mut framed_by_the_stores = 0;
     let mut victim_back_after_exclusion = false;
     for w in 0..6u64 {
