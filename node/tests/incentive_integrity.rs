@@ -9,7 +9,7 @@
 use std::time::Duration;
 use templar_node::data::{Pages, embedded_tokens};
 use templar_node::hparams::Hparams;
-use templar_node::roles::admission::duplicates::CopyOf;
+use templar_node::roles::admission::duplicates::{Copy, CopyOf};
 use templar_node::roles::miner::Miner;
 use templar_node::roles::sim::behaviour::{Behaviour, Cheat};
 use templar_node::roles::sim::integrity::{integrity_report, scenario_hparams};
@@ -155,6 +155,22 @@ async fn three_honest_and(
     (dir, net, validator, miners)
 }
 
+/// Whether `copies` take uid 4, and not its victim uid 1, for the copy (attributed, untied).
+fn copier_4_copies_1(copies: &[Copy]) -> bool {
+    copies.iter().any(|c| {
+        c.uid == 4
+            && c.attributed()
+            && matches!(
+                c.of,
+                CopyOf::Window {
+                    source: 1,
+                    tied: false,
+                    ..
+                }
+            )
+    })
+}
+
 /// A copier that ties its upload time with its victim's, or back-dates it (what S3's
 /// one-second Last-Modified and a writable folder allow): the victim committed its digest
 /// before its payload was readable, so the copy is the one left out and scored as a copy,
@@ -183,19 +199,7 @@ async fn a_copy_with_a_tied_or_back_dated_upload_never_costs_its_victim() {
         .unwrap();
         let d = &validator.last_decision;
         assert!(d.admits(1), "window {w}: the victim left out: {d:?}");
-        let copy = d.copies.iter().find(|c| c.uid == 4);
-        assert!(
-            copy.is_some_and(|c| c.attributed()
-                && matches!(
-                    c.of,
-                    CopyOf::Window {
-                        source: 1,
-                        tied: false,
-                        ..
-                    }
-                )),
-            "window {w}: {d:?}"
-        );
+        assert!(copier_4_copies_1(&d.copies), "window {w}: {d:?}");
         assert!(!d.copies.iter().any(|c| c.uid == 1), "window {w}: {d:?}");
     }
     let victim = &validator.state.scores[&1];
@@ -226,18 +230,7 @@ async fn a_framer_that_back_dates_its_store_never_costs_its_victim() {
             .sighted_copies
             .as_ref()
             .expect("the validator watched the window");
-        assert!(
-            sighted.iter().any(|c| c.uid == 4
-                && matches!(
-                    c.of,
-                    CopyOf::Window {
-                        source: 1,
-                        tied: false,
-                        ..
-                    }
-                )),
-            "window {w}: {d:?}"
-        );
+        assert!(copier_4_copies_1(sighted), "window {w}: {d:?}");
         assert!(!d.flagged().contains(&1), "window {w}: {d:?}");
         let victim = &validator.state.scores[&1];
         assert_eq!(victim.consecutive_invalid, 0, "window {w}: {victim:?}");
