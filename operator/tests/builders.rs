@@ -96,7 +96,7 @@ fn minimal_miner_gets_a_gpu_statefulset_with_secrets_and_probes() {
 #[test]
 fn scheduling_cache_and_suspend_are_honoured() {
     let cr = miner(&format!(
-        "{MINIMAL}  replicas: 4\n  suspend: true\n  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  nodeSelector: {{pool: gpu}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  priorityClassName: training\n  cache: {{size: 50Gi, storageClass: fast}}\n  imagePullSecrets: [regcred]\n"
+        "{MINIMAL}  replicas: 4\n  suspend: true\n  resources: {{gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3, memory: 64Gi}}\n  nodeSelector: {{pool: gpu}}\n  tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n  priorityClassName: training\n  schedulerName: volcano\n  cache: {{size: 50Gi, storageClass: fast}}\n  imagePullSecrets: [regcred]\n"
     ));
     let spec = statefulset(&miner_owner(&cr), "hash").spec;
     assert_eq!(spec.replicas, Some(0), "suspend scales to zero");
@@ -109,6 +109,7 @@ fn scheduling_cache_and_suspend_are_honoured() {
         Some("nvidia.com/gpu")
     );
     assert_eq!(pod.priority_class_name.as_deref(), Some("training"));
+    assert_eq!(pod.scheduler_name.as_deref(), Some("volcano"));
     assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
     let limits = pod.containers[0]
         .resources

@@ -172,6 +172,24 @@ fn operator_chart_namespaced_mode_grants_nothing_cluster_wide() {
     }
 }
 
+/// The upgrade step README documents applies the CRDs this build generates.
+#[test]
+fn the_documented_crd_upgrade_applies_the_current_crds() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let command = "kubectl apply --server-side --force-conflicts -f ";
+    let path = readme
+        .lines()
+        .find_map(|l| l.strip_prefix(command))
+        .expect("README documents the CRD upgrade command")
+        .trim();
+    let applied = std::fs::read_to_string(repo_root().join(path)).unwrap();
+    assert_eq!(
+        applied,
+        templar_crds::crds_yaml(),
+        "{path} is not the generated CRDs: run `make crds`"
+    );
+}
+
 #[test]
 fn chart_crds_are_the_generated_ones() {
     let generated = std::fs::read(repo_root().join("crds/templar.tplr.ai.yaml")).unwrap();

@@ -137,6 +137,9 @@ pub struct NodeSpec {
     pub affinity: Option<Affinity>,
     /// Priority class of the pods.
     pub priority_class_name: Option<String>,
+    /// Scheduler of the pods (e.g. `volcano` for gang scheduling); the cluster's default
+    /// scheduler when absent.
+    pub scheduler_name: Option<String>,
     /// Service account of the pods (none is mounted unless this names one, e.g. for IRSA).
     pub service_account_name: Option<String>,
     /// A persistent cache volume per replica; immutable once created.

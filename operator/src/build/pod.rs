@@ -322,6 +322,7 @@ fn pod_spec(o: &Owner) -> PodSpec {
         tolerations: (!s.tolerations.is_empty()).then(|| s.tolerations.clone()),
         affinity: s.affinity.clone(),
         priority_class_name: s.priority_class_name.clone(),
+        scheduler_name: s.scheduler_name.clone(),
         service_account_name: s.service_account_name.clone(),
         // The nodes never call the Kubernetes API.
         automount_service_account_token: Some(false),
