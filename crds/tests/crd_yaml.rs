@@ -120,6 +120,27 @@ spec:
     assert!(missing.unwrap_err().to_string().contains("storage"));
 }
 
+/// What the schema admits, the types parse: `maxUnavailable` is nullable (an int-or-string),
+/// and `null` means the default as an absent field does; a percentage stays one.
+#[test]
+fn a_null_or_absent_max_unavailable_is_the_default_budget() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let budget = |yaml: &str| {
+        let cr: TemplarMiner = serde_yaml::from_str(&format!(
+            "apiVersion: templar.tplr.ai/v1alpha1\nkind: TemplarMiner\nmetadata: {{name: m}}\nspec:\n  image: i\n  storage: {{bucket: b, writeSecret: s}}\n  walletSecret: w\n  disruptionBudget: {yaml}\n"
+        ))
+        .unwrap();
+        cr.spec.node.disruption_budget.unwrap().max_unavailable
+    };
+    assert_eq!(budget("{maxUnavailable: null}"), IntOrString::Int(1));
+    assert_eq!(budget("{}"), IntOrString::Int(1));
+    assert_eq!(budget("{maxUnavailable: 2}"), IntOrString::Int(2));
+    assert_eq!(
+        budget("{maxUnavailable: \"25%\"}"),
+        IntOrString::String("25%".into())
+    );
+}
+
 /// Panics naming the first field of `schema` (recursively) without a description, so that
 /// `kubectl explain` documents every field. Objects from Kubernetes itself carry theirs.
 fn undocumented(schema: &serde_json::Value, path: &str) {

@@ -173,10 +173,17 @@ pub struct PodOverrides {
 #[serde(rename_all = "camelCase")]
 pub struct DisruptionBudget {
     /// Replicas a voluntary disruption may take down at once (a number or a percentage).
-    #[serde(default = "one_unavailable")]
+    #[serde(default = "one_unavailable", deserialize_with = "null_is_one")]
     pub max_unavailable: IntOrString,
 }
 
 fn one_unavailable() -> IntOrString {
     IntOrString::Int(1)
+}
+
+/// The schema admits `maxUnavailable: null` (int-or-string fields are nullable): it means
+/// the default, as an absent field does.
+fn null_is_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IntOrString, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::<IntOrString>::deserialize(d)?.unwrap_or_else(one_unavailable))
 }
