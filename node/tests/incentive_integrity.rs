@@ -136,14 +136,17 @@ async fn free_riders_in_numbers_cannot_halt_training() {
 }
 
 /// A signed local network: a validator, three honest miners (uids 1 to 3) and, as uid 4, a
-/// miner of `behaviour`; the folder holds the buckets.
+/// miner of `behaviour`, each payload uploaded `digest_lead_ms` after its digest; the folder
+/// holds the buckets.
 async fn three_honest_and(
     behaviour: Behaviour,
+    digest_lead_ms: u64,
 ) -> (tempfile::TempDir, LocalNetwork, Validator, Vec<Miner>) {
     let hp = hparams();
     let pages = Pages::new(embedded_tokens().unwrap(), hp.data.seq_len).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut net = LocalNetwork::new(dir.path(), hp, pages).await.unwrap();
+    net.hp.network.digest_lead_ms = digest_lead_ms;
     net.signed = true;
     let validator = net.validator("validator", 0).await.unwrap();
     let mut miners = Vec::new();
@@ -178,7 +181,7 @@ fn copier_4_copies_1(copies: &[Copy]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_with_a_tied_or_back_dated_upload_never_costs_its_victim() {
     let (dir, net, mut validator, mut miners) =
-        three_honest_and(Behaviour::Copier { victim: 1 }).await;
+        three_honest_and(Behaviour::Copier { victim: 1 }, 0).await;
     let keys = miners[0].ctx.keys.clone();
     let file = |name: &str, key: String| dir.path().join(format!("bucket-{name}")).join(key);
     for w in 0..4u64 {
@@ -214,8 +217,11 @@ async fn a_copy_with_a_tied_or_back_dated_upload_never_costs_its_victim() {
 /// the victim, and once the framer is excluded the victim's payload is back in the step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_framer_that_back_dates_its_store_never_costs_its_victim() {
+    // The validator reads commitments every half lead: a lead of 300 ms puts the victim's
+    // and the framer's in different rounds however fast the miners train, and with room
+    // for a loaded machine.
     let (_dir, net, mut validator, mut miners) =
-        three_honest_and(Behaviour::Framer { victim: 1 }).await;
+        three_honest_and(Behaviour::Framer { victim: 1 }, 300).await;
     let mut framed_by_the_stores = 0;
     let mut victim_back_after_exclusion = false;
     for w in 0..6u64 {
