@@ -144,30 +144,11 @@ pub fn pool_error(message: &str, hotkey: &Hotkey) -> Option<ChainError> {
     })
 }
 
-/// [`pool_error`] of an RPC error: the code travels in the JSON-RPC error's data, which
-/// the errors' displays leave out and not every layer of subxt exposes as a source, so the
-/// sources are searched and then the whole error's debug form, which carries the data.
-pub fn pool_error_of(
-    err: &(dyn std::error::Error + 'static),
-    hotkey: &Hotkey,
-) -> Option<ChainError> {
-    if let Some(named) = pool_error(&format!("{err:?}"), hotkey) {
-        return Some(named);
-    }
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(user) = e.downcast_ref::<subxt::rpcs::UserError>() {
-            let data = user.data.as_ref().map(|d| d.get()).unwrap_or_default();
-            if let Some(named) = pool_error(data, hotkey) {
-                return Some(named);
-            }
-        }
-        if let Some(named) = pool_error(&e.to_string(), hotkey) {
-            return Some(named);
-        }
-        next = e.source();
-    }
-    None
+/// [`pool_error`] of an RPC error: the code travels in the JSON-RPC error's data, which the
+/// errors' displays leave out and not every layer of subxt exposes as a source; the error's
+/// debug form carries it, nested however deep.
+pub fn pool_error_of(err: &dyn std::error::Error, hotkey: &Hotkey) -> Option<ChainError> {
+    pool_error(&format!("{err:?}"), hotkey)
 }
 
 #[cfg(test)]

@@ -14,16 +14,13 @@ use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use templar_protocol::network::NodeContext;
+use templar_protocol::network::{NodeContext, read_digest};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The fastest poll: a lead under 100 ms (a test network) still polls at most 20 times a
 /// second.
 const MIN_POLL: Duration = Duration::from_millis(50);
-
-/// The largest digest commitment read.
-const MAX_DIGEST_BYTES: u64 = 128;
 
 /// Per miner, each digest value read and the start of the round that first read it.
 #[derive(Debug, Default, Clone)]
@@ -124,7 +121,7 @@ async fn watch(
         let reads = futures::stream::iter(miners.iter().copied())
             .map(|uid| {
                 let ctx = ctx.clone();
-                async move { (uid, read_digest(&ctx, uid, w).await) }
+                async move { (uid, read_commitment(&ctx, uid, w).await) }
             })
             .buffer_unordered(templar_protocol::network::FETCH_FAN_OUT);
         let found: Vec<(u16, Option<String>)> = reads.collect().await;
@@ -141,14 +138,10 @@ async fn watch(
 }
 
 /// `uid`'s commitment for window `w`, if it can be read within the peer timeout.
-async fn read_digest(ctx: &NodeContext, uid: u16, w: u64) -> Option<String> {
+async fn read_commitment(ctx: &NodeContext, uid: u16, w: u64) -> Option<String> {
     let read = async {
         let store = ctx.peer_store(uid).await.ok()??;
-        let text = store
-            .get(&ctx.keys.gradient_digest(w, uid), MAX_DIGEST_BYTES)
-            .await
-            .ok()?;
-        Some(String::from_utf8_lossy(&text).trim().to_string())
+        read_digest(store.as_ref(), &ctx.keys.gradient_digest(w, uid)).await
     };
     tokio::time::timeout(ctx.peer_timeout, read)
         .await

@@ -1,7 +1,7 @@
 //! The validator: publish the peer list, gather, score each miner by the loss its update
 //! removes, keep a moving average, set weights, publish checkpoints.
 
-use super::admission::echo::{EchoHistory, SketchPlan};
+use super::admission::echo::{Echo, EchoHistory, Sketch, SketchPlan};
 use super::admission::{Admission, Decision, Judged};
 use super::scoring::{ScoreState, choose_for_eval, score_window, secret_draw, weights_from_scores};
 use super::sighting::{DigestWatch, sighted_copies};
@@ -19,7 +19,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use templar_protocol::chain::ChainError;
+use templar_protocol::chain::{ChainError, Metagraph};
 use templar_protocol::network::{NodeContext, PeerList};
 use templar_protocol::node_status::{MinerScore, SkippedPeer};
 use templar_protocol::storage::StorageError;
@@ -111,10 +111,13 @@ impl Validator {
     }
 
     async fn is_top_validator(&self) -> Result<bool, NodeError> {
-        let mg = self.ctx.chain.metagraph().await?;
-        Ok(mg
-            .top_validator()
-            .is_some_and(|v| v.hotkey == self.ctx.hotkey))
+        Ok(self.leads(&self.ctx.chain.metagraph().await?))
+    }
+
+    /// Whether this validator is `mg`'s top validator.
+    fn leads(&self, mg: &Metagraph) -> bool {
+        mg.top_validator()
+            .is_some_and(|v| v.hotkey == self.ctx.hotkey)
     }
 
     /// After a (re)start: load the top validator's latest checkpoint (its own, if it is the
@@ -140,9 +143,10 @@ impl Validator {
         if let Err(e) = self.sync.check(&ctx).await {
             tracing::warn!(error = %e, "sync check failed");
         }
-        let miners = ctx.committed_miners(&ctx.chain.metagraph().await?).await?;
+        let mg = ctx.chain.metagraph().await?;
+        let miners = ctx.committed_miners(&mg).await?;
         self.watch_commitments(w, miners.clone());
-        if !self.is_top_validator().await? {
+        if !self.leads(&mg) {
             return Ok(());
         }
         if let Err(StorageError::NotFound { .. }) =
@@ -245,9 +249,9 @@ impl Validator {
 
     /// The payloads of window `w` that repeat one of an older window in retention; keeps
     /// their sketches for the windows to come.
-    fn find_echoes(&mut self, w: u64, judged: &Judged) -> Vec<super::admission::echo::Echo> {
+    fn find_echoes(&mut self, w: u64, judged: &Judged) -> Vec<Echo> {
         let layouts = &self.engine.codec.spec.layouts;
-        let sketches: Vec<(u16, Vec<u64>)> = block_in_place(|| {
+        let sketches: Vec<(u16, Sketch)> = block_in_place(|| {
             judged
                 .candidates
                 .iter()

@@ -6,7 +6,7 @@ use super::NodeContext;
 use crate::identity::Hotkey;
 use crate::node_status::SkippedPeer;
 use crate::payload::{Payload, PayloadError, PayloadValidator};
-use crate::storage::StorageError;
+use crate::storage::{ObjectStore, StorageError};
 use futures::StreamExt;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -113,6 +113,13 @@ pub fn payload_digest(bytes: &[u8]) -> String {
 /// The largest digest commitment read (64 hex characters and some whitespace).
 const MAX_DIGEST_BYTES: u64 = 128;
 
+/// The digest commitment at `key` in a peer's `store` (hex, trimmed), or `None` when it
+/// cannot be read.
+pub async fn read_digest(store: &dyn ObjectStore, key: &str) -> Option<String> {
+    let text = store.get(key, MAX_DIGEST_BYTES).await.ok()?;
+    Some(String::from_utf8_lossy(&text).trim().to_string())
+}
+
 /// Downloads in flight at once: a long peer list cannot open hundreds of connections.
 pub const FETCH_FAN_OUT: usize = 16;
 
@@ -152,8 +159,7 @@ pub async fn fetch_payload(
         let (bytes, digest) = futures::join!(store.get(&key, max_bytes), async {
             // A missing or unreadable commitment only loses the payload its early instant.
             let at = store.head(&digest_key).await.ok()?.last_modified;
-            let text = store.get(&digest_key, MAX_DIGEST_BYTES).await.ok()?;
-            Some((String::from_utf8_lossy(&text).trim().to_string(), at))
+            Some((read_digest(store.as_ref(), &digest_key).await?, at))
         });
         let bytes = bytes.map_err(|e| SkipReason::DownloadFailed(e.to_string()))?;
         Ok(Fetched {

@@ -11,7 +11,8 @@
 mod gather;
 
 pub use gather::{
-    FETCH_FAN_OUT, Fetched, PeerPayload, SkipReason, Skipped, fetch_payload, gather, payload_digest,
+    FETCH_FAN_OUT, Fetched, PeerPayload, SkipReason, Skipped, fetch_payload, gather,
+    payload_digest, read_digest,
 };
 
 use crate::chain::{Chain, ChainError, Commitment, Metagraph};

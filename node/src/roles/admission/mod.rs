@@ -160,23 +160,14 @@ impl Decision {
     /// overlapping pair the one the validator's sightings name (else the stores' times); a
     /// tie names no one, since either may be the victim.
     pub fn scored_copies(&self) -> Vec<u16> {
-        let of_window = |c: &&Copy| matches!(c.of, CopyOf::Window { .. });
-        let mut uids: Vec<u16> = match &self.sighted_copies {
-            Some(sighted) => self
-                .copies
-                .iter()
-                .filter(|c| !of_window(c))
-                .chain(sighted)
-                .filter(|c| c.attributed())
-                .map(|c| c.uid)
-                .collect(),
-            None => self
-                .copies
-                .iter()
-                .filter(|c| c.attributed())
-                .map(|c| c.uid)
-                .collect(),
-        };
+        // The validator's sightings, where it has them, replace the stores' window verdicts.
+        let sighted = self.sighted_copies.as_deref();
+        let by_stores = |c: &&Copy| sighted.is_none() || !matches!(c.of, CopyOf::Window { .. });
+        let mut uids: Vec<u16> = (self.copies.iter().filter(by_stores))
+            .chain(sighted.unwrap_or_default())
+            .filter(|c| c.attributed())
+            .map(|c| c.uid)
+            .collect();
         uids.extend(self.echoes.iter().map(|e| e.uid));
         uids.sort_unstable();
         uids.dedup();

@@ -343,26 +343,24 @@ async fn untrained_payload(
                 (Some(stats), Some(p))
             }
         },
-        Behaviour::Copier { victim } | Behaviour::Framer { victim } => {
-            let Some(theirs) = victims_payload(ctx, engine, victim, w).await else {
+        Behaviour::Copier { victim }
+        | Behaviour::Framer { victim }
+        | Behaviour::Echo { victim } => {
+            // Copiers take the victim's payload of this window, an echo one of two back.
+            let from = match behaviour {
+                Behaviour::Echo { .. } => w.checked_sub(2),
+                _ => Some(w),
+            };
+            let Some(from) = from else {
+                return Ok((None, None));
+            };
+            let Some(theirs) = victims_payload(ctx, engine, victim, from).await else {
                 return Ok((None, None));
             };
             let copied = rewritten(ctx, engine, w, &theirs, &|v| {
                 v + v.randn_like() * v.std(false) * 0.01
             });
             (None, Some(copied))
-        }
-        Behaviour::Echo { victim } => {
-            let Some(old) = w.checked_sub(2) else {
-                return Ok((None, None));
-            };
-            let Some(theirs) = victims_payload(ctx, engine, victim, old).await else {
-                return Ok((None, None));
-            };
-            let echoed = rewritten(ctx, engine, w, &theirs, &|v| {
-                v + v.randn_like() * v.std(false) * 0.01
-            });
-            (None, Some(echoed))
         }
         Behaviour::Blender => {
             let sources = earlier_payloads(ctx, engine, w, BLEND_SOURCES).await;
