@@ -117,7 +117,21 @@ pub fn update_score(entry: &mut ScoreState, result: Option<(f64, f64)>, alpha: f
     }
 }
 
-/// One window's scores: every chosen miner that submitted a valid payload is evaluated
+/// A window in which the miner's payload was caught cheating (a copy, an echo, a
+/// free-rider, an amplified update, one against the window): it forfeits what it earned, so
+/// a cheat that went unseen in a window too small to judge it is not paid on afterwards
+/// (a decaying average would keep paying it for many windows).
+pub fn forfeit(entry: &mut ScoreState) {
+    entry.ema = entry.ema.min(0.0);
+    entry.specific = entry.specific.min(0.0);
+    entry.consecutive_invalid = entry.consecutive_invalid.saturating_add(1);
+    entry.consecutive_negative = entry.consecutive_negative.saturating_add(1);
+    entry.last_own = None;
+    entry.last_random = None;
+}
+
+/// One window's scores: every listed miner whose payload was `caught` cheating forfeits its
+/// average ([`forfeit`]); every chosen miner that submitted a valid payload is evaluated
 /// (`evaluate` gives its (own, random) improvement, `None` when it has no payload); every
 /// listed miner without a valid payload is penalised, chosen or not, so skipping a window is
 /// never free; miners no longer listed stop counting.
@@ -126,10 +140,15 @@ pub fn score_window(
     listed: &[u16],
     chosen: &[u16],
     submitted: &[u16],
+    caught: &[u16],
     mut evaluate: impl FnMut(u16) -> Option<(f64, f64)>,
     n: &NetworkParams,
 ) {
     for &uid in listed {
+        if caught.contains(&uid) {
+            forfeit(scores.entry(uid).or_default());
+            continue;
+        }
         let result = if !submitted.contains(&uid) {
             None
         } else if chosen.contains(&uid) {
@@ -476,6 +495,7 @@ mod tests {
             &[1, 2, 3, 4],
             &[1, 2],
             &[1, 3],
+            &[],
             |uid| {
                 evaluated.push(uid);
                 Some((3.0, 0.0))
@@ -495,6 +515,54 @@ mod tests {
             "not chosen, no payload: penalised all the same"
         );
         assert!(!s.contains_key(&9), "no longer listed");
+    }
+
+    #[test]
+    fn a_miner_caught_cheating_forfeits_its_average_at_once_and_earns_no_weight() {
+        let n = NetworkParams {
+            ema_alpha: 0.5,
+            missing_penalty: 0.75,
+            ..NetworkParams::default()
+        };
+        // Both earned in an earlier window; 2 is then caught (not chosen, not evaluated),
+        // 3 merely misses a window.
+        let mut s = BTreeMap::new();
+        for uid in [1, 2, 3] {
+            update_score(s.entry(uid).or_default(), Some((0.04, 0.01)), 0.5, 0.75);
+        }
+        let mut evaluated = Vec::new();
+        score_window(
+            &mut s,
+            &[1, 2, 3],
+            &[1, 2],
+            &[1, 2],
+            &[2],
+            |uid| {
+                evaluated.push(uid);
+                Some((0.04, 0.01))
+            },
+            &n,
+        );
+        assert_eq!(evaluated, vec![1], "a caught payload is not evaluated");
+        assert_eq!((s[&2].ema, s[&2].specific), (0.0, 0.0));
+        assert_eq!(
+            (s[&2].consecutive_invalid, s[&2].consecutive_negative),
+            (1, 1)
+        );
+        assert!(
+            s[&3].ema > 0.0,
+            "a missing window decays, it does not forfeit"
+        );
+        let w: BTreeMap<u16, f64> = weights_from_scores(&s, 0.0).into_iter().collect();
+        assert_eq!(w[&2], 0.0);
+        assert!(w[&1] > 0.0 && w[&3] > 0.0, "{w:?}");
+        // A negative average stays negative: forfeiting never pays.
+        let mut negative = ScoreState {
+            ema: -0.2,
+            ..ScoreState::default()
+        };
+        forfeit(&mut negative);
+        assert_eq!(negative.ema, -0.2);
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl Validator {
     /// missed outer steps or diverged) counts as no valid payload, evaluated or not; it still
     /// takes part in the outer step, which every node must take alike. A payload the admission
     /// rule flagged (a copy, a free-rider, an amplified update, one against the window)
-    /// scores as no valid payload too (and every node leaves it out of the step).
+    /// forfeits the miner's average (and every node leaves it out of the step).
     fn score(&mut self, w: u64, peers: &[u16], submissions: &[Submission]) {
         let n = &self.ctx.hp.network;
         let in_sync: Vec<u16> = submissions
@@ -306,11 +306,17 @@ impl Validator {
                 .map_err(|e| tracing::warn!(uid, window = w, error = %e, "not evaluated"))
                 .ok()
         };
+        let caught: Vec<u16> = submissions
+            .iter()
+            .filter(|s| s.flagged)
+            .map(|s| s.uid)
+            .collect();
         score_window(
             &mut self.state.scores,
             peers,
             &chosen,
             &in_sync,
+            &caught,
             evaluate,
             n,
         );
