@@ -111,7 +111,7 @@ spec:
     let n = &cr.spec.node;
     assert_eq!(n.replicas, 1);
     assert_eq!(n.resources.gpus, 1);
-    assert_eq!(n.model, "150M");
+    assert_eq!(n.model, None);
     assert_eq!(n.startup_deadline_seconds, 900);
     assert!(!n.suspend);
     let missing: Result<TemplarMiner, _> = serde_yaml::from_str(

@@ -6,7 +6,7 @@ use crate::build::OPERATOR_ENV;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use templar_crds::NodeSpec;
-use templar_crds::resources::{ChainKind, GpuVendor};
+use templar_crds::resources::{ChainKind, DEFAULT_MODEL, GpuVendor};
 use templar_protocol::hparams::Hparams;
 
 /// What the spec refers to, as read from the API: the secrets and ConfigMaps that exist.
@@ -138,17 +138,27 @@ fn require_keys(
     Ok(())
 }
 
-/// The file the node reads: `text` with the spec's model size added when it names none.
-pub fn render_hparams(spec: &NodeSpec, text: &str) -> String {
+/// The file the node reads: `text` with the spec's model size added when it names none. A
+/// model named in both the spec and the text is refused: neither would silently win.
+pub fn render_hparams(spec: &NodeSpec, text: &str) -> Result<String, Problem> {
     // Parsed, not searched: a `[model]` in a comment or a string names no model. Text that
     // does not parse is refused by the validation that follows.
     let names_model = text
         .parse::<toml::Table>()
         .is_ok_and(|t| t.contains_key("model"));
-    if names_model {
-        text.to_string()
-    } else {
-        format!("[model]\nsize = \"{}\"\n\n{text}", spec.model)
+    match (&spec.model, names_model) {
+        (Some(model), true) => Err(Problem::new(
+            ProblemReason::InvalidSpec,
+            format!(
+                "the model is set in two places: spec.model ({model}) and the \
+                 hyperparameters' [model] section; keep one"
+            ),
+        )),
+        (None, true) => Ok(text.to_string()),
+        (model, false) => Ok(format!(
+            "[model]\nsize = \"{}\"\n\n{text}",
+            model.as_deref().unwrap_or(DEFAULT_MODEL)
+        )),
     }
 }
 
@@ -158,7 +168,7 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
     check_spec(spec)?;
     check_secrets(spec, inputs)?;
     let text = hyperparameters_text(spec, inputs)?;
-    let hparams_file = render_hparams(spec, &text);
+    let hparams_file = render_hparams(spec, &text)?;
     let hp = Hparams::from_toml(&hparams_file)
         .map_err(|e| Problem::new(ProblemReason::InvalidHyperparameters, e.to_string()))?;
     if let Some(why) = crate::build::sizing::memory_problem(spec, &hp.model.size) {
@@ -206,6 +216,15 @@ fn check_spec(spec: &NodeSpec) -> Result<(), Problem> {
     let invalid = |message: String| Err(Problem::new(ProblemReason::InvalidSpec, message));
     if spec.image.trim().is_empty() {
         return invalid("spec.image is empty".into());
+    }
+    // The node trains on one device: more GPUs in a pod would sit idle, held from others.
+    if spec.resources.gpus > 1 {
+        return invalid(format!(
+            "spec.resources.gpus is {}: a node trains on one GPU (no data parallelism across \
+             a pod's GPUs), so the others would sit idle; run {} replicas with gpus: 1",
+            spec.resources.gpus,
+            i64::from(spec.resources.gpus) * i64::from(spec.replicas.max(1))
+        ));
     }
     // The node image is built on CUDA; AMD GPUs need a ROCm build of it.
     if spec.resources.gpus > 0

@@ -244,7 +244,10 @@ fn validators_get_their_role_service_and_hyperparameters() {
     let svc = headless_service(&o).spec.unwrap();
     assert_eq!(svc.cluster_ip.as_deref(), Some("None"));
     assert_eq!(svc.ports.unwrap()[0].port, STATUS_PORT);
-    let cm = hparams_configmap(&o, &render_hparams(o.spec, "[outer]\nmode = \"demo\"\n"));
+    let cm = hparams_configmap(
+        &o,
+        &render_hparams(o.spec, "[outer]\nmode = \"demo\"\n").unwrap(),
+    );
     let text = &cm.data.unwrap()["hparams.toml"];
     assert!(text.starts_with("[model]\nsize = \"150M\""), "{text}");
     assert!(text.contains("mode = \"demo\""));
@@ -273,7 +276,8 @@ fn built_objects_pass_kubernetes_validate_strict() {
         ),
         (
             "configmap.json",
-            serde_json::to_string(&hparams_configmap(&o, &render_hparams(o.spec, ""))).unwrap(),
+            serde_json::to_string(&hparams_configmap(&o, &render_hparams(o.spec, "").unwrap()))
+                .unwrap(),
         ),
         (
             "pdb.json",

@@ -9,8 +9,8 @@ mod common;
 
 use common::rbac::{LEASE_NEEDED, NEEDED, assert_exactly, grants, role, set};
 use common::{
-    documents, helm_lint, helm_render, helm_render_error, is_built_in, kind, repo_root,
-    validate_all, validate_built_in, validate_custom_resources,
+    documents, helm_lint, helm_render, helm_render_error, helm_value_leaves, is_built_in, kind,
+    repo_root, validate_all, validate_built_in, validate_custom_resources,
 };
 use serde_yaml::Value;
 use std::collections::BTreeSet;
@@ -262,6 +262,74 @@ fn network_chart_makes_resources_the_operator_accepts() {
         let checked = outcomes.len();
         assert!(checked >= 1, "{values:?}");
     }
+}
+
+fn leaf_list(report: &serde_json::Value, key: &str) -> BTreeSet<String> {
+    match &report[key] {
+        serde_json::Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().into()).collect(),
+        serde_json::Value::Object(o) => o.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+#[test]
+fn every_chart_value_takes_effect_or_is_refused_with_a_reason() {
+    // The network chart: every leaf, changed alone over the quick start's values, changes
+    // the rendered objects or is refused by the schema or a template's check.
+    let values = repo_root().join(NETWORK).join("ci/devnet-values.yaml");
+    let report = helm_value_leaves(NETWORK, Some(&values));
+    let checked = leaf_list(&report, "checked");
+    assert!(
+        leaf_list(&report, "ignored").is_empty(),
+        "values no template reads: {report}"
+    );
+    for leaf in [
+        "model",
+        "validator.maxUnavailable",
+        "validator.tolerations",
+        "miner.maxUnavailable",
+    ] {
+        assert!(checked.contains(leaf), "{leaf}: {report}");
+    }
+    assert!(checked.len() >= 35, "{report}");
+    // The operator chart: features are off by default, so a leaf counts when it takes
+    // effect under one of the ci/ values files.
+    let mut ignored_everywhere: Option<BTreeSet<String>> = None;
+    for values in values_files(OPERATOR) {
+        let ignored = leaf_list(&helm_value_leaves(OPERATOR, Some(&values)), "ignored");
+        ignored_everywhere = Some(match ignored_everywhere {
+            None => ignored,
+            Some(before) => before.intersection(&ignored).cloned().collect(),
+        });
+    }
+    assert_eq!(ignored_everywhere, Some(BTreeSet::new()));
+}
+
+#[test]
+fn a_model_set_in_two_places_is_refused() {
+    let error = helm_render_error(
+        NETWORK,
+        "storage: {bucket: b1b, writeSecret: w}\nvalidator: {walletSecret: v}\nminer: {walletSecret: m}\nmodel: tiny\nhyperparameters: \"[model]\\nsize = 'small'\\n\"",
+    );
+    assert!(error.contains("the model is set in two places"), "{error}");
+    // The operator refuses the same in a resource made without the chart.
+    let docs = helm_render(
+        NETWORK,
+        Some(&repo_root().join(NETWORK).join("ci/devnet-values.yaml")),
+        "train",
+    );
+    let mut miner: TemplarMiner = serde_yaml::from_value(
+        docs.iter()
+            .find(|d| kind(d) == "TemplarMiner")
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    assert_eq!(miner.spec.node.model.as_deref(), Some("small"));
+    let both = "[model]\nsize = \"tiny\"\n";
+    miner.spec.node.hyperparameters.inline = Some(both.into());
+    let problem = templar_operator::validate::render_hparams(&miner.spec.node, both).unwrap_err();
+    assert!(problem.message.contains("two places"), "{problem:?}");
 }
 
 #[test]

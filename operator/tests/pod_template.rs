@@ -148,10 +148,10 @@ fn hyperparameters_are_a_refreshed_folder_and_changes_roll_the_pods() {
 #[test]
 fn amd_gpus_use_their_resource_and_product_label() {
     let p = pod(&miner(
-        "  resources: {gpus: 8, gpuVendor: amd, gpuType: AMD_Instinct_MI300X, cpu: 2}\n",
+        "  resources: {gpus: 1, gpuVendor: amd, gpuType: AMD_Instinct_MI300X, cpu: 2}\n",
     ));
     let resources = p.containers[0].resources.as_ref().unwrap();
-    assert_eq!(resources.limits.as_ref().unwrap()["amd.com/gpu"].0, "8");
+    assert_eq!(resources.limits.as_ref().unwrap()["amd.com/gpu"].0, "1");
     assert!(
         !resources
             .limits

@@ -20,7 +20,7 @@ use templar_protocol::node_status::{MinerScore, NodeRole};
 #[tokio::test]
 async fn create_applies_the_objects_and_writes_a_pending_status() {
     let (mut api, ctx) = setup(1);
-    let cr = miner("  resources: {gpus: 2, gpuType: NVIDIA-H100-80GB-HBM3}\n");
+    let cr = miner("  resources: {gpus: 1, gpuType: NVIDIA-H100-80GB-HBM3}\n");
     let task = tokio::spawn(reconcile(Arc::new(cr.clone()), ctx));
 
     api.secrets_found(&["hotkey-0", "hotkey-1"]).await;
@@ -41,7 +41,7 @@ async fn create_applies_the_objects_and_writes_a_pending_status() {
     let pod_spec = &sts["spec"]["template"]["spec"];
     assert_eq!(
         pod_spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
-        "2"
+        "1"
     );
     assert_eq!(
         pod_spec["nodeSelector"]["nvidia.com/gpu.product"],

@@ -530,6 +530,22 @@ fn amd_gpus_need_a_rocm_image() {
     validate(&spec("  resources: {gpus: 1}\n"), &inputs()).unwrap();
 }
 
+/// A node trains on one device: a pod asking for more GPUs is refused with the reason and
+/// what to ask for instead, never left holding idle GPUs.
+#[test]
+fn more_than_one_gpu_per_pod_is_refused_with_the_alternative() {
+    let eight = spec("  resources: {gpus: 8}\n");
+    let inputs = inputs();
+    let problem = validate(&eight, &inputs).unwrap_err();
+    assert_eq!(problem.reason, ProblemReason::InvalidSpec);
+    assert!(
+        problem.message.contains("one GPU") && problem.message.contains("run 16 replicas"),
+        "{problem:?}"
+    );
+    validate(&spec("  resources: {gpus: 1}\n"), &inputs).unwrap();
+    validate(&spec("  resources: {gpus: 0}\n"), &inputs).unwrap();
+}
+
 /// A memory limit that cannot hold /dev/shm (charged to it) and the trained model's working
 /// set is refused with the reason; one that can is accepted.
 #[test]

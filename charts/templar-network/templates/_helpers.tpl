@@ -63,6 +63,12 @@ storage:
   readSecret: {{ . }}
   {{- end }}
 walletSecret: {{ include "templar-network.walletSecret" . }}
+{{- if and $v.model (regexMatch "(?m)^\\s*\\[model\\]" $v.hyperparameters) }}
+{{- fail "the model is set in two places: model and the hyperparameters' [model] section; keep one" }}
+{{- end }}
+{{- with $v.model }}
+model: {{ . | quote }}
+{{- end }}
 hyperparameters:
   inline: {{ $v.hyperparameters | quote }}
 resources:
@@ -97,5 +103,9 @@ affinity:
 {{- end }}
 {{- with $node.priorityClassName }}
 priorityClassName: {{ . }}
+{{- end }}
+{{- if not (kindIs "invalid" $node.maxUnavailable) }}
+disruptionBudget:
+  maxUnavailable: {{ $node.maxUnavailable }}
 {{- end }}
 {{- end -}}

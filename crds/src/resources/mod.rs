@@ -120,10 +120,11 @@ pub struct NodeSpec {
     /// Hyperparameters TOML, inline or from a ConfigMap.
     #[serde(default)]
     pub hyperparameters: HparamsSource,
-    /// Model size: tiny, small, 150M, 1B.
-    #[serde(default = "default_model")]
+    /// Model size: tiny, small, 150M, 1B. Unset: the hyperparameters' `[model]` section
+    /// names it, else 150M; set in both places is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["tiny", "small", "150M", "1B"]))]
-    pub model: String,
+    pub model: Option<String>,
     /// GPUs, CPU, memory and shared memory per replica.
     #[serde(default)]
     pub resources: NodeResources,
@@ -166,9 +167,8 @@ pub struct NodeSpec {
     pub termination_grace_period_seconds: i64,
 }
 
-fn default_model() -> String {
-    "150M".into()
-}
+/// The model a node trains when neither the spec nor the hyperparameters name one.
+pub const DEFAULT_MODEL: &str = "150M";
 
 fn default_deadline() -> i64 {
     900

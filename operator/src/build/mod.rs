@@ -96,7 +96,7 @@ pub struct Desired {
 pub fn desired(o: &Owner, valid: &Validated) -> Desired {
     // The pods are sized for the model the nodes train (the hyperparameters' `[model]`).
     let mut trained = o.spec.clone();
-    trained.model = valid.model.clone();
+    trained.model = Some(valid.model.clone());
     let sized = Owner {
         spec: &trained,
         ..o.clone()

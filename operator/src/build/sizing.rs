@@ -57,6 +57,13 @@ pub fn quantity_bytes(q: &str) -> Option<u128> {
     (value.is_finite() && value >= 0.0).then_some((value * multiplier as f64) as u128)
 }
 
+/// The model `spec` names, else the default.
+fn model_of(spec: &NodeSpec) -> &str {
+    spec.model
+        .as_deref()
+        .unwrap_or(templar_crds::resources::DEFAULT_MODEL)
+}
+
 /// The `/dev/shm` size of `spec`.
 pub fn shm(spec: &NodeSpec) -> Quantity {
     spec.resources
@@ -70,7 +77,7 @@ pub fn cpu_request(spec: &NodeSpec) -> Quantity {
     spec.resources
         .cpu
         .clone()
-        .unwrap_or_else(|| Quantity(preset_needs(&spec.model).cpu.into()))
+        .unwrap_or_else(|| Quantity(preset_needs(model_of(spec)).cpu.into()))
 }
 
 /// The memory request and limit: the spec's, else the preset's needs plus `/dev/shm`.
@@ -81,7 +88,7 @@ pub fn memory(spec: &NodeSpec) -> Quantity {
     let shm_gib = quantity_bytes(&shm(spec).0).unwrap_or(2 * GI).div_ceil(GI);
     Quantity(format!(
         "{}Gi",
-        u128::from(preset_needs(&spec.model).memory_gib) + shm_gib
+        u128::from(preset_needs(model_of(spec)).memory_gib) + shm_gib
     ))
 }
 

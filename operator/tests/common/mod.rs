@@ -131,6 +131,18 @@ pub fn helm_render(chart: &str, values: Option<&Path>, namespace: &str) -> Vec<V
         .collect()
 }
 
+/// Each leaf of a chart's values changed alone (`scripts/helm_chart.py leaves`): which
+/// changed the render (`checked`), which did not (`ignored`), which were refused (`refused`,
+/// path to Helm's reason).
+pub fn helm_value_leaves(chart: &str, values: Option<&Path>) -> serde_json::Value {
+    let mut cmd = Command::new("python3");
+    cmd.args(["scripts/helm_chart.py", "leaves", chart]);
+    if let Some(v) = values {
+        cmd.arg(v);
+    }
+    serde_json::from_str(&run(&mut cmd, "helm leaves")).unwrap()
+}
+
 /// The error text of a render that must fail.
 pub fn helm_render_error(chart: &str, values_yaml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
