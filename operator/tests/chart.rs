@@ -82,6 +82,7 @@ fn operator_chart_defaults_are_least_privilege_and_restricted() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "PodDisruptionBudget",
             "Role",
             "RoleBinding",
             "Service",
@@ -105,6 +106,20 @@ fn operator_chart_defaults_are_least_privilege_and_restricted() {
     let deployment = role(&docs, "Deployment", "templar-templar-operator");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let pod = &deployment["spec"]["template"]["spec"];
+    // Two replicas: a budget keeps one up through a drain, and they prefer two nodes.
+    let pods = &deployment["spec"]["selector"]["matchLabels"];
+    let pdb = role(&docs, "PodDisruptionBudget", "templar-templar-operator");
+    assert_eq!(
+        (
+            &pdb["spec"]["maxUnavailable"],
+            &pdb["spec"]["selector"]["matchLabels"]
+        ),
+        (&Value::from(1), pods)
+    );
+    let anti = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        [0]["podAffinityTerm"];
+    assert_eq!(anti["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(&anti["labelSelector"]["matchLabels"], pods);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
         pod["securityContext"]["seccompProfile"]["type"],
@@ -138,6 +153,17 @@ fn operator_chart_defaults_are_least_privilege_and_restricted() {
         !args.iter().any(|a| a.starts_with("--namespace")),
         "{args:?}"
     );
+}
+
+#[test]
+fn a_single_operator_replica_gets_no_budget_and_no_anti_affinity() {
+    let values = repo_root()
+        .join(OPERATOR)
+        .join("ci/single-replica-values.yaml");
+    let docs = helm_render(OPERATOR, Some(&values), "templar-system");
+    assert!(!docs.iter().any(|d| kind(d) == "PodDisruptionBudget"));
+    let deployment = role(&docs, "Deployment", "templar-templar-operator");
+    assert!(deployment["spec"]["template"]["spec"]["affinity"].is_null());
 }
 
 #[test]

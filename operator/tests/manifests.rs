@@ -9,13 +9,17 @@ use common::rbac::{LEASE_NEEDED, NEEDED, assert_exactly, grants, role, set};
 use common::{documents, kind, kustomize, repo_root, validate_all, validate_built_in};
 use serde_yaml::Value;
 use std::collections::BTreeMap;
+use templar_crds::TemplarMiner;
+use templar_operator::build::statefulset;
 use templar_operator::validate::Inputs;
 
 const BASE: &str = "manifests/install/base";
 const NAMESPACED: &str = "manifests/install/overlays/namespaced";
-const EXAMPLES: [&str; 5] = [
+const EXAMPLES: [&str; 7] = [
     "manifests/examples/devnet.yaml",
     "manifests/examples/gpu-scheduling.yaml",
+    "manifests/examples/kueue.yaml",
+    "manifests/examples/volcano.yaml",
     "manifests/examples/bittensor.yaml",
     // What the cluster suite applies.
     "e2e/cluster/devnet.yaml",
@@ -31,6 +35,13 @@ fn kustomize_installs_pass_kubernetes_validate_strict() {
         // Everything namespaced lands in a namespace; the operator in templar-system.
         let deployment = role(&docs, "Deployment", "templar-operator");
         assert_eq!(deployment["metadata"]["namespace"], "templar-system");
+        // Two replicas: a budget keeps one up through a drain, and they prefer two nodes.
+        let pods = &deployment["spec"]["selector"]["matchLabels"];
+        let pdb = role(&docs, "PodDisruptionBudget", "templar-operator");
+        assert_eq!(&pdb["spec"]["selector"]["matchLabels"], pods, "{dir}");
+        let anti = &deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            [0]["podAffinityTerm"];
+        assert_eq!(&anti["labelSelector"]["matchLabels"], pods, "{dir}");
     }
     let mut examples = Vec::new();
     for path in EXAMPLES {
@@ -148,7 +159,7 @@ fn every_example_passes_the_crd_schema() {
             .count();
         passed += common::validate_custom_resources(&docs);
     }
-    assert_eq!(resources, 8);
+    assert_eq!(resources, 10);
     assert_eq!(
         passed, resources,
         "every example resource passes the schema"
@@ -164,13 +175,15 @@ fn devnet_examples_pass_the_operators_validation() {
     for path in [
         "manifests/examples/devnet.yaml",
         "manifests/examples/gpu-scheduling.yaml",
+        "manifests/examples/kueue.yaml",
+        "manifests/examples/volcano.yaml",
     ] {
         for (name, outcome) in validate_all(&documents(path), &inputs) {
             outcome.unwrap_or_else(|p| panic!("{path} {name} does not validate: {p:?}"));
             checked += 1;
         }
     }
-    assert_eq!(checked, 4);
+    assert_eq!(checked, 6);
     // The cluster suite's devnet, against its own Secrets and ConfigMap.
     let cluster = documents("e2e/cluster/devnet.yaml");
     for (name, outcome) in validate_all(&cluster, &inputs_of(&cluster)) {
@@ -225,4 +238,41 @@ fn gitops_examples_point_at_the_kustomize_base() {
     // The path they apply builds.
     assert!(repo_root().join(path).join("kustomization.yaml").exists());
     assert!(!kustomize(path).is_empty());
+}
+
+/// The scheduler examples reach the objects the schedulers read: Kueue's queue label on the
+/// StatefulSet and its pods, Volcano's scheduler name and queue annotation on the pods.
+#[test]
+fn kueue_and_volcano_examples_reach_what_their_schedulers_read() {
+    let built = |path: &str| {
+        let doc = documents(path)
+            .into_iter()
+            .find(|d| kind(d) == "TemplarMiner")
+            .unwrap();
+        let mut cr: TemplarMiner = serde_yaml::from_value(doc).unwrap();
+        cr.metadata.namespace = Some("train".into());
+        cr.metadata.uid = Some("1".into());
+        serde_json::to_value(statefulset(&common::miner_owner(&cr), "h")).unwrap()
+    };
+    let kueue = built("manifests/examples/kueue.yaml");
+    let queue = "kueue.x-k8s.io/queue-name";
+    assert_eq!(kueue["metadata"]["labels"][queue], "gpu");
+    assert_eq!(
+        kueue["spec"]["template"]["metadata"]["labels"][queue],
+        "gpu"
+    );
+    let local = documents("manifests/examples/kueue.yaml");
+    assert_eq!(
+        role(&local, "LocalQueue", "gpu")["spec"]["clusterQueue"],
+        "training"
+    );
+    let volcano = built("manifests/examples/volcano.yaml");
+    let pod = &volcano["spec"]["template"];
+    assert_eq!(pod["spec"]["schedulerName"], "volcano");
+    assert_eq!(
+        pod["metadata"]["annotations"]["scheduling.volcano.sh/queue-name"],
+        "training"
+    );
+    // Labels of the pod template other than Kueue's stay off the StatefulSet.
+    assert!(volcano["metadata"]["labels"].get(queue).is_none());
 }

@@ -385,12 +385,26 @@ fn cache_claims(o: &Owner) -> Option<Vec<PersistentVolumeClaim>> {
     }])
 }
 
+/// Labels of Kueue (`kueue.x-k8s.io/queue-name`, `.../priority-class`) that the spec's pod
+/// template gives: they go on the StatefulSet as well as the pods.
+pub const KUEUE_LABEL_PREFIX: &str = "kueue.x-k8s.io/";
+
 /// The StatefulSet: one pod per node identity; `config_hash` rolls it when the
 /// hyperparameters or the referenced secrets change.
 pub fn statefulset(o: &Owner, config_hash: &str) -> StatefulSet {
     let s = o.spec;
+    let mut metadata = o.meta(o.object_name());
+    // Kueue admits a StatefulSet by the queue labels on the set itself (its StatefulSet
+    // integration gates the pods until the workload is admitted).
+    let queue_labels = s
+        .pod_template
+        .labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(KUEUE_LABEL_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()));
+    metadata.labels.get_or_insert_default().extend(queue_labels);
     StatefulSet {
-        metadata: o.meta(o.object_name()),
+        metadata,
         spec: StatefulSetSpec {
             replicas: Some(if s.suspend { 0 } else { s.replicas }),
             service_name: Some(o.object_name()),
