@@ -5,7 +5,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use templar_node::cli::devnet::{DevnetOptions, run_devnet};
-use templar_node::cli::identity::{NodeIdentity, bittensor_hotkey, identity_from_wallet};
+use templar_node::cli::identity::{
+    NodeIdentity, bittensor_hotkey, copy_own_entry, identity_from_wallet,
+};
 use templar_node::cli::launch::{ChainChoice, NodeOptions, StoreSpec, run_node};
 use templar_node::cli::train::{TrainOptions, run_train};
 use templar_node::cli::{bench, load_hparams, runtime, tokenizer};
@@ -48,7 +50,7 @@ enum Command {
     /// Start a local network (N miners, 1 validator) with a live table and a report.
     Devnet(DevnetArgs),
     /// Print the SS58 address of a hotkey (a Bittensor wallet's, or a --wallet folder's entry).
-    Wallet(WalletArgs),
+    Wallet(WalletCommand),
     /// Subtensor chain tools.
     Chain {
         #[command(subcommand)]
@@ -185,6 +187,17 @@ struct SimMinerArgs {
     behaviour: Behaviour,
     #[command(flatten)]
     run: RunArgs,
+}
+
+#[derive(clap::Args)]
+struct WalletCommand {
+    #[command(flatten)]
+    key: WalletArgs,
+    /// Copy the pod's own `hotkey-<ordinal>` entry of `--wallet` into this folder (checked,
+    /// owner-read-only): what the Kubernetes init container runs, so the node container
+    /// mounts only its own key.
+    #[arg(long, requires = "wallet")]
+    copy_to: Option<PathBuf>,
 }
 
 /// Where the node's key is: a `--wallet` folder, or a Bittensor wallet.
@@ -421,7 +434,17 @@ fn main() -> Result<()> {
         Command::Run(args) => run(args),
         Command::SimMiner(args) => sim_miner(args),
         Command::Devnet(args) => devnet(args),
-        Command::Wallet(args) => match args.identity()? {
+        Command::Wallet(WalletCommand {
+            key,
+            copy_to: Some(to),
+        }) => {
+            let wallet = key.wallet.as_deref().context("--copy-to needs --wallet")?;
+            let pod = std::env::var("POD_NAME").unwrap_or_default();
+            let identity = copy_own_entry(wallet, key.ordinal, &pod, &to)?;
+            println!("{}", identity.hotkey);
+            Ok(())
+        }
+        Command::Wallet(WalletCommand { key: args, .. }) => match args.identity()? {
             Some(identity) => {
                 println!("{}", identity.hotkey);
                 Ok(())

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod build;
 pub mod controller;
+pub mod hotkeys;
 pub mod metrics;
 pub mod nodeset;
 pub mod probe;

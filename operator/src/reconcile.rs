@@ -5,6 +5,7 @@
 //! (pure) -> [`write_status`] when more than timestamps changed -> [`publish_events`].
 
 use crate::build::{Owner, desired};
+use crate::hotkeys;
 use crate::metrics::{Metrics, ResourceState};
 use crate::nodeset::NodeSet;
 use crate::probe::NodeStatusReader;
@@ -196,6 +197,15 @@ async fn read_inputs(
                 .cloned()
                 .collect();
             inputs.secrets.insert(name.to_string(), keys);
+            if name == spec.wallet_secret {
+                // Digests only, to restart a pod whose own key changed.
+                inputs.hotkey_digests = secret
+                    .data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), crate::hotkeys::digest(&v.0)))
+                    .collect();
+            }
             if let Some(version) = secret.metadata.resource_version {
                 inputs.secret_versions.insert(name.to_string(), version);
             }
@@ -298,11 +308,37 @@ async fn read_stateful_set(
         .map_err(ReconcileError::ReadStatefulSet)
 }
 
-/// What applying produced: a spec problem the API server found, and the StatefulSet as it
-/// answered (with its rollout status).
+/// What applying produced: a spec problem the API server found, the StatefulSet as it
+/// answered (with its rollout status), and the pods restarted for a changed key.
 struct Applied {
     problem: Option<Problem>,
     stateful_set: Option<StatefulSet>,
+    restarted: Vec<String>,
+}
+
+/// Delete the pods of `ordinals` (their keys changed) so the StatefulSet recreates them with
+/// the new key; a pod already gone is fine. Returns the pods deleted.
+async fn restart_pods(
+    client: &Client,
+    owner: &Owner<'_>,
+    ordinals: &[u32],
+) -> Result<Vec<String>, ReconcileError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), owner.namespace);
+    let mut deleted = Vec::new();
+    for ordinal in ordinals {
+        let name = format!("{}-{ordinal}", owner.object_name());
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => deleted.push(name),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(ReconcileError::Apply {
+                    what: format!("Pod {name} (restart for its new hotkey)"),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// Apply what a valid spec asks for. A rejection by the API server itself (422, e.g. a
@@ -314,11 +350,15 @@ async fn apply_desired(
 ) -> Result<Applied, ReconcileError> {
     let d = desired(owner, valid);
     let ns = owner.namespace;
+    let mut restarted = Vec::new();
     let applied = async {
         apply(&ctx.client, ns, &d.config_map).await?;
         apply::<Service>(&ctx.client, ns, &d.headless).await?;
         apply::<Service>(&ctx.client, ns, &d.metrics).await?;
+        let before = hotkeys::applied(read_stateful_set(&ctx.client, owner).await?.as_ref());
         let sts = apply::<StatefulSet>(&ctx.client, ns, &d.stateful_set).await?;
+        let rotated = hotkeys::rotated(&before, &valid.hotkey_digests);
+        restarted = restart_pods(&ctx.client, owner, &rotated).await?;
         match &d.disruption_budget {
             Some(pdb) => apply(&ctx.client, ns, pdb).await.map(drop)?,
             None => delete_budget(&ctx.client, ns, &owner.object_name()).await?,
@@ -331,6 +371,7 @@ async fn apply_desired(
         Ok(sts) => Ok(Applied {
             problem: None,
             stateful_set: Some(sts),
+            restarted,
         }),
         Err(ReconcileError::Apply {
             what,
@@ -341,6 +382,7 @@ async fn apply_desired(
                 message: format!("{what}: {}", status.message),
             }),
             stateful_set: read_stateful_set(&ctx.client, owner).await?,
+            restarted,
         }),
         Err(e) => Err(e),
     }
@@ -472,11 +514,12 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
             } else {
                 read_stateful_set(&ctx.client, &owner).await?
             },
+            restarted: Vec::new(),
         },
     };
     let observed = observe(ctx, &owner, applied.stateful_set).await?;
     let now = Timestamp::now();
-    let outcome = compute(Input {
+    let mut outcome = compute(Input {
         role: K::ROLE,
         spec,
         generation: obj.meta().generation,
@@ -494,6 +537,13 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
     ctx.metrics.status_written(K::KIND, write);
     ctx.metrics
         .observe_resource(K::KIND, &ns, &name, resource_state(&outcome.status));
+    outcome
+        .notices
+        .extend(applied.restarted.iter().map(|pod| Notice {
+            warning: false,
+            reason: "HotkeyChanged".into(),
+            message: format!("restarted {pod}: its hotkey changed in the wallet Secret"),
+        }));
     publish_events(ctx, obj, &outcome.notices).await;
     Ok(Action::requeue(if outcome.settled {
         ctx.timing.settled

@@ -17,6 +17,8 @@ pub struct Inputs {
     /// `metadata.resourceVersion` of each secret found: a new version rolls the pods.
     pub secret_versions: BTreeMap<String, String>,
     pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// Digest of each key of the wallet Secret ([`crate::hotkeys::digest`]), never the value.
+    pub hotkey_digests: BTreeMap<String, String>,
 }
 
 /// Why a spec cannot run; `reason` is the condition and event reason (PascalCase).
@@ -82,8 +84,10 @@ pub struct Validated {
     /// Digest of the hyperparameters file and the referenced secrets' versions: the pod
     /// template carries it, so a change to any of them rolls the pods.
     pub config_hash: String,
-    /// The model size the nodes train: the file's `[model]`, which wins over `spec.model`.
+    /// The model size the nodes train: `spec.model`, or the file's `[model]`.
     pub model: String,
+    /// Digests of the replicas' hotkeys: a changed one restarts its own pod only.
+    pub hotkey_digests: BTreeMap<String, String>,
 }
 
 /// Keys of an S3 credentials secret.
@@ -179,6 +183,7 @@ pub fn validate(spec: &NodeSpec, inputs: &Inputs) -> Result<Validated, Problem> 
         hparams_file,
         config_hash,
         model: hp.model.size,
+        hotkey_digests: crate::hotkeys::for_replicas(&inputs.hotkey_digests, spec.replicas),
     })
 }
 
@@ -322,11 +327,20 @@ fn hyperparameters_text(spec: &NodeSpec, inputs: &Inputs) -> Result<String, Prob
 }
 
 /// SHA-256 (first 16 hex digits) of the hyperparameters file and `name=version` of each
-/// referenced secret: what the pods read at start that the pod template does not show.
+/// referenced secret but the wallet: what every pod reads at start that the pod template does
+/// not show. The wallet is per pod ([`crate::hotkeys`]): a new replica's key must not roll the
+/// running pods.
 fn config_hash(hparams_file: &str, spec: &NodeSpec, inputs: &Inputs) -> String {
     let mut hasher = Sha256::new();
     hasher.update(hparams_file.as_bytes());
-    for name in referenced_secrets(spec) {
+    let storage = [&spec.storage.write_secret, &spec.storage.read_secret];
+    let wallet_only = |name: &str| {
+        name == spec.wallet_secret && !storage.iter().any(|s| s.as_deref() == Some(name))
+    };
+    for name in referenced_secrets(spec)
+        .into_iter()
+        .filter(|n| !wallet_only(n))
+    {
         let version = inputs
             .secret_versions
             .get(name)

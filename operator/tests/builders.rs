@@ -83,12 +83,43 @@ fn minimal_miner_gets_a_gpu_statefulset_with_secrets_and_probes() {
         .as_ref()
         .unwrap();
     assert_eq!(liveness.path.as_deref(), Some("/healthz"));
-    let volumes = pod.volumes.unwrap();
-    let wallet = volumes.iter().find(|v| v.name == "wallet").unwrap();
+    // The wallet Secret reaches the init container only; the node mounts its own key, in
+    // a memory-backed folder the init container filled.
+    let volumes = pod.volumes.clone().unwrap();
+    let wallets = volumes.iter().find(|v| v.name == "wallets").unwrap();
     assert_eq!(
-        wallet.secret.as_ref().unwrap().secret_name.as_deref(),
+        wallets.secret.as_ref().unwrap().secret_name.as_deref(),
         Some("alpha-hotkeys")
     );
+    let wallet = volumes.iter().find(|v| v.name == "wallet").unwrap();
+    assert_eq!(
+        wallet.empty_dir.as_ref().unwrap().medium.as_deref(),
+        Some("Memory")
+    );
+    let mounts = |c: &k8s_openapi::api::core::v1::Container| -> Vec<String> {
+        let list = c.volume_mounts.iter().flatten();
+        list.map(|m| m.name.clone()).collect()
+    };
+    assert!(
+        !mounts(c).contains(&"wallets".to_string()),
+        "{:?}",
+        mounts(c)
+    );
+    assert!(mounts(c).contains(&"wallet".to_string()));
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.image, c.image);
+    assert_eq!(
+        init.args.as_ref().unwrap()[..],
+        [
+            "wallet",
+            "--wallet",
+            "/etc/templar/wallets",
+            "--copy-to",
+            "/etc/templar/wallet"
+        ]
+    );
+    assert_eq!(mounts(init), ["wallets", "wallet"]);
+    assert!(init.env.iter().flatten().any(|e| e.name == "POD_NAME"));
     assert!(spec.volume_claim_templates.is_none(), "no cache asked for");
     assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
 }

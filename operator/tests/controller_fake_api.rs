@@ -224,3 +224,102 @@ fn rbac_grants(calls: &std::collections::BTreeSet<(String, String, String)>) {
         assert!(granted(call), "the ClusterRole does not grant {call:?}");
     }
 }
+
+fn wallet(entries: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    // ByteString serialises as base64, as a Secret's data is.
+    let b64 = |v: &str| serde_json::to_value(k8s_openapi::ByteString(v.into())).unwrap();
+    entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), b64(v)))
+        .collect()
+}
+
+/// Change the wallet Secret (and the miner's replicas) at 45 s of simulated time.
+async fn change_wallet_at_45s(
+    state: Arc<Mutex<State>>,
+    entries: Vec<(&'static str, &'static str)>,
+    replicas: u32,
+) {
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let mut s = state.lock().unwrap();
+    let version = s.bump();
+    s.wallet = Some((wallet(&entries), version));
+    if s.miner["spec"]["replicas"] != json!(replicas) {
+        let version = s.bump();
+        s.miner["spec"]["replicas"] = json!(replicas);
+        s.miner["metadata"]["generation"] = json!(2);
+        s.miner["metadata"]["resourceVersion"] = json!(version);
+        let miner = s.miner.clone();
+        s.notify(MINERS, "MODIFIED", &miner);
+    }
+}
+
+const THREE_KEYS: [(&str, &str); 3] = [
+    ("hotkey-0", "miner-0"),
+    ("hotkey-1", "miner-1"),
+    ("hotkey-2", "miner-2"),
+];
+
+fn pod_template(state: &Arc<Mutex<State>>) -> Value {
+    state.lock().unwrap().stateful_set.as_ref().unwrap()["spec"]["template"].clone()
+}
+
+/// Scaling 3 -> 4 adds `hotkey-3` to the wallet Secret: the StatefulSet grows, its pod
+/// template (and so every running pod) stays as it was, and no pod is deleted.
+#[tokio::test(start_paused = true)]
+async fn scaling_up_restarts_no_running_pod() {
+    let before = Arc::new(Mutex::new(Value::Null));
+    let seen = before.clone();
+    let run = run_for(2, move |state| {
+        async move {
+            state.lock().unwrap().wallet = Some((wallet(&THREE_KEYS), "11".into()));
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            *seen.lock().unwrap() = pod_template(&state);
+            let mut four = THREE_KEYS.to_vec();
+            four.push(("hotkey-3", "miner-3"));
+            change_wallet_at_45s(state, four, 4).await;
+        }
+        .boxed()
+    })
+    .await;
+    let s = run.state.lock().unwrap();
+    let sts = s.stateful_set.as_ref().unwrap();
+    assert_eq!(sts["spec"]["replicas"], 4);
+    assert_eq!(sts["spec"]["template"], *before.lock().unwrap());
+    assert!(s.deleted_pods.is_empty(), "{:?}", s.deleted_pods);
+    let digests: BTreeMap<String, String> = serde_json::from_str(
+        sts["metadata"]["annotations"]["templar.tplr.ai/hotkey-digests"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(digests.len(), 4, "{digests:?}");
+    rbac_grants(&s.calls);
+}
+
+/// A replica's key replaced in the wallet Secret restarts that replica's pod only, and the
+/// pod template stays as it was.
+#[tokio::test(start_paused = true)]
+async fn a_changed_key_restarts_only_its_own_pod() {
+    let before = Arc::new(Mutex::new(Value::Null));
+    let seen = before.clone();
+    let run = run_for(2, move |state| {
+        async move {
+            state.lock().unwrap().wallet = Some((wallet(&THREE_KEYS), "11".into()));
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            *seen.lock().unwrap() = pod_template(&state);
+            let mut rotated = THREE_KEYS.to_vec();
+            rotated[1] = ("hotkey-1", "miner-1b");
+            change_wallet_at_45s(state, rotated, 3).await;
+        }
+        .boxed()
+    })
+    .await;
+    let s = run.state.lock().unwrap();
+    assert_eq!(s.deleted_pods, ["alpha-miner-1"]);
+    assert_eq!(
+        s.stateful_set.as_ref().unwrap()["spec"]["template"],
+        *before.lock().unwrap()
+    );
+    rbac_grants(&s.calls);
+}

@@ -326,12 +326,9 @@ async fn a_rejected_apply_is_a_spec_problem_not_an_error_loop() {
     for path in &object_paths("alpha-miner")[..3] {
         api.apply(path).await;
     }
-    let (body, send) = api
-        .expect(
-            "PATCH",
-            &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-miner{APPLY}"),
-        )
-        .await;
+    let sts = format!("/apis/apps/v1/namespaces/{NS}/statefulsets/alpha-miner");
+    api.not_found(&sts).await;
+    let (body, send) = api.expect("PATCH", &format!("{sts}{APPLY}")).await;
     assert_eq!(
         body["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
         "100Gi"

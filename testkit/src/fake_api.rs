@@ -44,6 +44,11 @@ pub struct State {
     pub runaway: Arc<tokio::sync::Notify>,
     /// The pods' IPs (default: 10.0.0.0 to 10.0.0.2); their /status is read there.
     pub pod_ips: Vec<String>,
+    /// The wallet Secret `hotkeys` (key -> base64 value) and its resource version; default:
+    /// `hotkey-0..2`, version 11.
+    pub wallet: Option<(serde_json::Map<String, Value>, String)>,
+    /// Pods deleted, by name, in order.
+    pub deleted_pods: Vec<String>,
 }
 
 /// Far more applies than any correct run makes.
@@ -136,6 +141,18 @@ pub async fn handle(
             )
         }
         ("GET", VALIDATORS) => full(200, &list("TemplarValidator", s.version, vec![])),
+        ("GET", p) if p == format!("{STATEFULSETS}/alpha-miner") => match &s.stateful_set {
+            Some(sts) => full(200, sts),
+            None => not_found(),
+        },
+        ("DELETE", p) if p.starts_with("/api/v1/namespaces/train/pods/") => {
+            let name = p.rsplit('/').next().unwrap().to_string();
+            s.deleted_pods.push(name.clone());
+            full(
+                200,
+                &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS}}),
+            )
+        }
         ("GET", STATEFULSETS) => {
             let items = s.stateful_set.iter().cloned().collect();
             full(200, &list("StatefulSet", s.version, items))
@@ -149,14 +166,19 @@ pub async fn handle(
                 "hotkey-1",
                 "hotkey-2",
             ];
-            let data: serde_json::Map<String, Value> = keys
-                .iter()
-                .map(|k| (k.to_string(), json!("eA==")))
-                .collect();
+            let (data, version) = match &s.wallet {
+                Some((wallet, version)) if name == "hotkeys" => (wallet.clone(), version.clone()),
+                _ => (
+                    keys.iter()
+                        .map(|k| (k.to_string(), json!("eA==")))
+                        .collect(),
+                    "11".to_string(),
+                ),
+            };
             full(
                 200,
                 &json!({"apiVersion": "v1", "kind": "Secret",
-                        "metadata": {"name": name, "namespace": NS, "resourceVersion": "11"}, "data": data}),
+                        "metadata": {"name": name, "namespace": NS, "resourceVersion": version}, "data": data}),
             )
         }
         ("GET", "/api/v1/namespaces/train/pods") => {

@@ -70,10 +70,11 @@ namespace's Role: exactly the calls it makes (operator/tests/chart.rs checks bot
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# The pods it owns, for their state and their /status.
+# The pods it owns, for their state and their /status; one is deleted (and recreated by its
+# StatefulSet) when its own hotkey changes in the wallet Secret.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, delete]
 # The disruption budget a resource asks for; read, and deleted when the spec drops it.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]

@@ -88,6 +88,43 @@ pub fn identity_from_wallet(
     wallet_entry(wallet, ordinal)
 }
 
+/// Copy the pod's own entry of a wallet folder (all replicas' keys) into `to`, checked to
+/// hold a valid hotkey first, owner-read-only: a Kubernetes init container does this so the
+/// node container mounts only its own key, not every replica's.
+pub fn copy_own_entry(
+    wallet: &Path,
+    ordinal: Option<u32>,
+    pod_name: &str,
+    to: &Path,
+) -> Result<NodeIdentity, IdentityError> {
+    let ordinal = match ordinal {
+        Some(o) => o,
+        None => pod_ordinal(pod_name).ok_or_else(|| IdentityError::NoOrdinal(pod_name.into()))?,
+    };
+    let identity = wallet_entry(wallet, ordinal)?;
+    let name = format!("hotkey-{ordinal}");
+    let from = wallet.join(&name);
+    let target = to.join(&name);
+    let write = || -> std::io::Result<()> {
+        let bytes = zeroize::Zeroizing::new(std::fs::read(&from)?);
+        // A restarted init container finds its earlier copy: replace it.
+        match std::fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o400);
+        std::io::Write::write_all(&mut options.open(&target)?, &bytes)
+    };
+    write().map_err(|source| IdentityError::Read {
+        path: target.clone(),
+        source,
+    })?;
+    Ok(identity)
+}
+
 /// A hotkey of a Bittensor wallet: `wallet_path/name/hotkeys/hotkey`.
 pub fn bittensor_hotkey(
     wallet_path: &str,
@@ -154,5 +191,38 @@ mod tests {
         std::fs::copy(dir.path().join("hotkey-3"), hotkeys.join("hot")).unwrap();
         let b = bittensor_hotkey(dir.path().to_str().unwrap(), "cold", "hot").unwrap();
         assert_eq!(&b.hotkey, expected.hotkey());
+    }
+
+    #[test]
+    fn a_pod_copies_only_its_own_key_and_a_bad_one_is_not_copied() {
+        let all = tempfile::tempdir().unwrap();
+        let own = tempfile::tempdir().unwrap();
+        let seed = format!("0x{}", "5a".repeat(32));
+        std::fs::write(all.path().join("hotkey-0"), "miner-a\n").unwrap();
+        let keyfile = format!(r#"{{"secretSeed": "{seed}"}}"#);
+        std::fs::write(all.path().join("hotkey-1"), &keyfile).unwrap();
+        std::fs::write(all.path().join("hotkey-2"), "$NACLabc").unwrap();
+        let copied = copy_own_entry(all.path(), None, "alpha-miner-1", own.path()).unwrap();
+        assert!(copied.signer.is_some());
+        let names: Vec<_> = std::fs::read_dir(own.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["hotkey-1"], "only its own key");
+        let target = own.path().join("hotkey-1");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), keyfile);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o400);
+        }
+        // The node reads it where the init container put it; a second copy replaces it.
+        assert_eq!(wallet_entry(own.path(), 1).unwrap().hotkey, copied.hotkey);
+        copy_own_entry(all.path(), Some(1), "", own.path()).unwrap();
+        // An encrypted keyfile is refused before anything is written.
+        let err = copy_own_entry(all.path(), None, "alpha-miner-2", own.path()).unwrap_err();
+        assert!(err.to_string().contains("encrypted"), "{err}");
+        assert!(!own.path().join("hotkey-2").exists());
     }
 }

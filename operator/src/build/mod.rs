@@ -101,11 +101,18 @@ pub fn desired(o: &Owner, valid: &Validated) -> Desired {
         spec: &trained,
         ..o.clone()
     };
+    let mut stateful_set = statefulset(&sized, &valid.config_hash);
+    let digests = serde_json::to_string(&valid.hotkey_digests).unwrap_or_default();
+    stateful_set
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(crate::hotkeys::DIGESTS_ANNOTATION.into(), digests);
     Desired {
         config_map: hparams_configmap(o, &valid.hparams_file),
         headless: headless_service(o),
         metrics: metrics_service(o),
-        stateful_set: statefulset(&sized, &valid.config_hash),
+        stateful_set,
         disruption_budget: disruption_budget(o),
     }
 }

@@ -24,7 +24,11 @@ use templar_protocol::node_status::NodeRole;
 /// refreshes it; a change also rolls the pods through [`CONFIG_HASH_ANNOTATION`].
 const HPARAMS_DIR: &str = "/etc/templar/hparams";
 const HPARAMS_FILE: &str = "/etc/templar/hparams/hparams.toml";
+/// The node container's wallet: a memory-backed folder holding only its own
+/// `hotkey-<ordinal>`, copied there by the `wallet` init container from the wallet Secret
+/// (mounted in the init container only, at [`WALLETS_PATH`]).
 const WALLET_PATH: &str = "/etc/templar/wallet";
+const WALLETS_PATH: &str = "/etc/templar/wallets";
 const CACHE_PATH: &str = "/var/cache/templar";
 
 /// Pod template annotation: a digest of the hyperparameters file and the referenced secrets'
@@ -141,17 +145,7 @@ fn env(o: &Owner) -> Vec<EnvVar> {
         // The root is read-only: caches that libraries keep under $HOME (CUDA kernels) go to
         // the writable scratch volume.
         plain_env("HOME", "/tmp"),
-        EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        pod_name_env(),
     ];
     // Without a write secret the AWS SDK finds credentials itself (IRSA, workload identity).
     if let Some(write) = &s.storage.write_secret {
@@ -251,16 +245,67 @@ fn container(o: &Owner) -> Container {
             mount("tmp", "/tmp", false),
             mount("shm", "/dev/shm", false),
         ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
+        security_context: Some(restricted_container_context()),
+        ..Default::default()
+    }
+}
+
+fn pod_name_env() -> EnvVar {
+    EnvVar {
+        name: "POD_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
                 ..Default::default()
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+fn restricted_container_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The init container that gives the node its own key only: it mounts the whole wallet
+/// Secret, checks the pod's `hotkey-<ordinal>` entry and copies it into the memory-backed
+/// `wallet` volume that the node container mounts (`templar-node wallet --copy-to`).
+fn wallet_init_container(o: &Owner) -> Container {
+    let memory = Quantity("256Mi".into());
+    Container {
+        name: "wallet".into(),
+        image: Some(o.spec.image.clone()),
+        image_pull_policy: o.spec.image_pull_policy.clone(),
+        args: Some(
+            ["wallet", "--wallet", WALLETS_PATH, "--copy-to", WALLET_PATH]
+                .map(String::from)
+                .into(),
+        ),
+        env: Some(vec![pod_name_env()]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("50m".into())),
+                ("memory".to_string(), memory.clone()),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_string(), memory)])),
+            ..Default::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: Some(vec![
+            mount("wallets", WALLETS_PATH, true),
+            mount("wallet", WALLET_PATH, false),
+        ]),
+        security_context: Some(restricted_container_context()),
         ..Default::default()
     }
 }
@@ -289,15 +334,17 @@ fn volumes(o: &Owner) -> Vec<Volume> {
             ..Default::default()
         },
         Volume {
-            name: "wallet".into(),
+            name: "wallets".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(s.wallet_secret.clone()),
-                // Group-readable: the pod's fsGroup owns it, the node runs in that group.
+                // Group-readable: the pod's fsGroup owns it, the init container runs in it.
                 default_mode: Some(0o440),
                 ..Default::default()
             }),
             ..Default::default()
         },
+        // The node's own key only; in memory, never on the node's disk.
+        empty_dir("wallet", Some("Memory"), Some(Quantity("1Mi".into()))),
         empty_dir("tmp", None, Some(Quantity(sizing::TMP_SIZE.into()))),
         empty_dir("shm", Some("Memory"), Some(sizing::shm(s))),
     ];
@@ -316,6 +363,7 @@ fn pod_spec(o: &Owner) -> PodSpec {
     }
     let overrides = &s.pod_template;
     PodSpec {
+        init_containers: Some(vec![wallet_init_container(o)]),
         containers: vec![container(o)],
         volumes: Some(volumes(o)),
         node_selector: (!node_selector.is_empty()).then_some(node_selector),

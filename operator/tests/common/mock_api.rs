@@ -137,8 +137,10 @@ impl MockApi {
         bodies
     }
 
-    /// Expect the StatefulSet's apply; answer it with a uid and a finished rollout.
+    /// Expect the StatefulSet read (none yet: no hotkey digests to compare) and its apply;
+    /// answer the apply with a uid and a finished rollout.
     pub async fn stateful_set_applied(&mut self, path: &str) -> Value {
+        self.not_found(path).await;
         let (body, send) = self.expect("PATCH", &format!("{path}{APPLY}")).await;
         send.send_response(json_response(200, &rolled_out(&body)));
         body

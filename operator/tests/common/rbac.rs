@@ -33,8 +33,9 @@ pub const NEEDED: &[(&str, &str, &str)] = &[
     // read_inputs: the hyperparameters ConfigMap and the named secrets.
     ("", "configmaps", "get"),
     ("", "secrets", "get"),
-    // observe.
+    // observe; a pod whose own hotkey changed is restarted.
     ("", "pods", "list"),
+    ("", "pods", "delete"),
     // The disruption budget: applied, or read and deleted when the spec drops it.
     ("policy", "poddisruptionbudgets", "get"),
     ("policy", "poddisruptionbudgets", "create"),
