@@ -2,18 +2,23 @@
 //! operator replica reconciles at a time; graceful shutdown on SIGTERM / Ctrl-C.
 
 use crate::nodeset::NodeSet;
-use crate::reconcile::{Context, ReconcileError, error_policy, reconcile};
+use crate::reconcile::{Context, FIELD_MANAGER, ReconcileError, error_policy, reconcile};
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Error as ControllerError};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use templar_crds::{TemplarMiner, TemplarValidator};
+use templar_crds::{API_GROUP, API_VERSION, NodeSpec, TemplarMiner, TemplarValidator};
 
 /// A future that completes once, seen by every controller.
 pub type Stop = Shared<BoxFuture<'static, ()>>;
@@ -85,10 +90,93 @@ async fn reconcile_guarded<K: NodeSet>(
                 error = %invalid.error,
                 "resource does not parse; skipped until it changes"
             );
+            report_invalid::<K>(&ctx, &invalid.metadata, &invalid.error).await;
             Ok(Action::await_change())
         }
     }
 }
+
+/// Tell the owner of a resource that does not parse why, where they look: a Warning event
+/// and the status conditions (Ready False, Degraded True, reason `InvalidResource`). Best
+/// effort: a failure here is logged, the resource is skipped either way.
+async fn report_invalid<K: NodeSet>(ctx: &Context, meta: &ObjectMeta, error: &str) {
+    let (Some(name), Some(ns)) = (meta.name.as_deref(), meta.namespace.as_deref()) else {
+        return;
+    };
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
+    // The watch's error names no field: parse the object again, tracking the path.
+    let at = match api.get(name).await {
+        Ok(raw) => serde_json::to_value(&raw).ok().and_then(parse_error::<K>),
+        Err(e) => {
+            tracing::warn!(object = name, error = %e, "cannot read the resource that does not parse");
+            None
+        }
+    };
+    let message: String = format!(
+        "the resource does not parse as a {} {API_GROUP}/{API_VERSION}: {}; fix the spec",
+        K::KIND,
+        at.as_deref().unwrap_or(error)
+    )
+    .chars()
+    .take(1000)
+    .collect();
+    let reference = ObjectReference {
+        api_version: Some(format!("{API_GROUP}/{API_VERSION}")),
+        kind: Some(K::KIND.into()),
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        uid: meta.uid.clone(),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: INVALID_RESOURCE.into(),
+        note: Some(message.clone()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(object = name, error = %e, "cannot publish the invalid-resource event");
+    }
+    let now = Timestamp::now().to_string();
+    let condition = |type_: &str, status: &str| {
+        serde_json::json!({
+            "type": type_, "status": status, "reason": INVALID_RESOURCE, "message": message,
+            "lastTransitionTime": now, "observedGeneration": meta.generation,
+        })
+    };
+    let patch = serde_json::json!({
+        "apiVersion": format!("{API_GROUP}/{API_VERSION}"),
+        "kind": K::KIND,
+        "status": {
+            "observedGeneration": meta.generation,
+            "conditions": [condition("Ready", "False"), condition("Degraded", "True")],
+        },
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+        tracing::warn!(object = name, error = %e, "cannot write the invalid-resource status");
+    }
+}
+
+/// Where and why `object` does not parse as `K`. The spec is read on its own first: `K`'s
+/// spec flattens the shared `NodeSpec`, and a flattened field loses its path.
+fn parse_error<K: NodeSet>(object: serde_json::Value) -> Option<String> {
+    let at =
+        |e: serde_path_to_error::Error<serde_json::Error>| format!("{}: {}", e.path(), e.inner());
+    if let Some(spec) = object.get("spec")
+        && let Err(e) = serde_path_to_error::deserialize::<_, NodeSpec>(spec.clone())
+    {
+        return Some(format!("spec.{}", at(e)));
+    }
+    serde_path_to_error::deserialize::<_, K>(object)
+        .err()
+        .map(at)
+}
+
+/// Condition and event reason of a resource that does not parse.
+pub const INVALID_RESOURCE: &str = "InvalidResource";
 
 fn error_policy_guarded<K: NodeSet>(
     obj: Arc<DeserializeGuard<K>>,

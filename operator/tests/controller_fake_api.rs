@@ -157,6 +157,33 @@ async fn a_healthy_unchanged_resource_is_reconciled_on_the_refresh_period_only()
         c.invalid_objects, 1,
         "the broken resource is reported once, then skipped"
     );
+    // Its owner sees why where they look: an event and the status conditions.
+    {
+        let s = run.state.lock().unwrap();
+        let invalid: Vec<&Value> = s
+            .events
+            .iter()
+            .filter(|e| e["reason"] == "InvalidResource")
+            .collect();
+        assert_eq!(invalid.len(), 1, "{:?}", s.events);
+        assert_eq!(invalid[0]["regarding"]["name"], "broken");
+        assert_eq!(invalid[0]["type"], "Warning");
+        let status = s
+            .broken_status
+            .as_ref()
+            .expect("a status for the broken miner");
+        let conditions = status["status"]["conditions"].as_array().unwrap();
+        let degraded = conditions.iter().find(|c| c["type"] == "Degraded").unwrap();
+        assert_eq!(degraded["status"], "True");
+        assert_eq!(degraded["reason"], "InvalidResource");
+        let message = degraded["message"].as_str().unwrap();
+        assert!(
+            message.contains("does not parse") && message.contains("spec.image: invalid type"),
+            "{message}"
+        );
+        let ready = conditions.iter().find(|c| c["type"] == "Ready").unwrap();
+        assert_eq!(ready["status"], "False");
+    }
     // No apply follows a status write closer than the refresh period (bar the one the
     // StatefulSet's creation triggers right after the first reconcile).
     let s = run.state.lock().unwrap();

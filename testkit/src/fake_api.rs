@@ -49,6 +49,10 @@ pub struct State {
     pub wallet: Option<(serde_json::Map<String, Value>, String)>,
     /// Pods deleted, by name, in order.
     pub deleted_pods: Vec<String>,
+    /// Events created (bodies), in order.
+    pub events: Vec<Value>,
+    /// The last status written to the miner `broken` (one that does not parse).
+    pub broken_status: Option<Value>,
 }
 
 /// Far more applies than any correct run makes.
@@ -101,6 +105,14 @@ pub fn ready_pod(i: usize, ip: &str) -> Value {
     })
 }
 
+/// Beside the healthy miner, one that no longer parses (an older schema, say): it must not
+/// stop the controller for the kind, and its owner is told why.
+pub fn broken_miner() -> Value {
+    json!({"apiVersion": "templar.tplr.ai/v1alpha1", "kind": "TemplarMiner",
+           "metadata": {"name": "broken", "namespace": NS, "uid": "b", "generation": 1},
+           "spec": {"image": 5}})
+}
+
 pub async fn handle(
     state: Arc<Mutex<State>>,
     started: tokio::time::Instant,
@@ -129,17 +141,15 @@ pub async fn handle(
                 .body(BodyExt::boxed(StreamBody::new(stream)))
                 .unwrap()
         }
-        ("GET", MINERS) => {
-            // Beside the healthy miner, one that no longer parses (an older schema, say): it
-            // must not stop the controller for the kind.
-            let broken = json!({"apiVersion": "templar.tplr.ai/v1alpha1", "kind": "TemplarMiner",
-                                "metadata": {"name": "broken", "namespace": NS, "uid": "b", "generation": 1},
-                                "spec": {"image": 5}});
-            full(
-                200,
-                &list("TemplarMiner", s.version, vec![s.miner.clone(), broken]),
-            )
-        }
+        ("GET", MINERS) => full(
+            200,
+            &list(
+                "TemplarMiner",
+                s.version,
+                vec![s.miner.clone(), broken_miner()],
+            ),
+        ),
+        ("GET", p) if p == format!("{MINERS}/broken") => full(200, &broken_miner()),
         ("GET", VALIDATORS) => full(200, &list("TemplarValidator", s.version, vec![])),
         ("GET", p) if p == format!("{STATEFULSETS}/alpha-miner") => match &s.stateful_set {
             Some(sts) => full(200, sts),
@@ -235,7 +245,14 @@ pub async fn handle(
         ("PATCH", p) if p.starts_with("/api/v1/namespaces/train/") => full(200, &body),
         // No budget exists: the operator reads that and deletes nothing.
         ("GET", p) if p.contains("/poddisruptionbudgets/") => not_found(),
-        ("POST", "/apis/events.k8s.io/v1/namespaces/train/events") => full(201, &body),
+        ("PATCH", p) if p == format!("{MINERS}/broken/status") => {
+            s.broken_status = Some(body.clone());
+            full(200, &body)
+        }
+        ("POST", "/apis/events.k8s.io/v1/namespaces/train/events") => {
+            s.events.push(body.clone());
+            full(201, &body)
+        }
         _ => {
             s.unknown.push(format!("{method} {path}?{query}"));
             not_found()

@@ -42,10 +42,11 @@ The rules the operator needs on its resources, identical for the ClusterRole and
 namespace's Role: exactly the calls it makes (operator/tests/chart.rs checks both ways).
 */}}
 {{- define "templar-operator.rules" -}}
-# Watch both kinds (the controllers' list + watch).
+# Watch both kinds (the controllers' list + watch); read one that does not parse, to name
+# the field at fault.
 - apiGroups: [templar.tplr.ai]
   resources: [templarminers, templarvalidators]
-  verbs: [list, watch]
+  verbs: [get, list, watch]
 # Write window, loss, score and conditions (server-side apply on the status subresource).
 - apiGroups: [templar.tplr.ai]
   resources: [templarminers/status, templarvalidators/status]

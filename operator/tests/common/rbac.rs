@@ -9,6 +9,8 @@ use std::collections::BTreeSet;
 /// The manifests must grant exactly these: nothing missing, nothing more.
 pub const NEEDED: &[(&str, &str, &str)] = &[
     // The controllers' watches (list + watch) of both kinds.
+    ("templar.tplr.ai", "templarminers", "get"),
+    ("templar.tplr.ai", "templarvalidators", "get"),
     ("templar.tplr.ai", "templarminers", "list"),
     ("templar.tplr.ai", "templarminers", "watch"),
     ("templar.tplr.ai", "templarvalidators", "list"),
