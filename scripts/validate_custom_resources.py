@@ -34,9 +34,14 @@ def strict(schema):
     if schema.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    # nullable admits null whatever else the field says (type, enum, int-or-string).
     if schema.get("nullable"):
         if "type" in out:
             out["type"] = [out["type"], "null"]
+        if "enum" in out and None not in out["enum"]:
+            out["enum"] = out["enum"] + [None]
+        if "anyOf" in out:
+            out["anyOf"] = out["anyOf"] + [{"type": "null"}]
     out.pop("nullable", None)
     if (
         out.get("type") == "object"
