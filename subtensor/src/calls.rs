@@ -1,6 +1,8 @@
-//! The extrinsics templar sends, built with the generated (statically checked) API, and their
+//! The extrinsics templar sends, built with the generated (statically typed) API, and their
 //! call data encoded offline against a metadata. Mechanism 0 is the subnet's default
-//! mechanism; the mechanism calls are what the Python SDK sends too.
+//! mechanism; the mechanism calls are what the Python SDK sends too. Each payload skips
+//! subxt's type-hash check: the runtime check at start judged the call by its SCALE shape
+//! (`client::check_runtime`), and the arguments encode through the live type information.
 
 use subxt::transactions::Payload;
 
@@ -34,6 +36,7 @@ pub fn set_weights(
     runtime::transactions()
         .subtensor_module()
         .set_mechanism_weights(netuid, MECHANISM, uids, values, version_key)
+        .unvalidated()
 }
 
 pub fn commit_timelocked_weights(netuid: u16, commit: Vec<u8>, reveal_round: u64) -> impl Payload {
@@ -46,12 +49,14 @@ pub fn commit_timelocked_weights(netuid: u16, commit: Vec<u8>, reveal_round: u64
             reveal_round,
             COMMIT_REVEAL_VERSION,
         )
+        .unvalidated()
 }
 
 pub fn commit_weights_hash(netuid: u16, hash: [u8; 32]) -> impl Payload {
     runtime::transactions()
         .subtensor_module()
         .commit_mechanism_weights(netuid, MECHANISM, subxt::utils::H256(hash))
+        .unvalidated()
 }
 
 pub fn reveal_weights(
@@ -64,16 +69,20 @@ pub fn reveal_weights(
     runtime::transactions()
         .subtensor_module()
         .reveal_mechanism_weights(netuid, MECHANISM, uids, values, salt, version_key)
+        .unvalidated()
 }
 
 /// `Commitments.set_commitment` with one raw field (`Data::RawN`, N = its length).
 pub fn set_commitment(netuid: u16, raw: &[u8]) -> Result<impl Payload, CallError> {
-    Ok(runtime::transactions().commitments().set_commitment(
-        netuid,
-        CommitmentInfo {
-            fields: BoundedVec(vec![raw_data(raw)?]),
-        },
-    ))
+    Ok(runtime::transactions()
+        .commitments()
+        .set_commitment(
+            netuid,
+            CommitmentInfo {
+                fields: BoundedVec(vec![raw_data(raw)?]),
+            },
+        )
+        .unvalidated())
 }
 
 /// `Data::RawN` for N bytes: SCALE variant index N + 1, then the bytes.

@@ -14,7 +14,7 @@ use templar_protocol::identity::{Hotkey, Signer as _, ss58};
 
 use crate::api::runtime;
 use crate::calls;
-use crate::client::{self, AtBlock, Client, bounded};
+use crate::client::{self, AtBlock, Client, ShapeChecked, bounded};
 use crate::commitment;
 use crate::errors::SubtensorError;
 use crate::extrinsic;
@@ -214,7 +214,7 @@ impl SubtensorChain {
         let value = bounded(
             what,
             self.settings.rpc_timeout,
-            at.storage().fetch(address, keys),
+            at.storage().fetch(ShapeChecked(address), keys),
         )
         .await?;
         value.decode().map_err(corrupt(what))
@@ -234,7 +234,7 @@ impl SubtensorChain {
         let value = bounded(
             what,
             self.settings.rpc_timeout,
-            at.storage().try_fetch(address, keys),
+            at.storage().try_fetch(ShapeChecked(address), keys),
         )
         .await?;
         value.map(|v| v.decode()).transpose().map_err(corrupt(what))
@@ -364,7 +364,7 @@ impl Chain for SubtensorChain {
         let mut keys = bounded(
             "Keys",
             self.settings.rpc_timeout,
-            at.storage().iter(sm.keys(), (netuid,)),
+            at.storage().iter(ShapeChecked(sm.keys()), (netuid,)),
         )
         .await?;
         let mut accounts = Vec::new();

@@ -10,6 +10,7 @@ use subxt::{Metadata, OnlineClient};
 use templar_protocol::chain::ChainError;
 
 use crate::errors::SubtensorError;
+use crate::shape;
 
 pub type Client = OnlineClient<SubstrateConfig>;
 pub type AtBlock = subxt::client::OnlineClientAtBlock<SubstrateConfig>;
@@ -46,39 +47,18 @@ pub const STORAGE: &[(&str, &str)] = &[
     ("Commitments", "CommitmentOf"),
 ];
 
-/// Where the live runtime differs from the committed metadata for what this crate uses.
+/// Where the live runtime encodes what this crate uses differently from the committed
+/// metadata: judged by SCALE shape ([`crate::shape`]), so a renamed type or a newtype
+/// wrapper (same bytes) passes and a changed encoding is named.
 pub fn runtime_differences(live: &Metadata) -> Vec<String> {
     let committed = Metadata::decode_from(COMMITTED_METADATA).expect("committed metadata decodes");
-    let mut differences = Vec::new();
-    for (pallet, call) in CALLS {
-        let ours = committed
-            .pallet_by_name(pallet)
-            .and_then(|p| p.call_hash(call));
-        let theirs = live.pallet_by_name(pallet).and_then(|p| p.call_hash(call));
-        match theirs {
-            None => differences.push(format!("call {pallet}.{call} is gone")),
-            Some(h) if Some(h) != ours => {
-                differences.push(format!("call {pallet}.{call} changed shape"))
-            }
-            _ => {}
-        }
-    }
-    for (pallet, entry) in STORAGE {
-        let ours = committed
-            .pallet_by_name(pallet)
-            .and_then(|p| p.storage_hash(entry));
-        let theirs = live
-            .pallet_by_name(pallet)
-            .and_then(|p| p.storage_hash(entry));
-        match theirs {
-            None => differences.push(format!("storage {pallet}.{entry} is gone")),
-            Some(h) if Some(h) != ours => {
-                differences.push(format!("storage {pallet}.{entry} changed shape"))
-            }
-            _ => {}
-        }
-    }
-    differences
+    let calls = CALLS
+        .iter()
+        .filter_map(|(pallet, call)| shape::call_difference(&committed, live, pallet, call));
+    let storage = STORAGE
+        .iter()
+        .filter_map(|(pallet, entry)| shape::storage_difference(&committed, live, pallet, entry));
+    calls.chain(storage).collect()
 }
 
 /// Runs one chain request with a deadline; a transport error or a late answer is a
@@ -148,4 +128,27 @@ pub async fn fetch_metadata(endpoint: &str) -> Result<Vec<u8>, ChainError> {
     Err(ChainError::Unsupported(
         "the node serves neither metadata V16 nor V15".into(),
     ))
+}
+
+/// A storage address read without subxt's type-hash check: [`check_runtime`] has judged the
+/// entry by its SCALE shape at start, and the value decodes through the live type
+/// information, so a runtime that wraps the same bytes in a newtype still reads.
+pub struct ShapeChecked<A>(pub A);
+
+impl<A: subxt::storage::Address> subxt::storage::Address for ShapeChecked<A> {
+    type KeyParts = A::KeyParts;
+    type Value = A::Value;
+    type IsPlain = A::IsPlain;
+
+    fn pallet_name(&self) -> &str {
+        self.0.pallet_name()
+    }
+
+    fn entry_name(&self) -> &str {
+        self.0.entry_name()
+    }
+
+    fn validation_hash(&self) -> Option<[u8; 32]> {
+        None
+    }
 }

@@ -503,8 +503,20 @@ async fn mock_node_block_subscription_that_drops_is_opened_again() {
 
 #[tokio::test]
 async fn mock_node_metagraph_reads_hotkeys_permits_incentive_and_stake() {
+    metagraph_reads_on(common::committed_metadata()).await;
+}
+
+/// A runtime whose `Incentive` is `Vec<PerU16>` (the SDK's): it starts, and the same bytes
+/// read as the same incentives.
+#[tokio::test]
+async fn mock_node_with_incentive_as_a_newtype_starts_and_reads_the_same_metagraph() {
+    let variant = common::metadata_variants::incentive_as_per_u16();
+    metagraph_reads_on(common::metadata_variants::encoded(variant)).await;
+}
+
+async fn metagraph_reads_on(metadata: Vec<u8>) {
     let (a, b) = ([0xaa; 32], [0xbb; 32]);
-    let mut node = node_with_subnet(common::committed_metadata());
+    let mut node = node_with_subnet(metadata);
     let n = NETUID.encode();
     let mut put = |pallet: &str, entry: &str, key: Vec<u8>, value: Vec<u8>| {
         node.storage.insert(storage_key(pallet, entry, &key), value);

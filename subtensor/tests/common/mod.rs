@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_node;
+pub mod metadata_variants;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
