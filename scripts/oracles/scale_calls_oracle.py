@@ -8,6 +8,11 @@ metadata bytes) and one of:
 - {"op": "encode", "type": type string, "value": ...} -> {"data": hex}
 - {"op": "decode", "type": type string, "data": hex} -> {"value": ...}
 - {"op": "extrinsic", "data": hex} -> {"value": ...}: a signed extrinsic, decoded
+- {"op": "signature_payload", "spec_version", "transaction_version", "call": hex, "era":
+  {"period", "current"}, "nonce", "tip", "genesis_hash": hex, "era_block_hash": hex}
+  -> {"payload": hex}: the bytes a signer signs for that call and those extensions
+- {"op": "verify", "message": hex, "signature": hex, "ss58": str} -> {"valid": bool}:
+  an sr25519 signature checked by the SDK
 Errors come back as {"error": str}.
 """
 import json
@@ -18,11 +23,12 @@ import bittensor_core
 _runtimes = {}
 
 
-def runtime(path):
-    if path not in _runtimes:
+def runtime(path, spec_version=0, transaction_version=0):
+    key = (path, spec_version, transaction_version)
+    if key not in _runtimes:
         with open(path, "rb") as f:
-            _runtimes[path] = bittensor_core.Runtime(f.read(), 0, 0, 42)
-    return _runtimes[path]
+            _runtimes[key] = bittensor_core.Runtime(f.read(), spec_version, transaction_version, 42)
+    return _runtimes[key]
 
 
 def unhex(value):
@@ -37,8 +43,22 @@ def unhex(value):
 
 
 def answer(req):
-    rt = runtime(req["metadata"])
+    if req["op"] == "verify":
+        message, signature = bytes.fromhex(req["message"]), bytes.fromhex(req["signature"])
+        return {"valid": bool(bittensor_core.verify(message, signature, req["ss58"]))}
+    rt = runtime(req["metadata"], req.get("spec_version", 0), req.get("transaction_version", 0))
     try:
+        if req["op"] == "signature_payload":
+            payload = rt.signature_payload(
+                bytes.fromhex(req["call"]),
+                era=req["era"],
+                nonce=req["nonce"],
+                tip=req["tip"],
+                tip_asset_id=None,
+                genesis_hash=bytes.fromhex(req["genesis_hash"]),
+                era_block_hash=bytes.fromhex(req["era_block_hash"]),
+            )
+            return {"payload": bytes(payload).hex()}
         if req["op"] == "call":
             call = rt.compose_call(req["module"], req["function"], unhex(req["params"]))
             return {"call": bytes(call).hex()}

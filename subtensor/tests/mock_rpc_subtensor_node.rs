@@ -387,6 +387,83 @@ async fn mock_node_a_failed_weights_extrinsic_comes_back_as_the_chains_named_err
     assert!(x["signature"]["Sr25519"].is_string(), "{x}");
 }
 
+/// The signature of an extrinsic as sent is over the payload the Bittensor SDK's codec builds
+/// on its own from the same call and extensions (era born at the best block, nonce, tip,
+/// genesis hash, the runtime's spec and transaction versions), and the SDK verifies it; the
+/// same payload with another nonce does not verify.
+#[tokio::test]
+async fn mock_node_the_signature_covers_the_payload_the_sdk_builds() {
+    let node = Arc::new(weights_node(0, 0));
+    let chain = SubtensorChain::from_rpc(client_of(node.clone()), settings(), signer())
+        .await
+        .unwrap();
+    chain
+        .set_weights(&signer_hotkey(), &[(1, 1.0), (2, 0.5)])
+        .await
+        .unwrap();
+    let sent = node.submitted.lock().unwrap().clone().unwrap();
+    let x = common::sdk_codec(vec![
+        json!({"op": "extrinsic", "data": sent.trim_start_matches("0x")}),
+    ])[0]["value"]
+        .clone();
+    let args: serde_json::Map<String, Value> = x["call"]["call_args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap().to_string(), a["value"].clone()))
+        .collect();
+    // The runtime version the node signs for: System.Version in the served metadata.
+    let md = subxt_metadata::Metadata::decode_from(&common::committed_metadata()).unwrap();
+    let version = md
+        .pallet_by_name("System")
+        .unwrap()
+        .constant_by_name("Version")
+        .unwrap()
+        .value()
+        .to_vec();
+    type Version = (String, String, u32, u32, u32, Vec<([u8; 8], u32)>, u32);
+    let (_, _, _, spec_version, _, _, transaction_version) =
+        Version::decode(&mut &version[..]).unwrap();
+    let (period, phase) = (x["era"][0].as_u64().unwrap(), x["era"][1].as_u64().unwrap());
+    assert_eq!(phase, BLOCK % period);
+    let signature = x["signature"]["Sr25519"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("0x")
+        .to_string();
+    let payload_with = |nonce: u64| {
+        json!({"op": "signature_payload", "spec_version": spec_version,
+               "transaction_version": transaction_version,
+               "call": "", "era": {"period": period, "current": BLOCK}, "nonce": nonce,
+               "tip": 0, "genesis_hash": hex::encode([0x11; 32]),
+               "era_block_hash": hex::encode([0x22; 32])})
+    };
+    let call = common::sdk_codec(vec![json!({"op": "call", "module": "SubtensorModule",
+        "function": "set_mechanism_weights", "params": args})])[0]["call"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let nonce = x["nonce"].as_u64().unwrap();
+    let mut requests = Vec::new();
+    for n in [nonce, nonce + 1] {
+        let mut r = payload_with(n);
+        r["call"] = json!(call);
+        requests.push(r);
+    }
+    let payloads = common::sdk_codec(requests);
+    let verify = |payload: &Value| {
+        let message = payload["payload"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{payload}"));
+        common::sdk_codec(vec![json!({"op": "verify", "message": message,
+            "signature": signature, "ss58": x["address"]})])[0]["valid"]
+            .as_bool()
+            .unwrap()
+    };
+    assert!(verify(&payloads[0]), "the SDK's payload verifies: {x}");
+    assert!(!verify(&payloads[1]), "another nonce does not");
+}
+
 /// The transaction pool refuses the extrinsic before dispatch (subtensor's transaction
 /// extension: JSON-RPC error 1010, `Custom error: N` in its data): each code comes back as
 /// the named error, not as an opaque RPC failure.
