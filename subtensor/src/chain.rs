@@ -123,8 +123,14 @@ impl SubtensorChain {
         signer: Arc<Sr25519Signer>,
     ) -> Result<Self, ChainError> {
         let t = settings.rpc_timeout;
+        // The legacy backend (chain_*, state_*, author_* methods), chosen explicitly: every
+        // read here is at a block hash we name (the best block, `chain_getBlockHash`), which
+        // the new-style chainHead_v1 backend only serves for blocks its follow subscription
+        // has pinned, and nonces come from the pool (`system_accountNextIndex`). Subtensor
+        // nodes serve both; subxt's default would switch to chainHead_v1 when offered.
         let client = bounded("starting the chain client", t, async {
-            Client::from_rpc_client(rpc.clone()).await
+            let backend = subxt::backend::LegacyBackend::builder().build(rpc.clone());
+            Client::from_backend(std::sync::Arc::new(backend)).await
         })
         .await?;
         // The runtime's slot is the block time (a local fast-block subtensor: 250 ms): the

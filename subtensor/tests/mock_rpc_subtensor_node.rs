@@ -550,6 +550,33 @@ async fn mock_node_signs_at_the_best_block_with_the_pools_next_nonce() {
     );
 }
 
+/// The node offers the new-style chainHead_v1 / transaction_v1 methods, as a current
+/// subtensor node does; the client stays on the legacy methods it is pinned to through start,
+/// reads and an extrinsic (this mock answers no new-style method).
+#[tokio::test]
+async fn mock_node_offering_chain_head_v1_is_still_used_through_the_legacy_methods() {
+    let node = Arc::new(weights_node(0, 0));
+    let calls = node.calls.clone();
+    let chain = SubtensorChain::from_rpc(client_of(node.clone()), settings(), signer())
+        .await
+        .unwrap();
+    chain.metagraph().await.unwrap();
+    chain
+        .set_weights(&signer_hotkey(), &[(1, 1.0)])
+        .await
+        .unwrap();
+    let calls = calls.lock().unwrap();
+    let new_style: Vec<&String> = calls
+        .iter()
+        .filter(|m| m.starts_with("chainHead_") || m.starts_with("transaction"))
+        .collect();
+    assert!(new_style.is_empty(), "{new_style:?}");
+    assert!(
+        calls.iter().any(|m| m == "author_submitAndWatchExtrinsic"),
+        "{calls:?}"
+    );
+}
+
 #[tokio::test]
 async fn mock_node_block_subscription_that_drops_is_opened_again() {
     // A fast-block chain: 200 ms slots, so a head goes stale within a second.

@@ -54,8 +54,16 @@ pub fn hash(byte: u8) -> String {
 pub fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
     Some(match method {
         "rpc_methods" => {
+            // A current node offers the new-style methods too (which subxt's default
+            // backend would prefer); this mock answers none of them.
             json!({"methods": ["chain_getBlockHash", "chain_getHeader", "state_getRuntimeVersion",
-            "state_call", "state_getStorage", "state_getMetadata", "chain_subscribeNewHeads"]})
+            "state_call", "state_getStorage", "state_getMetadata", "chain_subscribeNewHeads",
+            "chainHead_v1_follow", "chainHead_v1_unfollow", "chainHead_v1_header",
+            "chainHead_v1_body", "chainHead_v1_storage", "chainHead_v1_call",
+            "chainHead_v1_unpin", "chainHead_v1_continue", "chainHead_v1_stopOperation",
+            "chainSpec_v1_genesisHash", "chainSpec_v1_chainName", "transaction_v1_broadcast",
+            "transaction_v1_stop", "transactionWatch_v1_submitAndWatch",
+            "transactionWatch_v1_unwatch"]})
         }
         "chain_getBlockHash" => match params.get(0).and_then(Value::as_u64) {
             Some(0) => json!(hash(0x11)),
