@@ -79,6 +79,9 @@ pub struct NodeStatus {
     /// Validators: the latest scores and weights.
     pub scores: Vec<MinerScore>,
     pub last_weights_window: Option<u64>,
+    /// Validators: what became of the last weights on chain (committed, revealed, applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<crate::chain::weights::WeightsOnChain>,
     pub last_checkpoint_window: Option<u64>,
     pub last_error: Option<String>,
     /// Incentive of this node on chain (miners), as last read.

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use subxt::utils::AccountId32;
-use templar_protocol::chain::weights::weights_for_chain;
 use templar_protocol::chain::{Chain, ChainError, Commitment, Metagraph, Neuron, RegisterRequest};
 use templar_protocol::identity::sr25519::Sr25519Signer;
 use templar_protocol::identity::{Hotkey, Signer as _, ss58};
@@ -16,11 +15,11 @@ use crate::api::runtime;
 use crate::calls;
 use crate::client::{self, AtBlock, Client, ShapeChecked, bounded};
 use crate::commitment;
-use crate::errors::SubtensorError;
 use crate::extrinsic;
 use crate::head::HeadFollower;
+
+mod weights;
 use crate::reveal::EpochState;
-use crate::tlock::WeightsTlockPayload;
 
 /// The block time: Aura's slot duration, through the runtime API (a SCALE `u64` of
 /// milliseconds).
@@ -85,6 +84,8 @@ pub struct SubtensorChain {
     /// The highest block reported, so that the subscription and a direct read (which may
     /// lag it by a block) never make the chain go backwards for the node.
     highest: AtomicU64,
+    /// The block the last weights went into, and what they were, for [`Chain::weights_on_chain`].
+    last_weights: std::sync::Mutex<Option<(u64, weights::SentWeights)>>,
 }
 
 fn account(hotkey: &Hotkey) -> Result<AccountId32, ChainError> {
@@ -155,6 +156,7 @@ impl SubtensorChain {
             signer,
             head,
             highest: AtomicU64::new(0),
+            last_weights: std::sync::Mutex::new(None),
         };
         let at = chain.at_head().await?;
         client::check_runtime(&at)?;
@@ -465,37 +467,14 @@ impl Chain for SubtensorChain {
     }
 
     async fn set_weights(&self, hotkey: &Hotkey, weights: &[(u16, f64)]) -> Result<(), ChainError> {
-        let me = self.own(hotkey)?;
-        let at = self.at_head().await?;
-        let netuid = self.settings.netuid;
-        let sm = runtime::storage().subtensor_module();
-        let Some(own_uid) = self.uid_of(&at, &me).await? else {
-            return Err(ChainError::NotRegistered(hotkey.clone()));
-        };
-        self.check_may_set_weights(&at, own_uid).await?;
-        let max_weight = self
-            .fetch(&at, "MaxWeightsLimit", sm.max_weights_limit(), (netuid,))
-            .await?;
-        let (uids, values) = weights_for_chain(weights, own_uid, max_weight)
-            .map_err(|e| ChainError::InvalidWeights(e.to_string()))?;
-        self.check_weights_allowed(&at, hotkey, own_uid, &uids)
-            .await?;
-        let commit_reveal = self
-            .fetch(
-                &at,
-                "CommitRevealWeightsEnabled",
-                sm.commit_reveal_weights_enabled(),
-                (netuid,),
-            )
-            .await?;
-        if commit_reveal {
-            self.check_commit_reveal_version(&at).await?;
-            self.commit_timelocked(&at, &me, uids, values).await
-        } else {
-            let version_key = self.settings.version_key;
-            self.submit(calls::set_weights(netuid, uids, values, version_key))
-                .await
-        }
+        self.send_weights(hotkey, weights).await
+    }
+
+    async fn weights_on_chain(
+        &self,
+        hotkey: &Hotkey,
+    ) -> Result<Option<templar_protocol::chain::weights::WeightsOnChain>, ChainError> {
+        self.weights_report(hotkey).await
     }
 
     async fn weights_rate_limit(&self) -> Result<u64, ChainError> {
@@ -509,142 +488,6 @@ impl Chain for SubtensorChain {
 }
 
 impl SubtensorChain {
-    /// The subnet's rules a weights extrinsic must pass, checked before sending so that a
-    /// refusal names the rule: the version key and the rate limit since `LastUpdate`.
-    async fn check_may_set_weights(&self, at: &AtBlock, own_uid: u16) -> Result<(), ChainError> {
-        let netuid = self.settings.netuid;
-        let sm = runtime::storage().subtensor_module();
-        let required = self
-            .fetch(at, "WeightsVersionKey", sm.weights_version_key(), (netuid,))
-            .await?;
-        if self.settings.version_key < required {
-            return Err(ChainError::VersionKeyTooLow {
-                ours: self.settings.version_key,
-                required,
-            });
-        }
-        let limit = self
-            .fetch(
-                at,
-                "WeightsSetRateLimit",
-                sm.weights_set_rate_limit(),
-                (netuid,),
-            )
-            .await?;
-        let last = self
-            .fetch(at, "LastUpdate", sm.last_update(), (netuid,))
-            .await?;
-        if let Some(&last_block) = last.get(usize::from(own_uid))
-            && last_block > 0
-            && at.block_number() < last_block + limit
-        {
-            return Err(ChainError::WeightsRateLimited {
-                last_block,
-                next_block: last_block + limit,
-            });
-        }
-        Ok(())
-    }
-
-    /// Timelocked commits are v4; a chain on another commit-reveal version (v2: a hash
-    /// commit revealed by a second extrinsic in the reveal window, which this node does not
-    /// schedule) is refused with the reason rather than committed to and never revealed.
-    async fn check_commit_reveal_version(&self, at: &AtBlock) -> Result<(), ChainError> {
-        let sm = runtime::storage().subtensor_module();
-        let version = self
-            .fetch(
-                at,
-                "CommitRevealWeightsVersion",
-                sm.commit_reveal_weights_version(),
-                (),
-            )
-            .await?;
-        if version != calls::COMMIT_REVEAL_VERSION {
-            return Err(SubtensorError::CommitReveal(format!(
-                "the chain's CommitRevealWeightsVersion is {version}; this node commits \
-                 timelocked weights (version {}) only, and does not schedule the reveals of \
-                 hash commit-reveal (v2)",
-                calls::COMMIT_REVEAL_VERSION
-            ))
-            .into());
-        }
-        Ok(())
-    }
-
-    /// The rules the chain checks only when it applies the weights (for timelocked commits:
-    /// at the reveal, where a failure is only a trace in the node's log): a validator
-    /// permit, and at least `MinAllowedWeights` uids (capped by the subnet's size), unless
-    /// the weights are the validator's weight on itself alone.
-    async fn check_weights_allowed(
-        &self,
-        at: &AtBlock,
-        hotkey: &Hotkey,
-        own_uid: u16,
-        uids: &[u16],
-    ) -> Result<(), ChainError> {
-        if uids == [own_uid] {
-            return Ok(());
-        }
-        let netuid = self.settings.netuid;
-        let sm = runtime::storage().subtensor_module();
-        let permits = self
-            .fetch(at, "ValidatorPermit", sm.validator_permit(), (netuid,))
-            .await?;
-        if !permits.get(usize::from(own_uid)).copied().unwrap_or(false) {
-            return Err(ChainError::NoValidatorPermit(hotkey.clone()));
-        }
-        let min_allowed = self
-            .fetch(at, "MinAllowedWeights", sm.min_allowed_weights(), (netuid,))
-            .await?;
-        let subnet_n = self
-            .fetch(at, "SubnetworkN", sm.subnetwork_n(), (netuid,))
-            .await?;
-        let needed = usize::from(min_allowed.min(subnet_n));
-        if uids.len() < needed {
-            return Err(ChainError::InvalidWeights(format!(
-                "{} uids, and the subnet's MinAllowedWeights needs {needed} (MinAllowedWeights \
-                 {min_allowed}, {subnet_n} neurons)",
-                uids.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Seals the weights to the drand round of their reveal epoch and commits them.
-    async fn commit_timelocked(
-        &self,
-        at: &AtBlock,
-        me: &AccountId32,
-        uids: Vec<u16>,
-        values: Vec<u16>,
-    ) -> Result<(), ChainError> {
-        let netuid = self.settings.netuid;
-        let period = self
-            .fetch(
-                at,
-                "RevealPeriodEpochs",
-                runtime::storage().subtensor_module().reveal_period_epochs(),
-                (netuid,),
-            )
-            .await?;
-        let state = self.epoch_state(at).await?;
-        let round = state
-            .reveal_round(period, self.settings.block_time.as_secs_f64(), now_secs())
-            .map_err(|e| SubtensorError::CommitReveal(e.to_string()))?;
-        let payload = WeightsTlockPayload {
-            hotkey: me.0.to_vec(),
-            uids,
-            values,
-            version_key: self.settings.version_key,
-        };
-        let commit = payload
-            .seal(round)
-            .map_err(|e| SubtensorError::CommitReveal(e.to_string()))?;
-        tracing::info!(round, period, "committing timelocked weights");
-        self.submit(calls::commit_timelocked_weights(netuid, commit, round))
-            .await
-    }
-
     /// The first raw field of `account`'s commitment on this subnet.
     async fn raw_commitment(
         &self,

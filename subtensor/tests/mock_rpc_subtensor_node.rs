@@ -6,7 +6,7 @@
 mod common;
 
 use common::fake_node::{
-    BLOCK, FakeNode, NETUID, client, client_of, node_with_subnet, storage_key,
+    BLOCK, FakeNode, NETUID, client, client_of, map_key, node_with_subnet, storage_key,
 };
 
 use std::collections::HashMap;
@@ -16,6 +16,7 @@ use std::time::Duration;
 use codec::{Decode, Encode};
 use frame_metadata::{RuntimeMetadata, RuntimeMetadataPrefixed};
 use serde_json::{Value, json};
+use templar_protocol::chain::weights::WeightsState;
 use templar_protocol::chain::{Chain, ChainError};
 use templar_protocol::identity::sr25519::Sr25519Signer;
 use templar_subtensor::chain::{SubtensorChain, SubtensorSettings};
@@ -315,6 +316,89 @@ async fn mock_node_a_chain_on_commit_reveal_v2_is_refused_before_committing() {
         ),
         "{err}"
     );
+}
+
+/// A node on commit-reveal v4 with the epoch settings the reveal round needs; our uid's
+/// `LastUpdate` is `last_update` (the mock never moves it: a commit it takes is never seen
+/// to apply).
+fn commit_reveal_node(tempo: u16, last_update: u64) -> FakeNode {
+    let mut node = weights_node(0, last_update);
+    let n = NETUID.encode();
+    for (entry, key, value) in [
+        ("CommitRevealWeightsEnabled", n.clone(), true.encode()),
+        ("CommitRevealWeightsVersion", vec![], 4u16.encode()),
+        ("Tempo", n.clone(), tempo.encode()),
+        ("BlocksSinceLastStep", n.clone(), 3u64.encode()),
+        ("RevealPeriodEpochs", n.clone(), 1u64.encode()),
+    ] {
+        node.storage
+            .insert(storage_key("SubtensorModule", entry, &key), value);
+    }
+    node
+}
+
+/// Ten unrevealed commits of this hotkey (the chain's most) in `TimelockedWeightCommits`:
+/// the eleventh is refused before sending, named.
+#[tokio::test]
+async fn mock_node_an_eleventh_unrevealed_commit_is_refused_before_sending() {
+    let mut node = commit_reveal_node(10, 0);
+    let me = signer().public();
+    for (epoch, count) in [(7u64, 6), (8u64, 4)] {
+        let commits: Vec<([u8; 32], u64, Vec<u8>, u64)> = (0..count)
+            .map(|i| (me, 100 + i, vec![1, 2, 3], 9))
+            .collect();
+        let key = map_key(
+            &node.metadata,
+            "SubtensorModule",
+            "TimelockedWeightCommits",
+            &[NETUID.encode(), epoch.encode()],
+        );
+        node.storage.insert(key, commits.encode());
+    }
+    let err = weights_refusal_on(node, &[(1, 1.0)]).await;
+    assert!(
+        matches!(
+            err.backend::<SubtensorError>(),
+            Some(SubtensorError::CommitReveal(m)) if m.contains("10 unrevealed") && m.contains("TooManyUnrevealedCommits")
+        ),
+        "{err}"
+    );
+}
+
+/// After a timelocked commit the node reports it: awaiting its reveal while the reveal is not
+/// due, not revealed once the head passes the block it was due by and `LastUpdate` never
+/// moved past the commit (the chain refused it at the reveal).
+#[tokio::test]
+async fn mock_node_a_commit_that_never_applies_is_reported_not_revealed() {
+    let commit_block = BLOCK - 300;
+    for (tempo, expect) in [
+        (10u16, WeightsState::NotRevealed),
+        (360, WeightsState::AwaitingReveal),
+    ] {
+        let node = commit_reveal_node(tempo, commit_block);
+        let chain = SubtensorChain::from_rpc(client(node), settings(), signer())
+            .await
+            .unwrap();
+        let me = signer_hotkey();
+        assert_eq!(
+            chain.weights_on_chain(&me).await.unwrap(),
+            None,
+            "nothing sent yet"
+        );
+        chain.set_weights(&me, &[(1, 1.0), (2, 0.5)]).await.unwrap();
+        let report = chain.weights_on_chain(&me).await.unwrap().unwrap();
+        assert_eq!(report.state, expect, "tempo {tempo}: {report:?}");
+        assert_eq!(report.committed_block, commit_block);
+        // Due after the reveal epoch's start plus one epoch: more than one epoch after the
+        // commit, at most three.
+        let epoch = u64::from(tempo) + 1;
+        let due_in = report.due_block.unwrap() - commit_block;
+        assert!(
+            due_in > epoch && due_in <= 3 * epoch,
+            "{report:?} tempo {tempo}"
+        );
+        assert!(report.reveal_round.is_some());
+    }
 }
 
 #[tokio::test]

@@ -219,4 +219,12 @@ pub trait Chain: Send + Sync {
     async fn set_weights(&self, hotkey: &Hotkey, weights: &[(u16, f64)]) -> Result<(), ChainError>;
     /// Blocks that must pass between two `set_weights` of one hotkey (0: no limit).
     async fn weights_rate_limit(&self) -> Result<u64, ChainError>;
+    /// What became of `hotkey`'s last weights sent through this chain (`None`: none sent, or
+    /// a chain that applies them as it takes them).
+    async fn weights_on_chain(
+        &self,
+        _hotkey: &Hotkey,
+    ) -> Result<Option<weights::WeightsOnChain>, ChainError> {
+        Ok(None)
+    }
 }

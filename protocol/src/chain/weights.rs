@@ -5,6 +5,67 @@
 //! validator sets exactly the weights a Python one would for the same scores
 //! (`protocol/tests/weights_against_bittensor.rs` checks it against that package).
 
+use serde::{Deserialize, Serialize};
+
+/// What became of a validator's last weights on chain. Subtensor applies a timelocked commit
+/// only at its reveal, where a refusal (no validator permit, too few uids, too little stake)
+/// leaves no trace but weights that never apply: the node looks, and says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightsOnChain {
+    /// The block the weights, or their commit, went into.
+    pub committed_block: u64,
+    /// The drand round a timelocked commit opens at; `None` for weights set directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reveal_round: Option<u64>,
+    /// The block by which a timelocked commit should have applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_block: Option<u64>,
+    /// The last block the chain applied this node's weights at (`LastUpdate` of its uid),
+    /// once they applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_block: Option<u64>,
+    pub state: WeightsState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WeightsState {
+    /// In force on chain.
+    Applied,
+    /// Committed, the reveal not due yet.
+    AwaitingReveal,
+    /// Past the block it was due by, and not applied: the chain refused it at the reveal.
+    NotRevealed,
+}
+
+impl WeightsOnChain {
+    /// The state of a commit made at `committed_block` (due by `due_block` when timelocked),
+    /// given the uid's `last_update` and the chain's `head`. A reveal that applied moves
+    /// `LastUpdate` past the commit's block.
+    pub fn judge(
+        committed_block: u64,
+        reveal_round: Option<u64>,
+        due_block: Option<u64>,
+        last_update: u64,
+        head: u64,
+    ) -> Self {
+        let (state, applied_block) = match due_block {
+            None => (WeightsState::Applied, Some(last_update)),
+            Some(_) if last_update > committed_block => (WeightsState::Applied, Some(last_update)),
+            Some(due) if head >= due => (WeightsState::NotRevealed, None),
+            Some(_) => (WeightsState::AwaitingReveal, None),
+        };
+        Self {
+            committed_block,
+            reveal_round,
+            due_block,
+            applied_block,
+            state,
+        }
+    }
+}
+
 /// The chain's weight unit: the largest value of a weights vector.
 pub const U16_MAX: u16 = u16::MAX;
 
@@ -142,5 +203,33 @@ mod tests {
             weights_for_chain(&[(1, 0.0)], 0, 100),
             Err(WeightsError::AllZero)
         );
+    }
+}
+
+#[cfg(test)]
+mod weights_on_chain_tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_is_applied_awaited_or_not_revealed_by_last_update_and_head() {
+        // Set directly: applied at once.
+        let set = WeightsOnChain::judge(100, None, None, 100, 101);
+        assert_eq!(
+            (set.state, set.applied_block),
+            (WeightsState::Applied, Some(100))
+        );
+        // Timelocked, committed at 100, due by 200.
+        let judge =
+            |last_update, head| WeightsOnChain::judge(100, Some(7), Some(200), last_update, head);
+        assert_eq!(judge(100, 150).state, WeightsState::AwaitingReveal);
+        assert_eq!(judge(100, 200).state, WeightsState::NotRevealed);
+        let revealed = judge(190, 250);
+        assert_eq!(
+            (revealed.state, revealed.applied_block),
+            (WeightsState::Applied, Some(190))
+        );
+        let json = serde_json::to_value(judge(100, 200)).unwrap();
+        assert_eq!(json["state"], "notRevealed");
+        assert_eq!(json["dueBlock"], 200);
     }
 }

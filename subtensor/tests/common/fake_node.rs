@@ -22,6 +22,36 @@ pub fn storage_key(pallet: &str, entry: &str, key: &[u8]) -> String {
     format!("0x{}", hex::encode(k))
 }
 
+/// The storage key of a map entry, each key part hashed as `metadata` says.
+pub fn map_key(metadata: &[u8], pallet: &str, entry: &str, parts: &[Vec<u8>]) -> String {
+    use subxt::ext::frame_decode::storage::StorageHasher as H;
+    let md = subxt_metadata::Metadata::decode_from(metadata).unwrap();
+    let e = md
+        .pallet_by_name(pallet)
+        .and_then(|p| p.storage())
+        .and_then(|s| s.entry_by_name(entry))
+        .unwrap_or_else(|| panic!("no storage {pallet}.{entry}"));
+    let mut key = Vec::new();
+    for (k, part) in e.keys().zip(parts) {
+        match k.hasher {
+            H::Blake2_128 => key.extend(sp_crypto_hashing::blake2_128(part)),
+            H::Blake2_256 => key.extend(sp_crypto_hashing::blake2_256(part)),
+            H::Blake2_128Concat => {
+                key.extend(sp_crypto_hashing::blake2_128(part));
+                key.extend(part);
+            }
+            H::Twox128 => key.extend(sp_crypto_hashing::twox_128(part)),
+            H::Twox256 => key.extend(sp_crypto_hashing::twox_256(part)),
+            H::Twox64Concat => {
+                key.extend(sp_crypto_hashing::twox_64(part));
+                key.extend(part);
+            }
+            H::Identity => key.extend(part),
+        }
+    }
+    storage_key(pallet, entry, &key)
+}
+
 /// A scripted node: the metadata it serves, its storage, and whether it answers at all.
 pub struct FakeNode {
     pub metadata: Vec<u8>,
