@@ -412,6 +412,72 @@ fn a_node_on_the_wrong_device_degrades_the_resource() {
     assert_eq!(cond(&outcome(&cpu, on("cpu")), "Degraded").status, "False");
 }
 
+/// A validator whose weights commit was never applied (refused at the reveal) degrades the
+/// resource with the reason; one whose weights applied or still await the reveal does not.
+#[test]
+fn weights_the_chain_never_applied_degrade_the_validator() {
+    use templar_protocol::chain::weights::WeightsOnChain;
+    let now = Timestamp::now();
+    let p = || {
+        pod(
+            "a-validator-0",
+            now,
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "podIP": "10.0.0.1"}),
+        )
+    };
+    let validator = spec("  resources: {gpus: 0}\n");
+    let outcome = |last_update: u64, head: u64| {
+        let status = NodeStatus {
+            role: NodeRole::Validator,
+            hotkey: "vk".into(),
+            weights: Some(WeightsOnChain::judge(
+                100,
+                Some(5),
+                Some(200),
+                last_update,
+                head,
+            )),
+            ..Default::default()
+        };
+        compute(Input {
+            role: NodeRole::Validator,
+            spec: &validator,
+            generation: Some(1),
+            previous: None,
+            problem: None,
+            observed: &Observed {
+                stateful_set: Some(rolled_out(1)),
+                pods: vec![p()],
+                probes: BTreeMap::from([("a-validator-0".to_string(), Ok(status))]),
+            },
+            selector: "app=a".into(),
+            now,
+        })
+    };
+    let o = outcome(100, 250);
+    let d = cond(&o, "Degraded");
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", "WeightsNotRevealed")
+    );
+    assert!(
+        d.message
+            .contains("vk: weights committed at block 100 were not applied by block 200"),
+        "{}",
+        d.message
+    );
+    assert_eq!(
+        cond(&outcome(100, 150), "Degraded").status,
+        "False",
+        "awaiting"
+    );
+    assert_eq!(
+        cond(&outcome(190, 250), "Degraded").status,
+        "False",
+        "applied"
+    );
+}
+
 /// A crash loop shows the node's own last words (its termination message) rather than the
 /// kubelet's back-off line.
 #[test]

@@ -96,6 +96,24 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         "This node's incentive on chain.",
         s.incentive,
     );
+    if let Some(w) = &s.weights {
+        use templar_protocol::chain::weights::WeightsState;
+        gauge(
+            "templar_weights_not_revealed",
+            "1 when the last weights commit passed the block it was due by without applying.",
+            Some(f64::from(u8::from(w.state == WeightsState::NotRevealed))),
+        );
+        gauge(
+            "templar_weights_committed_block",
+            "Block the last weights (or their commit) went into.",
+            Some(w.committed_block as f64),
+        );
+        gauge(
+            "templar_weights_applied_block",
+            "Block the chain last applied this node's weights at.",
+            w.applied_block.map(|b| b as f64),
+        );
+    }
     if let Some(c) = &s.compute {
         // An info gauge: 1, with the device in the labels (alerts compare it to the GPUs the
         // pod asked for).
@@ -208,5 +226,38 @@ mod tests {
             "{m}"
         );
         assert!(parsed.compute.is_some_and(|c| c.on_gpu()));
+    }
+
+    #[test]
+    fn weights_that_never_applied_show_in_the_metrics_and_the_status() {
+        use templar_protocol::chain::weights::WeightsOnChain;
+        let mut s = NodeStatus {
+            role: NodeRole::Validator,
+            uid: Some(0),
+            weights: Some(WeightsOnChain::judge(100, Some(9), Some(200), 100, 250)),
+            ..Default::default()
+        };
+        let m = render_metrics(&s);
+        assert!(
+            m.contains("templar_weights_not_revealed{role=\"validator\",uid=\"0\"} 1"),
+            "{m}"
+        );
+        assert!(
+            m.contains("templar_weights_committed_block{role=\"validator\",uid=\"0\"} 100"),
+            "{m}"
+        );
+        assert!(!m.contains("templar_weights_applied_block"), "{m}");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["weights"]["state"], "notRevealed");
+        s.weights = Some(WeightsOnChain::judge(100, Some(9), Some(200), 190, 250));
+        let m = render_metrics(&s);
+        assert!(
+            m.contains("templar_weights_not_revealed{role=\"validator\",uid=\"0\"} 0"),
+            "{m}"
+        );
+        assert!(
+            m.contains("templar_weights_applied_block{role=\"validator\",uid=\"0\"} 190"),
+            "{m}"
+        );
     }
 }

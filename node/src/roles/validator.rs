@@ -19,6 +19,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use templar_protocol::chain::weights::WeightsState;
 use templar_protocol::chain::{ChainError, Metagraph};
 use templar_protocol::network::{NodeContext, PeerList};
 use templar_protocol::node_status::{MinerScore, SkippedPeer};
@@ -52,6 +53,8 @@ pub struct Validator {
     pub state: ValidatorState,
     /// The block of this process's last weights, for the chain's rate limit.
     last_weights_block: Option<u64>,
+    /// The commit block of the unapplied weights last warned about.
+    warned_unrevealed: Option<u64>,
     /// Draws the order in which miners are evaluated. Random per process and never stored
     /// (the validator's bucket is readable by peers), so miners cannot predict it.
     eval_secret: u64,
@@ -88,6 +91,7 @@ impl Validator {
             ctx,
             state,
             last_weights_block: None,
+            warned_unrevealed: None,
             // RandomState is keyed from the OS random source, fresh for each instance.
             eval_secret: RandomState::new().hash_one(std::process::id()),
             random_pages_secret: RandomState::new().hash_one(std::process::id()),
@@ -220,6 +224,7 @@ impl Validator {
 
         let weights = weights_from_scores(&self.state.scores, ctx.hp.network.softmax_temperature);
         self.publish(w, &weights, &sample).await?;
+        self.check_weights_on_chain().await;
         self.state.last_window = Some(w);
         ctx.own_store
             .put(
@@ -392,6 +397,31 @@ impl Validator {
             Err(e) => tracing::warn!(error = %e, "set_weights failed"),
         }
         Ok(())
+    }
+
+    /// What became of the last weights on chain, into `/status` (and its metrics); a commit
+    /// the chain never applied is a warning, once per commit.
+    async fn check_weights_on_chain(&mut self) {
+        let report = match self.ctx.chain.weights_on_chain(&self.ctx.hotkey).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read what became of the weights");
+                return;
+            }
+        };
+        if let Some(r) = &report
+            && r.state == WeightsState::NotRevealed
+            && self.warned_unrevealed != Some(r.committed_block)
+        {
+            self.warned_unrevealed = Some(r.committed_block);
+            tracing::warn!(
+                committed_block = r.committed_block,
+                due_block = r.due_block,
+                "weights committed but never applied: the chain refused them at the reveal \
+                 (a validator permit, too few uids or too little stake at that block)"
+            );
+        }
+        self.ctx.update_status(|s| s.weights = report);
     }
 
     /// The window's scores and weights into the node's `/status`.

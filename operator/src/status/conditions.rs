@@ -50,6 +50,9 @@ pub(super) struct Findings<'a> {
     /// The first node that computes elsewhere than its pod's resources say (on the CPU with
     /// GPUs requested, or the reverse).
     pub wrong_device: Option<String>,
+    /// The first validator whose last weights commit passed the block it was due by without
+    /// applying (the chain refused it at the reveal).
+    pub weights_not_revealed: Option<String>,
 }
 
 impl Findings<'_> {
@@ -74,7 +77,8 @@ impl Findings<'_> {
     }
 
     /// Why the resource is degraded, if it is: a spec problem first, then a failing
-    /// container, pods past the startup deadline, a node's own error.
+    /// container, pods past the startup deadline, a node on the wrong device, weights the
+    /// chain never applied, a node's own error.
     pub fn degraded_why(&self) -> Option<(String, String)> {
         if let Some(p) = self.problem {
             return Some((p.reason.as_str().to_string(), p.message.clone()));
@@ -98,6 +102,9 @@ impl Findings<'_> {
         }
         if let Some(why) = &self.wrong_device {
             return Some(("WrongDevice".into(), why.clone()));
+        }
+        if let Some(why) = &self.weights_not_revealed {
+            return Some(("WeightsNotRevealed".into(), why.clone()));
         }
         self.node_error
             .clone()

@@ -234,6 +234,7 @@ pub fn compute(input: Input) -> Outcome {
                 .map(|e| truncate_node_string(&format!("{}: {e}", r.hotkey)))
         }),
         wrong_device: reports.iter().find_map(|r| wrong_device(spec, r)),
+        weights_not_revealed: reports.iter().find_map(|r| weights_not_revealed(r)),
     };
     let prev_conditions = previous
         .map(|p| p.conditions.as_slice())
@@ -264,6 +265,23 @@ pub fn compute(input: Input) -> Outcome {
         status,
         notices,
     }
+}
+
+/// A validator whose last weights commit was not applied by the block it was due: the
+/// message.
+fn weights_not_revealed(node: &NodeStatus) -> Option<String> {
+    use templar_protocol::chain::weights::WeightsState;
+    let w = node.weights.as_ref()?;
+    (w.state == WeightsState::NotRevealed).then(|| {
+        truncate_node_string(&format!(
+            "{}: weights committed at block {} were not applied by block {} (the chain \
+             refused them at the reveal: check the validator permit, the subnet's \
+             MinAllowedWeights and the hotkey's stake)",
+            node.hotkey,
+            w.committed_block,
+            w.due_block.unwrap_or(w.committed_block)
+        ))
+    })
 }
 
 /// A node that computes elsewhere than the pod's resources say: the message, or `None`
