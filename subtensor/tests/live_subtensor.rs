@@ -50,3 +50,63 @@ async fn live_subtensor_head_metagraph_and_own_uid() {
         );
     }
 }
+
+/// The whole weights path on a live chain: the bucket commitment written and read back, the
+/// validator's weights sent (a timelocked commit where the subnet has commit-reveal on), then
+/// waited for until the chain applied them, bounded by the block they were due by. Needs a
+/// registered hotkey in `TEMPLAR_SUBTENSOR_HOTKEY`; weights on itself alone need no permit.
+/// On a local fast-block subtensor (docs/subtensor.md) it takes about a minute.
+#[tokio::test]
+#[ignore = "needs a live subtensor and a registered hotkey"]
+async fn live_subtensor_commitment_and_weights_apply() {
+    use std::time::{Duration, Instant};
+    use templar_protocol::chain::Commitment;
+    use templar_protocol::chain::weights::WeightsState;
+    let (Ok(url), Ok(path)) = (
+        std::env::var("TEMPLAR_SUBTENSOR_URL"),
+        std::env::var("TEMPLAR_SUBTENSOR_HOTKEY"),
+    ) else {
+        eprintln!(
+            "TEMPLAR_SUBTENSOR_URL and TEMPLAR_SUBTENSOR_HOTKEY are needed; nothing to check"
+        );
+        return;
+    };
+    let netuid = std::env::var("TEMPLAR_SUBTENSOR_NETUID")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let signer = Arc::new(load_hotkey(path.as_ref()).unwrap());
+    let chain = SubtensorChain::connect(&url, SubtensorSettings::new(netuid), signer.clone())
+        .await
+        .unwrap();
+    let me = signer.hotkey().clone();
+    let uid = chain.register(&me, Default::default()).await.unwrap();
+    // A commitment in templar's format (an R2 bucket and read key), written and read back.
+    let account = "a".repeat(32);
+    let commitment = Commitment {
+        endpoint: format!("https://{account}.r2.cloudflarestorage.com"),
+        region: "auto".into(),
+        bucket: account.clone(),
+        access_key_id: "k".repeat(32),
+        secret_access_key: "s".repeat(64),
+    };
+    chain.commit(&me, &commitment).await.unwrap();
+    assert_eq!(chain.commitment(uid).await.unwrap(), Some(commitment));
+    // Weights, then what the chain made of them.
+    chain.set_weights(&me, &[(uid, 1.0)]).await.unwrap();
+    let first = chain.weights_on_chain(&me).await.unwrap().unwrap();
+    println!("sent: {first:?}");
+    let head = chain.current_block().await.unwrap();
+    let blocks_left = first.due_block.unwrap_or(head).saturating_sub(head) + 5;
+    let deadline =
+        Instant::now() + chain.block_interval() * blocks_left as u32 + Duration::from_secs(60);
+    let report = loop {
+        let r = chain.weights_on_chain(&me).await.unwrap().unwrap();
+        if r.state != WeightsState::AwaitingReveal || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(chain.block_interval()).await;
+    };
+    println!("now: {report:?}");
+    assert_eq!(report.state, WeightsState::Applied, "{report:?}");
+}
