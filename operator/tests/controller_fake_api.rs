@@ -261,26 +261,6 @@ fn wallet(entries: &[(&str, &str)]) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-/// Change the wallet Secret (and the miner's replicas) at 45 s of simulated time.
-async fn change_wallet_at_45s(
-    state: Arc<Mutex<State>>,
-    entries: Vec<(&'static str, &'static str)>,
-    replicas: u32,
-) {
-    tokio::time::sleep(Duration::from_secs(45)).await;
-    let mut s = state.lock().unwrap();
-    let version = s.bump();
-    s.wallet = Some((wallet(&entries), version));
-    if s.miner["spec"]["replicas"] != json!(replicas) {
-        let version = s.bump();
-        s.miner["spec"]["replicas"] = json!(replicas);
-        s.miner["metadata"]["generation"] = json!(2);
-        s.miner["metadata"]["resourceVersion"] = json!(version);
-        let miner = s.miner.clone();
-        s.notify(MINERS, "MODIFIED", &miner);
-    }
-}
-
 const THREE_KEYS: [(&str, &str); 3] = [
     ("hotkey-0", "miner-0"),
     ("hotkey-1", "miner-1"),
@@ -291,10 +271,12 @@ fn pod_template(state: &Arc<Mutex<State>>) -> Value {
     state.lock().unwrap().stateful_set.as_ref().unwrap()["spec"]["template"].clone()
 }
 
-/// Scaling 3 -> 4 adds `hotkey-3` to the wallet Secret: the StatefulSet grows, its pod
-/// template (and so every running pod) stays as it was, and no pod is deleted.
-#[tokio::test(start_paused = true)]
-async fn scaling_up_restarts_no_running_pod() {
+/// Two simulated minutes over a wallet of [`THREE_KEYS`] that becomes `entries` (and the
+/// miner `replicas`) at 45 s; returns the run and the pod template before the change.
+async fn run_with_wallet_change(
+    entries: Vec<(&'static str, &'static str)>,
+    replicas: u32,
+) -> (Run, Value) {
     let before = Arc::new(Mutex::new(Value::Null));
     let seen = before.clone();
     let run = run_for(2, move |state| {
@@ -302,17 +284,37 @@ async fn scaling_up_restarts_no_running_pod() {
             state.lock().unwrap().wallet = Some((wallet(&THREE_KEYS), "11".into()));
             tokio::time::sleep(Duration::from_secs(40)).await;
             *seen.lock().unwrap() = pod_template(&state);
-            let mut four = THREE_KEYS.to_vec();
-            four.push(("hotkey-3", "miner-3"));
-            change_wallet_at_45s(state, four, 4).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let mut s = state.lock().unwrap();
+            let version = s.bump();
+            s.wallet = Some((wallet(&entries), version));
+            if s.miner["spec"]["replicas"] != json!(replicas) {
+                let version = s.bump();
+                s.miner["spec"]["replicas"] = json!(replicas);
+                s.miner["metadata"]["generation"] = json!(2);
+                s.miner["metadata"]["resourceVersion"] = json!(version);
+                let miner = s.miner.clone();
+                s.notify(MINERS, "MODIFIED", &miner);
+            }
         }
         .boxed()
     })
     .await;
+    let template = before.lock().unwrap().clone();
+    (run, template)
+}
+
+/// Scaling 3 -> 4 adds `hotkey-3` to the wallet Secret: the StatefulSet grows, its pod
+/// template (and so every running pod) stays as it was, and no pod is deleted.
+#[tokio::test(start_paused = true)]
+async fn scaling_up_restarts_no_running_pod() {
+    let mut four = THREE_KEYS.to_vec();
+    four.push(("hotkey-3", "miner-3"));
+    let (run, before) = run_with_wallet_change(four, 4).await;
     let s = run.state.lock().unwrap();
     let sts = s.stateful_set.as_ref().unwrap();
     assert_eq!(sts["spec"]["replicas"], 4);
-    assert_eq!(sts["spec"]["template"], *before.lock().unwrap());
+    assert_eq!(sts["spec"]["template"], before);
     assert!(s.deleted_pods.is_empty(), "{:?}", s.deleted_pods);
     let digests: BTreeMap<String, String> = serde_json::from_str(
         sts["metadata"]["annotations"]["templar.tplr.ai/hotkey-digests"]
@@ -328,25 +330,11 @@ async fn scaling_up_restarts_no_running_pod() {
 /// pod template stays as it was.
 #[tokio::test(start_paused = true)]
 async fn a_changed_key_restarts_only_its_own_pod() {
-    let before = Arc::new(Mutex::new(Value::Null));
-    let seen = before.clone();
-    let run = run_for(2, move |state| {
-        async move {
-            state.lock().unwrap().wallet = Some((wallet(&THREE_KEYS), "11".into()));
-            tokio::time::sleep(Duration::from_secs(40)).await;
-            *seen.lock().unwrap() = pod_template(&state);
-            let mut rotated = THREE_KEYS.to_vec();
-            rotated[1] = ("hotkey-1", "miner-1b");
-            change_wallet_at_45s(state, rotated, 3).await;
-        }
-        .boxed()
-    })
-    .await;
+    let mut rotated = THREE_KEYS.to_vec();
+    rotated[1] = ("hotkey-1", "miner-1b");
+    let (run, before) = run_with_wallet_change(rotated, 3).await;
     let s = run.state.lock().unwrap();
     assert_eq!(s.deleted_pods, ["alpha-miner-1"]);
-    assert_eq!(
-        s.stateful_set.as_ref().unwrap()["spec"]["template"],
-        *before.lock().unwrap()
-    );
+    assert_eq!(s.stateful_set.as_ref().unwrap()["spec"]["template"], before);
     rbac_grants(&s.calls);
 }

@@ -228,7 +228,11 @@ pub async fn handle(
             let changed = s
                 .stateful_set
                 .as_ref()
-                .map(|old| old["spec"] != sts["spec"])
+                .map(|old| {
+                    old["spec"] != sts["spec"]
+                        || old["metadata"]["annotations"] != sts["metadata"]["annotations"]
+                        || old["metadata"]["labels"] != sts["metadata"]["labels"]
+                })
                 .unwrap_or(true);
             if changed {
                 sts["metadata"]["resourceVersion"] = json!(s.bump());
