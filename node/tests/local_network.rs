@@ -663,9 +663,11 @@ async fn a_copier_and_a_stale_miner_are_penalised_and_their_sources_are_not() {
     for (i, who) in [(1, "stale"), (2, "copier")] {
         assert_eq!(after[i].consecutive_invalid, 1, "{who}: {:?}", after[i]);
         assert!(before[i].ema > 0.0);
+        // What it earned goes; a negative specific gain stays (forfeiting never pays).
+        let forfeited = (0.0, before[i].specific.min(0.0));
         assert_eq!(
             (after[i].ema, after[i].specific),
-            (0.0, 0.0),
+            forfeited,
             "{who} forfeits"
         );
     }
