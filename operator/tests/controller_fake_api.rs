@@ -199,19 +199,23 @@ async fn a_healthy_unchanged_resource_is_reconciled_on_the_refresh_period_only()
     }
 }
 
+/// The user scales the miner: a new generation, and the watch event the server sends.
+fn scale_miner(s: &mut State, replicas: u32) {
+    let version = s.bump();
+    s.miner["spec"]["replicas"] = json!(replicas);
+    s.miner["metadata"]["generation"] = json!(2);
+    s.miner["metadata"]["resourceVersion"] = json!(version);
+    let miner = s.miner.clone();
+    s.notify(MINERS, "MODIFIED", &miner);
+}
+
 /// A spec change (new generation) is reconciled at once, not at the next refresh.
 #[tokio::test(start_paused = true)]
 async fn a_spec_change_is_reconciled_at_once() {
     let run = run_for(2, |state| {
         async move {
             tokio::time::sleep(Duration::from_secs(45)).await;
-            let mut s = state.lock().unwrap();
-            let version = s.bump();
-            s.miner["spec"]["replicas"] = json!(2);
-            s.miner["metadata"]["generation"] = json!(2);
-            s.miner["metadata"]["resourceVersion"] = json!(version);
-            let miner = s.miner.clone();
-            s.notify(MINERS, "MODIFIED", &miner);
+            scale_miner(&mut state.lock().unwrap(), 2);
         }
         .boxed()
     })
@@ -289,12 +293,7 @@ async fn run_with_wallet_change(
             let version = s.bump();
             s.wallet = Some((wallet(&entries), version));
             if s.miner["spec"]["replicas"] != json!(replicas) {
-                let version = s.bump();
-                s.miner["spec"]["replicas"] = json!(replicas);
-                s.miner["metadata"]["generation"] = json!(2);
-                s.miner["metadata"]["resourceVersion"] = json!(version);
-                let miner = s.miner.clone();
-                s.notify(MINERS, "MODIFIED", &miner);
+                scale_miner(&mut s, replicas);
             }
         }
         .boxed()
