@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use subxt::storage::StorageKeyValue;
 use subxt::utils::AccountId32;
 use templar_protocol::chain::{Chain, ChainError, Commitment, Metagraph, Neuron, RegisterRequest};
 use templar_protocol::identity::sr25519::Sr25519Signer;
@@ -228,6 +229,37 @@ impl SubtensorChain {
         value.decode().map_err(corrupt(what))
     }
 
+    /// Every entry of the map at `address` under the key prefix `keys`, each turned into a
+    /// `T` by `each`; opening the iteration and each step of it within the timeout.
+    async fn each_entry<'at, Addr, Keys, T>(
+        &self,
+        at: &'at AtBlock,
+        what: &str,
+        address: Addr,
+        keys: Keys,
+        mut each: impl FnMut(StorageKeyValue<'at, ShapeChecked<Addr>>) -> Result<T, ChainError>,
+    ) -> Result<Vec<T>, ChainError>
+    where
+        Addr: subxt::storage::Address,
+        Keys: subxt::storage::PrefixOf<Addr::KeyParts>,
+    {
+        let t = self.settings.rpc_timeout;
+        let mut entries = bounded(what, t, at.storage().iter(ShapeChecked(address), keys)).await?;
+        let mut out = Vec::new();
+        while let Some(entry) =
+            tokio::time::timeout(t, entries.next())
+                .await
+                .map_err(|_| ChainError::Timeout {
+                    what: what.into(),
+                    after: t,
+                })?
+        {
+            let entry = entry.map_err(|e| ChainError::Rpc(format!("{what}: {e}")))?;
+            out.push(each(entry)?);
+        }
+        Ok(out)
+    }
+
     /// A map entry that may be absent (`None`), read and decoded within the timeout.
     async fn try_fetch<Addr>(
         &self,
@@ -369,28 +401,16 @@ impl Chain for SubtensorChain {
         let at = self.at_head().await?;
         let netuid = self.settings.netuid;
         let sm = runtime::storage().subtensor_module();
-        let mut keys = bounded(
-            "Keys",
-            self.settings.rpc_timeout,
-            at.storage().iter(ShapeChecked(sm.keys()), (netuid,)),
-        )
-        .await?;
-        let mut accounts = Vec::new();
-        while let Some(entry) = tokio::time::timeout(self.settings.rpc_timeout, keys.next())
-            .await
-            .map_err(|_| ChainError::Timeout {
-                what: "Keys".into(),
-                after: self.settings.rpc_timeout,
-            })?
-        {
-            let entry = entry.map_err(|e| ChainError::Rpc(format!("Keys: {e}")))?;
-            let (_, uid) = entry
-                .key()
-                .and_then(|k| k.decode())
-                .map_err(corrupt("Keys"))?;
-            let account = entry.value().decode().map_err(corrupt("Keys"))?;
-            accounts.push((uid, account));
-        }
+        let mut accounts = self
+            .each_entry(&at, "Keys", sm.keys(), (netuid,), |entry| {
+                let (_, uid) = entry
+                    .key()
+                    .and_then(|k| k.decode())
+                    .map_err(corrupt("Keys"))?;
+                let account = entry.value().decode().map_err(corrupt("Keys"))?;
+                Ok((uid, account))
+            })
+            .await?;
         accounts.sort_by_key(|(uid, _)| *uid);
         let permits = self
             .fetch(&at, "ValidatorPermit", sm.validator_permit(), (netuid,))

@@ -7,10 +7,10 @@ use templar_protocol::chain::ChainError;
 use templar_protocol::chain::weights::{WeightsOnChain, weights_for_chain};
 use templar_protocol::identity::Hotkey;
 
-use super::{SubtensorChain, now_secs};
+use super::{SubtensorChain, corrupt, now_secs};
 use crate::api::runtime;
 use crate::calls;
-use crate::client::{AtBlock, ShapeChecked, bounded};
+use crate::client::AtBlock;
 use crate::errors::SubtensorError;
 use crate::tlock::WeightsTlockPayload;
 
@@ -127,28 +127,14 @@ impl SubtensorChain {
         let address = runtime::storage()
             .subtensor_module()
             .timelocked_weight_commits();
-        let mut epochs = bounded(
-            "TimelockedWeightCommits",
-            self.settings.rpc_timeout,
-            at.storage().iter(ShapeChecked(address), (netuid,)),
-        )
-        .await?;
-        let mut unrevealed = 0;
-        while let Some(entry) = tokio::time::timeout(self.settings.rpc_timeout, epochs.next())
-            .await
-            .map_err(|_| ChainError::Timeout {
-                what: "TimelockedWeightCommits".into(),
-                after: self.settings.rpc_timeout,
-            })?
-        {
-            let entry =
-                entry.map_err(|e| ChainError::Rpc(format!("TimelockedWeightCommits: {e}")))?;
-            let commits = entry.value().decode().map_err(|e| ChainError::Corrupt {
-                key: "TimelockedWeightCommits".into(),
-                reason: e.to_string(),
-            })?;
-            unrevealed += commits.iter().filter(|c| c.0 == *me).count();
-        }
+        let what = "TimelockedWeightCommits";
+        let per_epoch = self
+            .each_entry(at, what, address, (netuid,), |entry| {
+                let commits = entry.value().decode().map_err(corrupt(what))?;
+                Ok(commits.iter().filter(|c| c.0 == *me).count())
+            })
+            .await?;
+        let unrevealed: usize = per_epoch.iter().sum();
         if unrevealed >= MAX_UNREVEALED {
             return Err(SubtensorError::CommitReveal(format!(
                 "this hotkey has {unrevealed} unrevealed weight commits on subnet {netuid}, the \
@@ -181,13 +167,8 @@ impl SubtensorChain {
                 (netuid,),
             )
             .await?;
-        let last = self
-            .fetch(at, "LastUpdate", sm.last_update(), (netuid,))
-            .await?;
-        if let Some(&last_block) = last.get(usize::from(own_uid))
-            && last_block > 0
-            && at.block_number() < last_block + limit
-        {
+        let last_block = self.last_update(at, own_uid).await?;
+        if last_block > 0 && at.block_number() < last_block + limit {
             return Err(ChainError::WeightsRateLimited {
                 last_block,
                 next_block: last_block + limit,
