@@ -2,7 +2,10 @@
 //! operator replica reconciles at a time; graceful shutdown on SIGTERM / Ctrl-C.
 
 use crate::nodeset::NodeSet;
-use crate::reconcile::{Context, FIELD_MANAGER, ReconcileError, error_policy, reconcile};
+use crate::reconcile::{
+    Context, FIELD_MANAGER, ReconcileError, error_policy, publish_events, reconcile,
+};
+use crate::status::Notice;
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -12,7 +15,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Error as ControllerError};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
@@ -121,6 +123,11 @@ async fn report_invalid<K: NodeSet>(ctx: &Context, meta: &ObjectMeta, error: &st
     .chars()
     .take(1000)
     .collect();
+    let notice = Notice {
+        warning: true,
+        reason: INVALID_RESOURCE.into(),
+        message: message.clone(),
+    };
     let reference = ObjectReference {
         api_version: Some(format!("{API_GROUP}/{API_VERSION}")),
         kind: Some(K::KIND.into()),
@@ -129,16 +136,7 @@ async fn report_invalid<K: NodeSet>(ctx: &Context, meta: &ObjectMeta, error: &st
         uid: meta.uid.clone(),
         ..Default::default()
     };
-    let event = Event {
-        type_: EventType::Warning,
-        reason: INVALID_RESOURCE.into(),
-        note: Some(message.clone()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::warn!(object = name, error = %e, "cannot publish the invalid-resource event");
-    }
+    publish_events(ctx, &reference, &[notice]).await;
     let now = Timestamp::now().to_string();
     let condition = |type_: &str, status: &str| {
         serde_json::json!({

@@ -17,7 +17,7 @@ use crate::validate::{
     referenced_secrets, validate,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -442,10 +442,9 @@ async fn write_status<K: NodeSet>(
     Ok(())
 }
 
-/// One event per notice. An event that cannot be written is not worth failing the
-/// reconcile over.
-async fn publish_events<K: NodeSet>(ctx: &Context, obj: &K, notices: &[Notice]) {
-    let reference = obj.object_ref(&());
+/// One event per notice about the object `reference` names. An event that cannot be written
+/// is not worth failing the reconcile over.
+pub(crate) async fn publish_events(ctx: &Context, reference: &ObjectReference, notices: &[Notice]) {
     for notice in notices {
         let event = Event {
             type_: if notice.warning {
@@ -458,8 +457,9 @@ async fn publish_events<K: NodeSet>(ctx: &Context, obj: &K, notices: &[Notice]) 
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(object = %obj.name_any(), reason = %notice.reason, error = %e, "cannot publish event");
+        if let Err(e) = ctx.recorder.publish(&event, reference).await {
+            let object = reference.name.as_deref().unwrap_or_default();
+            tracing::warn!(object, reason = %notice.reason, error = %e, "cannot publish event");
         }
     }
 }
@@ -544,7 +544,7 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
             reason: "HotkeyChanged".into(),
             message: format!("restarted {pod}: its hotkey changed in the wallet Secret"),
         }));
-    publish_events(ctx, obj, &outcome.notices).await;
+    publish_events(ctx, &obj.object_ref(&()), &outcome.notices).await;
     Ok(Action::requeue(if outcome.settled {
         ctx.timing.settled
     } else {
