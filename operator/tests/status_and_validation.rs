@@ -354,19 +354,33 @@ fn a_node_reporting_an_error_degrades_with_its_message() {
     assert!(d.message.contains("hk: S3 upload failed: 403"));
 }
 
+/// The status of a resource of `role` with one ready pod (`a-<role>-0`) whose node answers
+/// `status`.
+fn with_one_ready_node(role: NodeRole, spec: &NodeSpec, status: NodeStatus) -> Outcome {
+    let now = Timestamp::now();
+    let name = format!("a-{role}-0");
+    let ready = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "podIP": "10.0.0.1"});
+    compute(Input {
+        role,
+        spec,
+        generation: Some(1),
+        previous: None,
+        problem: None,
+        observed: &Observed {
+            stateful_set: Some(rolled_out(2)),
+            pods: vec![pod(&name, now, ready)],
+            probes: BTreeMap::from([(name, Ok(status))]),
+        },
+        selector: "app=a".into(),
+        now,
+    })
+}
+
 /// A node that trains on the CPU in a pod given GPUs (or on a GPU in one without) degrades
 /// the resource with the node's hotkey and device; a matching one does not.
 #[test]
 fn a_node_on_the_wrong_device_degrades_the_resource() {
     use templar_protocol::node_status::ComputeReport;
-    let now = Timestamp::now();
-    let p = || {
-        pod(
-            "a-miner-0",
-            now,
-            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "podIP": "10.0.0.1"}),
-        )
-    };
     let on = |device: &str| NodeStatus {
         hotkey: "hk".into(),
         compute: Some(ComputeReport {
@@ -376,22 +390,7 @@ fn a_node_on_the_wrong_device_degrades_the_resource() {
         }),
         ..Default::default()
     };
-    let outcome = |s: &NodeSpec, status: NodeStatus| {
-        compute(Input {
-            role: NodeRole::Miner,
-            spec: s,
-            generation: Some(1),
-            previous: None,
-            problem: None,
-            observed: &Observed {
-                stateful_set: Some(rolled_out(2)),
-                pods: vec![p()],
-                probes: BTreeMap::from([("a-miner-0".to_string(), Ok(status))]),
-            },
-            selector: "app=a".into(),
-            now,
-        })
-    };
+    let outcome = |s: &NodeSpec, status| with_one_ready_node(NodeRole::Miner, s, status);
     let gpu = spec("  resources: {gpus: 2}\n");
     let o = outcome(&gpu, on("cpu"));
     let d = cond(&o, "Degraded");
@@ -417,14 +416,6 @@ fn a_node_on_the_wrong_device_degrades_the_resource() {
 #[test]
 fn weights_the_chain_never_applied_degrade_the_validator() {
     use templar_protocol::chain::weights::WeightsOnChain;
-    let now = Timestamp::now();
-    let p = || {
-        pod(
-            "a-validator-0",
-            now,
-            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "podIP": "10.0.0.1"}),
-        )
-    };
     let validator = spec("  resources: {gpus: 0}\n");
     let outcome = |last_update: u64, head: u64| {
         let status = NodeStatus {
@@ -439,20 +430,7 @@ fn weights_the_chain_never_applied_degrade_the_validator() {
             )),
             ..Default::default()
         };
-        compute(Input {
-            role: NodeRole::Validator,
-            spec: &validator,
-            generation: Some(1),
-            previous: None,
-            problem: None,
-            observed: &Observed {
-                stateful_set: Some(rolled_out(1)),
-                pods: vec![p()],
-                probes: BTreeMap::from([("a-validator-0".to_string(), Ok(status))]),
-            },
-            selector: "app=a".into(),
-            now,
-        })
+        with_one_ready_node(NodeRole::Validator, &validator, status)
     };
     let o = outcome(100, 250);
     let d = cond(&o, "Degraded");
