@@ -106,15 +106,20 @@ pub fn update_score(entry: &mut ScoreState, result: Option<(f64, f64)>, alpha: f
             };
         }
         _ => {
-            entry.consecutive_invalid = entry.consecutive_invalid.saturating_add(1);
-            entry.consecutive_negative = entry.consecutive_negative.saturating_add(1);
+            count_invalid(entry);
             let k = entry.consecutive_invalid.min(MAX_PENALTY_ESCALATION);
             entry.ema *= penalty.powi(k as i32);
             entry.specific *= penalty.powi(k as i32);
-            entry.last_own = None;
-            entry.last_random = None;
         }
     }
+}
+
+/// One more window in a row without a valid submission (and so without an improvement).
+fn count_invalid(entry: &mut ScoreState) {
+    entry.consecutive_invalid = entry.consecutive_invalid.saturating_add(1);
+    entry.consecutive_negative = entry.consecutive_negative.saturating_add(1);
+    entry.last_own = None;
+    entry.last_random = None;
 }
 
 /// A window in which the miner's payload was caught cheating (a copy, an echo, a
@@ -122,12 +127,9 @@ pub fn update_score(entry: &mut ScoreState, result: Option<(f64, f64)>, alpha: f
 /// a cheat that went unseen in a window too small to judge it is not paid on afterwards
 /// (a decaying average would keep paying it for many windows).
 pub fn forfeit(entry: &mut ScoreState) {
+    count_invalid(entry);
     entry.ema = entry.ema.min(0.0);
     entry.specific = entry.specific.min(0.0);
-    entry.consecutive_invalid = entry.consecutive_invalid.saturating_add(1);
-    entry.consecutive_negative = entry.consecutive_negative.saturating_add(1);
-    entry.last_own = None;
-    entry.last_random = None;
 }
 
 /// One window's scores: every listed miner whose payload was `caught` cheating forfeits its
