@@ -81,11 +81,15 @@ pub fn identity_from_wallet(
     ordinal: Option<u32>,
     pod_name: &str,
 ) -> Result<NodeIdentity, IdentityError> {
-    let ordinal = match ordinal {
-        Some(o) => o,
-        None => pod_ordinal(pod_name).ok_or_else(|| IdentityError::NoOrdinal(pod_name.into()))?,
-    };
-    wallet_entry(wallet, ordinal)
+    wallet_entry(wallet, ordinal_of(ordinal, pod_name)?)
+}
+
+/// `ordinal` when given, else the number that ends the pod's name.
+fn ordinal_of(ordinal: Option<u32>, pod_name: &str) -> Result<u32, IdentityError> {
+    match ordinal {
+        Some(o) => Ok(o),
+        None => pod_ordinal(pod_name).ok_or_else(|| IdentityError::NoOrdinal(pod_name.into())),
+    }
 }
 
 /// Copy the pod's own entry of a wallet folder (all replicas' keys) into `to`, checked to
@@ -97,10 +101,7 @@ pub fn copy_own_entry(
     pod_name: &str,
     to: &Path,
 ) -> Result<NodeIdentity, IdentityError> {
-    let ordinal = match ordinal {
-        Some(o) => o,
-        None => pod_ordinal(pod_name).ok_or_else(|| IdentityError::NoOrdinal(pod_name.into()))?,
-    };
+    let ordinal = ordinal_of(ordinal, pod_name)?;
     let identity = wallet_entry(wallet, ordinal)?;
     let name = format!("hotkey-{ordinal}");
     let from = wallet.join(&name);
