@@ -4,11 +4,15 @@
 mod common;
 
 use common::{codec, payload_by};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use templar_protocol::Hotkey;
 use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
-use templar_protocol::chain::{Chain, Commitment, ManualClock, RegisterRequest};
+use templar_protocol::chain::{
+    Chain, ChainError, Commitment, ManualClock, Metagraph, RegisterRequest,
+};
 use templar_protocol::hparams::Hparams;
 use templar_protocol::network::{NodeContext, PeerList, SkipReason, gather};
 use templar_protocol::node_status::NodeStatus;
@@ -67,11 +71,16 @@ impl Network {
     }
 
     async fn context(&self, name: &str, uid: u16) -> NodeContext {
+        self.context_on(name, uid, self.chain.clone()).await
+    }
+
+    /// A node's context over `chain` (the devnet chain, or a wrapper of it).
+    async fn context_on(&self, name: &str, uid: u16, chain: Arc<dyn Chain>) -> NodeContext {
         let own = self.node(name, uid, devnet::VALIDATOR_STAKE, true).await;
         let hotkey = Hotkey::parse(name).unwrap();
         NodeContext::new(
             Hparams::default(),
-            self.chain.clone(),
+            chain,
             own,
             hotkey,
             uid,
@@ -186,6 +195,72 @@ async fn uploads_outside_the_window_bounds_are_too_early_or_too_late() {
             None => assert_eq!((ok.len(), skipped.len()), (1, 0), "{skipped:?}"),
         }
     }
+}
+
+/// The devnet chain, counting the reads of commitments made through it.
+struct CountingChain {
+    inner: Arc<DevnetChain>,
+    commitment_reads: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Chain for CountingChain {
+    fn block_interval(&self) -> Duration {
+        // Longer than the test: one read serves every peer of it.
+        Duration::from_secs(600)
+    }
+    async fn current_block(&self) -> Result<u64, ChainError> {
+        self.inner.current_block().await
+    }
+    async fn register(&self, hotkey: &Hotkey, request: RegisterRequest) -> Result<u16, ChainError> {
+        self.inner.register(hotkey, request).await
+    }
+    async fn metagraph(&self) -> Result<Metagraph, ChainError> {
+        self.inner.metagraph().await
+    }
+    async fn commit(&self, hotkey: &Hotkey, commitment: &Commitment) -> Result<(), ChainError> {
+        self.inner.commit(hotkey, commitment).await
+    }
+    async fn commitment(&self, uid: u16) -> Result<Option<Commitment>, ChainError> {
+        self.commitment_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.commitment(uid).await
+    }
+    async fn commitments(&self) -> Result<BTreeMap<u16, Commitment>, ChainError> {
+        self.commitment_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.commitments().await
+    }
+    async fn set_weights(&self, hotkey: &Hotkey, weights: &[(u16, f64)]) -> Result<(), ChainError> {
+        self.inner.set_weights(hotkey, weights).await
+    }
+    async fn weights_rate_limit(&self) -> Result<u64, ChainError> {
+        self.inner.weights_rate_limit().await
+    }
+}
+
+/// A window's peers, the committed miners and every peer's bucket come from one read of
+/// all commitments (one storage iteration on subtensor), not one chain read per peer.
+#[tokio::test]
+async fn a_gather_reads_every_peers_commitment_in_one_chain_read() {
+    let net = Network::new().await;
+    let chain = Arc::new(CountingChain {
+        inner: net.chain.clone(),
+        commitment_reads: AtomicUsize::new(0),
+    });
+    let ctx = net.context_on("validator", 0, chain.clone()).await;
+    let spec = codec(2);
+    let w = 5;
+    let peers: Vec<u16> = (1..=8).collect();
+    for uid in &peers {
+        let name = format!("m{uid}");
+        let store = net.node(&name, *uid, 0.0, true).await;
+        let bytes = payload_by(&spec, w, *uid, &name).1;
+        store.put(&ctx.keys.gradient(w, *uid), bytes).await.unwrap();
+    }
+    let listed = ctx.peers_for(w).await.unwrap().miners;
+    assert_eq!(listed, peers);
+    let (ok, skipped) = gather(&ctx, &PayloadValidator::new(&spec), w, &listed, None).await;
+    assert_eq!((ok.len(), skipped.len()), (8, 0), "{skipped:?}");
+    assert_eq!(chain.commitment_reads.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -13,6 +13,10 @@ metadata bytes) and one of:
   -> {"payload": hex}: the bytes a signer signs for that call and those extensions
 - {"op": "verify", "message": hex, "signature": hex, "ss58": str} -> {"valid": bool}:
   an sr25519 signature checked by the SDK
+- {"op": "metagraph", "netuid", "data": hex} -> {"params": hex, "block", "neurons": [{"uid",
+  "hotkey", "validator_permit", "incentive", "total_stake" (rao)}]}: the SDK's own
+  metagraph read (`bittensor.metagraph`) on the bytes a node answered to
+  `SubnetInfoRuntimeApi.get_metagraph`, and the call parameters it sends for the netuid
 Errors come back as {"error": str}.
 """
 import json
@@ -59,6 +63,8 @@ def answer(req):
                 era_block_hash=bytes.fromhex(req["era_block_hash"]),
             )
             return {"payload": bytes(payload).hex()}
+        if req["op"] == "metagraph":
+            return sdk_metagraph(req)
         if req["op"] == "call":
             call = rt.compose_call(req["module"], req["function"], unhex(req["params"]))
             return {"call": bytes(call).hex()}
@@ -73,6 +79,35 @@ def answer(req):
     except Exception as e:
         return {"error": str(e)}
     raise ValueError(f"unknown op {req['op']}")
+
+
+def sdk_metagraph(req):
+    """The SDK's runtime-API encoding and decoding (`bittensor._transport.runtime_api`) and
+    its metagraph builder, the path `bittensor.metagraph.fetch` takes after `state_call`."""
+    from bittensor import metagraph
+    from bittensor._transport import runtime_api
+    from bittensor._transport.codec import RuntimeCodec
+
+    with open(req["metadata"], "rb") as f:
+        codec = RuntimeCodec(f.read(), spec_version=0, transaction_version=0)
+    api, method = "SubnetInfoRuntimeApi", "get_metagraph"
+    params = runtime_api.encode_runtime_api_params(codec, api, method, [req["netuid"]])
+    graph = runtime_api.decode_runtime_api_result(codec, api, method, bytes.fromhex(req["data"]))
+    built = metagraph._build(req["netuid"], graph, {})
+    return {
+        "params": params,
+        "block": built.block,
+        "neurons": [
+            {
+                "uid": n.uid,
+                "hotkey": n.hotkey,
+                "validator_permit": n.validator_permit,
+                "incentive": n.incentive,
+                "total_stake": n.total_stake.rao,
+            }
+            for n in built.neurons
+        ],
+    }
 
 
 def main():

@@ -2,13 +2,14 @@
 //! local subtensor). Weights go the way the subnet requires: commit-reveal v4 (timelocked to
 //! a drand round) while `CommitRevealWeightsEnabled`, plain `set_mechanism_weights` otherwise.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use subxt::storage::StorageKeyValue;
 use subxt::utils::AccountId32;
-use templar_protocol::chain::{Chain, ChainError, Commitment, Metagraph, Neuron, RegisterRequest};
+use templar_protocol::chain::{Chain, ChainError, Commitment, Metagraph, RegisterRequest};
 use templar_protocol::identity::sr25519::Sr25519Signer;
 use templar_protocol::identity::{Hotkey, Signer as _, ss58};
 
@@ -19,6 +20,7 @@ use crate::commitment;
 use crate::extrinsic;
 use crate::head::HeadFollower;
 
+mod metagraph;
 mod weights;
 use crate::reveal::EpochState;
 
@@ -44,8 +46,6 @@ async fn slot_duration(at: &AtBlock, timeout: Duration) -> Result<Duration, Chai
 const SS58_PREFIX: u8 = 42;
 /// Stake is in rao (1e-9 alpha).
 const RAO: f64 = 1e9;
-/// At most this many storage reads in flight while building the metagraph.
-const FAN_OUT: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct SubtensorSettings {
@@ -398,53 +398,7 @@ impl Chain for SubtensorChain {
     }
 
     async fn metagraph(&self) -> Result<Metagraph, ChainError> {
-        let at = self.at_head().await?;
-        let netuid = self.settings.netuid;
-        let sm = runtime::storage().subtensor_module();
-        let mut accounts = self
-            .each_entry(&at, "Keys", sm.keys(), (netuid,), |entry| {
-                let (_, uid) = entry
-                    .key()
-                    .and_then(|k| k.decode())
-                    .map_err(corrupt("Keys"))?;
-                let account = entry.value().decode().map_err(corrupt("Keys"))?;
-                Ok((uid, account))
-            })
-            .await?;
-        accounts.sort_by_key(|(uid, _)| *uid);
-        let permits = self
-            .fetch(&at, "ValidatorPermit", sm.validator_permit(), (netuid,))
-            .await?;
-        let incentives = self
-            .fetch(&at, "Incentive", sm.incentive(), (netuid,))
-            .await?;
-        let mut stakes = Vec::with_capacity(accounts.len());
-        for chunk in accounts.chunks(FAN_OUT) {
-            let reads = chunk.iter().map(|(_, account)| {
-                self.fetch(
-                    &at,
-                    "TotalHotkeyAlpha",
-                    sm.total_hotkey_alpha(),
-                    (*account, netuid),
-                )
-            });
-            stakes.extend(futures::future::join_all(reads).await);
-        }
-        let mut neurons = Vec::with_capacity(accounts.len());
-        for ((uid, account), stake) in accounts.iter().zip(stakes) {
-            let i = usize::from(*uid);
-            neurons.push(Neuron {
-                uid: *uid,
-                hotkey: hotkey_of(account),
-                stake: stake? as f64 / RAO,
-                validator_permit: permits.get(i).copied().unwrap_or(false),
-                incentive: f64::from(incentives.get(i).copied().unwrap_or(0)) / f64::from(u16::MAX),
-            });
-        }
-        Ok(Metagraph {
-            block: at.block_number(),
-            neurons,
-        })
+        self.read_metagraph().await
     }
 
     /// Writes the commitment only when it differs from what the chain holds (each write
@@ -464,26 +418,11 @@ impl Chain for SubtensorChain {
     }
 
     async fn commitment(&self, uid: u16) -> Result<Option<Commitment>, ChainError> {
-        let at = self.at_head().await?;
-        let address = runtime::storage().subtensor_module().keys();
-        let Some(account) = self
-            .try_fetch(&at, "Keys", address, (self.settings.netuid, uid))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let Some(raw) = self.raw_commitment(&at, &account).await? else {
-            return Ok(None);
-        };
-        // Another subnet's format, or garbage, is this peer's problem: it has no bucket
-        // anyone can read, and the rest of the network goes on without it.
-        match commitment::from_raw(&raw) {
-            Ok(c) => Ok(Some(c)),
-            Err(e) => {
-                tracing::warn!(uid, reason = %e, "commitment is not templar's bucket format; peer left out");
-                Ok(None)
-            }
-        }
+        self.read_commitment(uid).await
+    }
+
+    async fn commitments(&self) -> Result<BTreeMap<u16, Commitment>, ChainError> {
+        self.read_commitments().await
     }
 
     async fn set_weights(&self, hotkey: &Hotkey, weights: &[(u16, f64)]) -> Result<(), ChainError> {
@@ -507,21 +446,6 @@ impl Chain for SubtensorChain {
     }
 }
 
-impl SubtensorChain {
-    /// The first raw field of `account`'s commitment on this subnet.
-    async fn raw_commitment(
-        &self,
-        at: &AtBlock,
-        account: &AccountId32,
-    ) -> Result<Option<Vec<u8>>, ChainError> {
-        let address = runtime::storage().commitments().commitment_of();
-        let key = (self.settings.netuid, *account);
-        let Some(registration) = self.try_fetch(at, "CommitmentOf", address, key).await? else {
-            return Ok(None);
-        };
-        Ok(registration.info.fields.0.iter().find_map(calls::raw_bytes))
-    }
-}
 /// Maps a decoding error of storage entry `key` to [`ChainError::Corrupt`].
 fn corrupt<E: std::fmt::Display>(key: &str) -> impl FnOnce(E) -> ChainError + '_ {
     move |e| ChainError::Corrupt {

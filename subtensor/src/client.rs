@@ -18,7 +18,8 @@ pub type AtBlock = subxt::client::OnlineClientAtBlock<SubstrateConfig>;
 /// The metadata the generated API was built from.
 pub const COMMITTED_METADATA: &[u8] = include_bytes!("../metadata/finney.scale");
 
-/// Calls and storage entries this crate uses; each must have the same shape on the live chain.
+/// Calls and storage entries this crate uses (the runtime API: [`METAGRAPH_API`]); each must
+/// have the same shape on the live chain.
 pub const CALLS: &[(&str, &str)] = &[
     ("SubtensorModule", "set_mechanism_weights"),
     ("SubtensorModule", "commit_timelocked_mechanism_weights"),
@@ -29,9 +30,6 @@ pub const CALLS: &[(&str, &str)] = &[
 pub const STORAGE: &[(&str, &str)] = &[
     ("SubtensorModule", "Keys"),
     ("SubtensorModule", "Uids"),
-    ("SubtensorModule", "ValidatorPermit"),
-    ("SubtensorModule", "Incentive"),
-    ("SubtensorModule", "TotalHotkeyAlpha"),
     ("SubtensorModule", "NetworksAdded"),
     ("SubtensorModule", "CommitRevealWeightsEnabled"),
     ("SubtensorModule", "WeightsVersionKey"),
@@ -47,6 +45,20 @@ pub const STORAGE: &[(&str, &str)] = &[
     ("Commitments", "CommitmentOf"),
 ];
 
+/// The runtime API the metagraph is read through, and the fields of its output read (by
+/// name: the runtime's other fields are skipped, so it may grow new ones).
+pub const METAGRAPH_API: (&str, &str, &[&str]) = (
+    "SubnetInfoRuntimeApi",
+    "get_metagraph",
+    &[
+        "block",
+        "hotkeys",
+        "validator_permit",
+        "incentives",
+        "total_stake",
+    ],
+);
+
 /// Where the live runtime encodes what this crate uses differently from the committed
 /// metadata: judged by SCALE shape ([`crate::shape`]), so a renamed type or a newtype
 /// wrapper (same bytes) passes and a changed encoding is named.
@@ -58,7 +70,9 @@ pub fn runtime_differences(live: &Metadata) -> Vec<String> {
     let storage = STORAGE
         .iter()
         .filter_map(|(pallet, entry)| shape::storage_difference(&committed, live, pallet, entry));
-    calls.chain(storage).collect()
+    let (api, method, fields) = METAGRAPH_API;
+    let apis = shape::runtime_api_difference(&committed, live, api, method, fields);
+    calls.chain(storage).chain(apis).collect()
 }
 
 /// Runs one chain request with a deadline; a transport error or a late answer is a

@@ -190,3 +190,88 @@ pub fn storage_difference(
     (my_value != their_value)
         .then(|| format!("{what} value encodes as {their_value} on the chain, {my_value} here"))
 }
+
+/// A runtime API method: its inputs' shapes, and the shape of each of `fields` in its output
+/// (a struct, or an `Option` of one), `None` for a field the output lacks.
+pub fn runtime_api(
+    md: &Metadata,
+    api: &str,
+    method: &str,
+    fields: &[&str],
+) -> Option<(Vec<Shape>, Vec<Option<Shape>>)> {
+    let m = md.runtime_api_trait_by_name(api)?.method_by_name(method)?;
+    let types = md.types();
+    let inputs = m.inputs().map(|i| of(types, i.id)).collect();
+    let output = named_fields(types, unwrap_option(types, m.output_ty()));
+    let shapes = fields
+        .iter()
+        .map(|name| output.get(name).map(|id| of(types, *id)))
+        .collect();
+    Some((inputs, shapes))
+}
+
+/// `Some`'s field of an `Option`, else the type itself.
+fn unwrap_option(types: &PortableRegistry, id: u32) -> u32 {
+    let Some(ty) = types.resolve(id) else {
+        return id;
+    };
+    match &ty.type_def {
+        TypeDef::Variant(v) if ty.path.segments.last().map(String::as_str) == Some("Option") => v
+            .variants
+            .iter()
+            .find(|var| var.name == "Some")
+            .and_then(|var| var.fields.first())
+            .map_or(id, |f| f.ty.id),
+        _ => id,
+    }
+}
+
+/// A struct's fields by name (empty for any other type).
+fn named_fields(types: &PortableRegistry, id: u32) -> std::collections::HashMap<&str, u32> {
+    match types.resolve(id).map(|t| &t.type_def) {
+        Some(TypeDef::Composite(c)) => c
+            .fields
+            .iter()
+            .filter_map(|f| Some((f.name.as_deref()?, f.ty.id)))
+            .collect(),
+        _ => Default::default(),
+    }
+}
+
+/// Where runtime API `api.method` takes other inputs on `live` than on `ours`, or where a field
+/// of its output that this crate reads (by name) is gone or encodes differently.
+pub fn runtime_api_difference(
+    ours: &Metadata,
+    live: &Metadata,
+    api: &str,
+    method: &str,
+    fields: &[&str],
+) -> Option<String> {
+    let what = format!("runtime API {api}.{method}");
+    let Some((their_inputs, their_fields)) = runtime_api(live, api, method, fields) else {
+        return Some(format!("{what} is gone"));
+    };
+    let (my_inputs, my_fields) = runtime_api(ours, api, method, fields)?;
+    if my_inputs != their_inputs {
+        let show = |inputs: &[Shape]| {
+            let s: Vec<String> = inputs.iter().map(ToString::to_string).collect();
+            s.join(", ")
+        };
+        return Some(format!(
+            "{what} takes ({}) on the chain, ({}) here",
+            show(&their_inputs),
+            show(&my_inputs)
+        ));
+    }
+    fields
+        .iter()
+        .zip(my_fields.iter().zip(&their_fields))
+        .find(|(_, (mine, theirs))| mine != theirs)
+        .map(|(name, (mine, theirs))| match (mine, theirs) {
+            (_, None) => format!("{what} output field {name} is gone"),
+            (Some(here), Some(there)) => {
+                format!("{what} output field {name} encodes as {there} on the chain, {here} here")
+            }
+            (None, Some(_)) => format!("{what} output field {name} is not in this build"),
+        })
+}

@@ -44,10 +44,11 @@ async fn live_subtensor_head_metagraph_and_own_uid() {
             .register(signer.hotkey(), Default::default())
             .await
             .unwrap();
-        println!(
-            "own uid {uid}; commitment {:?}",
-            chain.commitment(uid).await.unwrap()
-        );
+        let own = chain.commitment(uid).await.unwrap();
+        println!("own uid {uid}; commitment {own:?}");
+        // The one-iteration read of every commitment agrees with the read by uid.
+        let all = chain.commitments().await.unwrap();
+        assert_eq!(all.get(&uid), own.as_ref());
     }
 }
 

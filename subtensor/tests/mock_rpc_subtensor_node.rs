@@ -8,6 +8,7 @@ mod common;
 use common::fake_node::{
     BLOCK, FakeNode, NETUID, client, client_of, map_key, node_with_subnet, storage_key,
 };
+use common::metagraph_answer::FakeNeuron;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -148,9 +149,39 @@ async fn mock_node_commitments_decode_from_the_sdks_bytes_into_the_bucket() {
     node.storage.insert(keys(4), other.to_vec());
     node.storage
         .insert(commitment_of(&other), registration_bytes(b"not templar"));
+    // A hotkey that left the subnet keeps its commitment in storage.
+    let gone = [7u8; 32];
+    node.storage
+        .insert(commitment_of(&gone), registration_bytes(raw.as_bytes()));
+    node.neurons = [[0u8; 32], account, [1; 32], [2; 32], other]
+        .into_iter()
+        .map(|hotkey| FakeNeuron {
+            hotkey,
+            validator_permit: false,
+            incentive: 0,
+            alpha_stake: 0,
+            tao_stake: 0,
+            total_stake: 0,
+        })
+        .collect();
+    let calls = node.calls.clone();
     let chain = SubtensorChain::from_rpc(client(node), settings(), signer())
         .await
         .unwrap();
+
+    // All of them at once: the metagraph's hotkeys and one iteration over the subnet's
+    // commitments, not a read per uid.
+    let before = calls.lock().unwrap().len();
+    let all = chain.commitments().await.unwrap();
+    let during = calls.lock().unwrap()[before..].to_vec();
+    assert_eq!(all.keys().copied().collect::<Vec<_>>(), [1], "{all:?}");
+    assert_eq!(all[&1].bucket, bucket);
+    let gets = during.iter().filter(|m| *m == "state_getStorage").count();
+    assert_eq!(gets, 0, "no read per uid: {during:?}");
+    assert!(
+        during.iter().any(|m| m == "state_getKeysPaged"),
+        "{during:?}"
+    );
 
     let c = chain.commitment(1).await.unwrap().expect("uid 1 committed");
     assert_eq!(c.bucket, bucket);
@@ -689,78 +720,131 @@ async fn mock_node_block_subscription_that_drops_is_opened_again() {
     );
 }
 
+/// The metagraph in one runtime-API call, decoded by field name; stake is the runtime's total
+/// stake, and the Bittensor SDK's own metagraph read of the same bytes agrees on every uid.
 #[tokio::test]
-async fn mock_node_metagraph_reads_hotkeys_permits_incentive_and_stake() {
-    metagraph_reads_on(common::committed_metadata()).await;
+async fn mock_node_metagraph_reads_hotkeys_permits_incentive_and_total_stake_as_the_sdk_does() {
+    let neurons = fake_neurons();
+    let (mg, calls) = metagraph_on(common::committed_metadata(), neurons.clone()).await;
+    let runtime_calls: Vec<&String> = calls
+        .iter()
+        .filter(|m| *m == "state_call SubnetInfoRuntimeApi_get_metagraph")
+        .collect();
+    let reads: Vec<&String> = calls.iter().filter(|m| is_storage_read(m)).collect();
+    assert_eq!(runtime_calls.len(), 1, "one runtime-API call: {calls:?}");
+    assert!(reads.is_empty(), "no storage read per uid: {reads:?}");
+    assert_eq!(mg.block, BLOCK);
+    let uids: Vec<u16> = mg.neurons.iter().map(|n| n.uid).collect();
+    assert_eq!(uids, [0, 1, 2]);
+    let ours: Vec<(String, bool, f64, f64)> = mg
+        .neurons
+        .iter()
+        .map(|n| {
+            let h = n.hotkey.as_str().to_string();
+            (h, n.validator_permit, n.incentive, n.stake)
+        })
+        .collect();
+    assert_eq!(
+        ours[0],
+        (
+            templar_protocol::identity::ss58::encode(&[0xaa; 32], 42),
+            true,
+            0.0,
+            2000.0
+        )
+    );
+    assert_eq!((ours[1].1, ours[1].2, ours[1].3), (false, 1.0, 0.0));
+    // uid 2 holds more alpha than uid 0 but less total stake: the leader is uid 0.
+    assert_eq!(mg.top_validator().map(|n| n.uid), Some(0));
+
+    let bytes = common::metagraph_answer::encode(&common::committed_metadata(), BLOCK, &neurons);
+    let sdk = &common::sdk_codec(vec![
+        json!({"op": "metagraph", "netuid": NETUID, "data": hex::encode(&bytes)}),
+    ])[0];
+    assert_eq!(sdk["params"], hex::encode(NETUID.encode()), "{sdk}");
+    assert_eq!(sdk["block"], BLOCK);
+    let theirs: Vec<(String, bool, f64, f64)> = sdk["neurons"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{sdk}"))
+        .iter()
+        .map(|n| {
+            (
+                n["hotkey"].as_str().unwrap().to_string(),
+                n["validator_permit"].as_bool().unwrap(),
+                n["incentive"].as_f64().unwrap(),
+                n["total_stake"].as_u64().unwrap() as f64 / 1e9,
+            )
+        })
+        .collect();
+    assert_eq!(ours, theirs);
 }
 
-/// A runtime whose `Incentive` is `Vec<PerU16>` (the SDK's): it starts, and the same bytes
-/// read as the same incentives.
-#[tokio::test]
-async fn mock_node_with_incentive_as_a_newtype_starts_and_reads_the_same_metagraph() {
-    let variant = common::metadata_variants::incentive_as_per_u16();
-    metagraph_reads_on(common::metadata_variants::encoded(variant)).await;
+fn is_storage_read(method: &str) -> bool {
+    [
+        "state_getStorage",
+        "state_queryStorageAt",
+        "state_getKeysPaged",
+    ]
+    .contains(&method)
 }
 
-async fn metagraph_reads_on(metadata: Vec<u8>) {
-    let (a, b) = ([0xaa; 32], [0xbb; 32]);
+/// uid 0: a validator (1000 alpha, root TAO making 2000 in total); uid 1: a miner with all the
+/// incentive; uid 2: a validator with more alpha (1500) but less total stake.
+fn fake_neurons() -> Vec<FakeNeuron> {
+    let tao = 1_000_000_000u64;
+    vec![
+        FakeNeuron {
+            hotkey: [0xaa; 32],
+            validator_permit: true,
+            incentive: 0,
+            alpha_stake: 1000 * tao,
+            tao_stake: 5000 * tao,
+            total_stake: 2000 * tao,
+        },
+        FakeNeuron {
+            hotkey: [0xbb; 32],
+            validator_permit: false,
+            incentive: u16::MAX,
+            alpha_stake: 0,
+            tao_stake: 0,
+            total_stake: 0,
+        },
+        FakeNeuron {
+            hotkey: [0xcc; 32],
+            validator_permit: true,
+            incentive: 0,
+            alpha_stake: 1500 * tao,
+            tao_stake: 0,
+            total_stake: 1500 * tao,
+        },
+    ]
+}
+
+/// A runtime whose metagraph `incentives` are `Vec<Compact<PerU16>>` (the SDK's type; a
+/// newtype, so another type hash): it starts, and the same bytes read as the same metagraph.
+#[tokio::test]
+async fn mock_node_with_incentives_as_a_newtype_starts_and_reads_the_same_metagraph() {
+    let variant = common::metadata_variants::metagraph_incentives_as_per_u16();
+    let (mg, _) = metagraph_on(common::metadata_variants::encoded(variant), fake_neurons()).await;
+    let (committed, _) = metagraph_on(common::committed_metadata(), fake_neurons()).await;
+    assert_eq!(mg, committed);
+    assert_eq!(mg.neurons[1].incentive, 1.0);
+}
+
+/// The metagraph a mock node serving `metadata` answers with `neurons`, and the RPC methods the
+/// read took.
+async fn metagraph_on(
+    metadata: Vec<u8>,
+    neurons: Vec<FakeNeuron>,
+) -> (templar_protocol::chain::Metagraph, Vec<String>) {
     let mut node = node_with_subnet(metadata);
-    let n = NETUID.encode();
-    let mut put = |pallet: &str, entry: &str, key: Vec<u8>, value: Vec<u8>| {
-        node.storage.insert(storage_key(pallet, entry, &key), value);
-    };
-    put(
-        "SubtensorModule",
-        "Keys",
-        [n.clone(), 0u16.encode()].concat(),
-        a.to_vec(),
-    );
-    put(
-        "SubtensorModule",
-        "Keys",
-        [n.clone(), 1u16.encode()].concat(),
-        b.to_vec(),
-    );
-    put(
-        "SubtensorModule",
-        "ValidatorPermit",
-        n.clone(),
-        vec![true, false].encode(),
-    );
-    put(
-        "SubtensorModule",
-        "Incentive",
-        n.clone(),
-        vec![0u16, u16::MAX].encode(),
-    );
-    let mut alpha_key = sp_crypto_hashing::blake2_128(&a).to_vec();
-    alpha_key.extend(a);
-    alpha_key.extend(&n);
-    put(
-        "SubtensorModule",
-        "TotalHotkeyAlpha",
-        alpha_key,
-        2_000_000_000_000u64.encode(),
-    );
+    node.neurons = neurons;
+    let calls = node.calls.clone();
     let chain = SubtensorChain::from_rpc(client(node), settings(), signer())
         .await
         .unwrap();
+    let before = calls.lock().unwrap().len();
     let mg = chain.metagraph().await.unwrap();
-    assert_eq!(mg.block, BLOCK);
-    let uids: Vec<u16> = mg.neurons.iter().map(|n| n.uid).collect();
-    assert_eq!(uids, [0, 1]);
-    let (v, m) = (&mg.neurons[0], &mg.neurons[1]);
-    assert_eq!(
-        v.hotkey.as_str(),
-        templar_protocol::identity::ss58::encode(&a, 42)
-    );
-    assert_eq!(
-        (v.stake, v.validator_permit, v.incentive),
-        (2000.0, true, 0.0)
-    );
-    assert_eq!(
-        (m.stake, m.validator_permit, m.incentive),
-        (0.0, false, 1.0)
-    );
-    assert_eq!(mg.top_validator().map(|n| n.uid), Some(0));
+    let during = calls.lock().unwrap()[before..].to_vec();
+    (mg, during)
 }

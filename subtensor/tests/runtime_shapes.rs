@@ -1,12 +1,13 @@
 //! The start-up runtime check against metadata variants built from the committed one: what
 //! encodes the same passes (a newtype around u16, which changes subxt's type hash), what does
-//! not is refused with the call, argument or entry named (u16 -> u32, a call removed, a key
-//! hashed another way).
+//! not is refused with the call, argument, entry or metagraph field named (u16 -> u32, a call
+//! removed, a key hashed another way, a metagraph field gone).
 
 mod common;
 
 use common::metadata_variants::{
-    committed, incentive_as_per_u16, metadata, primitive, subtensor_calls, subtensor_entry,
+    committed, metadata, metagraph_field, metagraph_incentives_as_per_u16, metagraph_struct,
+    primitive, subtensor_calls, subtensor_entry,
 };
 use frame_metadata::v16::{StorageEntryType, StorageHasher};
 use scale_info::TypeDefPrimitive;
@@ -23,17 +24,45 @@ fn the_committed_runtime_has_no_differences() {
 
 #[test]
 fn a_newtype_around_the_same_bytes_starts_though_its_type_hash_differs() {
-    let m = incentive_as_per_u16();
-    let live = metadata(m);
+    let live = metadata(metagraph_incentives_as_per_u16());
     assert_eq!(runtime_differences(&live), Vec::<String>::new());
-    // The structural hash the check used to compare does differ: it would have refused.
+    // The structural hash subxt compares does differ: it would have refused.
     let ours = metadata(committed());
     let hash = |md: &Metadata| {
-        md.pallet_by_name("SubtensorModule")
+        md.runtime_api_trait_by_name("SubnetInfoRuntimeApi")
+            .and_then(|t| t.method_by_name("get_metagraph"))
             .unwrap()
-            .storage_hash("Incentive")
+            .hash()
     };
     assert_ne!(hash(&ours), hash(&live));
+}
+
+/// The metagraph is decoded by field name: a field the node reads that is gone, or that
+/// encodes differently, is named; a field it does not read may change freely.
+#[test]
+fn a_metagraph_field_gone_or_reshaped_is_refused_by_name() {
+    let mut m = committed();
+    metagraph_struct(&mut m)
+        .fields
+        .retain(|f| f.name.as_deref() != Some("total_stake"));
+    assert_eq!(
+        runtime_differences(&metadata(m)),
+        ["runtime API SubnetInfoRuntimeApi.get_metagraph output field total_stake is gone"]
+    );
+
+    let mut m = committed();
+    let u32_id = primitive(&m, TypeDefPrimitive::U32);
+    metagraph_field(&mut m, "block").ty = u32_id.into();
+    // A field the node does not read.
+    metagraph_field(&mut m, "tempo").ty = u32_id.into();
+    let differences = runtime_differences(&metadata(m));
+    assert_eq!(differences.len(), 1, "{differences:?}");
+    assert!(
+        differences[0].starts_with(
+            "runtime API SubnetInfoRuntimeApi.get_metagraph output field block encodes as u32 on the chain, Compact<"
+        ),
+        "{differences:?}"
+    );
 }
 
 #[test]

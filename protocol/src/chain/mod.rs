@@ -8,6 +8,7 @@ pub mod devnet;
 pub mod weights;
 
 use crate::identity::Hotkey;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -213,6 +214,18 @@ pub trait Chain: Send + Sync {
     async fn metagraph(&self) -> Result<Metagraph, ChainError>;
     async fn commit(&self, hotkey: &Hotkey, commitment: &Commitment) -> Result<(), ChainError>;
     async fn commitment(&self, uid: u16) -> Result<Option<Commitment>, ChainError>;
+    /// Every registered uid's commitment in templar's format, read at one block. A chain
+    /// that can read them together (subtensor: one storage iteration) overrides this
+    /// uid-by-uid read.
+    async fn commitments(&self) -> Result<BTreeMap<u16, Commitment>, ChainError> {
+        let mut out = BTreeMap::new();
+        for n in self.metagraph().await?.neurons {
+            if let Some(c) = self.commitment(n.uid).await? {
+                out.insert(n.uid, c);
+            }
+        }
+        Ok(out)
+    }
     /// Weights by uid from `hotkey` (a validator); they are normalised by the chain. Refused
     /// with [`ChainError::WeightsRateLimited`] sooner than [`Chain::weights_rate_limit`]
     /// blocks after the hotkey's last weights.

@@ -27,7 +27,7 @@ use crate::storage::s3::{S3Config, S3Store};
 use crate::storage::{ObjectStore, StorageError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A peer whose commitment names a kind of store this build cannot open.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -97,6 +97,9 @@ impl PeerList {
 /// A peer's store and the commitment it was opened from.
 type PeerStore = (Commitment, Arc<dyn ObjectStore>);
 
+/// Every peer's commitment, by uid.
+pub type Commitments = Arc<BTreeMap<u16, Commitment>>;
+
 /// What every node shares: settings, chain, its own bucket, status.
 pub struct NodeContext {
     pub hp: Hparams,
@@ -113,6 +116,9 @@ pub struct NodeContext {
     pub peer_timeout: Duration,
     pub status: Arc<Mutex<NodeStatus>>,
     peer_stores: Mutex<HashMap<u16, PeerStore>>,
+    /// Every peer's commitment and when it was read: a gather asks for each peer's, and
+    /// one read serves them all for a block (a commitment changes at most once an epoch).
+    commitments: tokio::sync::Mutex<Option<(Instant, Commitments)>>,
     observed: Mutex<BTreeMap<u64, SystemTime>>,
 }
 
@@ -138,6 +144,7 @@ impl NodeContext {
             peer_timeout: Duration::from_secs(30),
             status: Arc::new(Mutex::new(status)),
             peer_stores: Mutex::new(HashMap::new()),
+            commitments: tokio::sync::Mutex::new(None),
             observed: Mutex::new(BTreeMap::new()),
         }
     }
@@ -203,7 +210,8 @@ impl NodeContext {
 
     /// A peer's store, from its current commitment (cached while the commitment holds).
     pub async fn peer_store(&self, uid: u16) -> Result<Option<Arc<dyn ObjectStore>>, PeerError> {
-        let Some(c) = self.chain.commitment(uid).await? else {
+        let commitments = self.commitments().await?;
+        let Some(c) = commitments.get(&uid).cloned() else {
             return Ok(None);
         };
         let mut cache = self.peer_stores.lock().unwrap_or_else(|e| e.into_inner());
@@ -250,13 +258,25 @@ impl NodeContext {
 
     /// Uids of the metagraph's miners that have committed a bucket.
     pub async fn committed_miners(&self, mg: &Metagraph) -> Result<Vec<u16>, ChainError> {
-        let mut out = Vec::new();
-        for n in mg.miners() {
-            if self.chain.commitment(n.uid).await?.is_some() {
-                out.push(n.uid);
-            }
+        let commitments = self.commitments().await?;
+        Ok(mg
+            .miners()
+            .map(|n| n.uid)
+            .filter(|uid| commitments.contains_key(uid))
+            .collect())
+    }
+
+    /// Every peer's commitment, read from the chain at most once per block.
+    pub async fn commitments(&self) -> Result<Commitments, ChainError> {
+        let mut cached = self.commitments.lock().await;
+        if let Some((read_at, commitments)) = cached.as_ref()
+            && read_at.elapsed() < self.chain.block_interval()
+        {
+            return Ok(commitments.clone());
         }
-        Ok(out)
+        let commitments = Arc::new(self.chain.commitments().await?);
+        *cached = Some((Instant::now(), commitments.clone()));
+        Ok(commitments)
     }
 
     pub fn update_status(&self, f: impl FnOnce(&mut NodeStatus)) {

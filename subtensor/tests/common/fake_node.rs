@@ -12,6 +12,8 @@ use codec::Encode;
 use serde_json::{Value, json};
 use subxt_rpcs::client::{MockRpcClient, RpcClient};
 
+use super::metagraph_answer::{self, FakeNeuron};
+
 pub const NETUID: u16 = 3;
 pub const BLOCK: u64 = 4_321;
 
@@ -72,6 +74,8 @@ pub struct FakeNode {
     pub next_index: u64,
     /// Blocks the finalized head lags the best one.
     pub finality_lag: u64,
+    /// The subnet's uids as `SubnetInfoRuntimeApi.get_metagraph` answers them.
+    pub neurons: Vec<FakeNeuron>,
 }
 
 /// The finalized head's hash (the best block's is `hash(0x22)`).
@@ -146,6 +150,16 @@ pub fn answer(node: &FakeNode, method: &str, params: &Value) -> Option<Value> {
                 "AccountNonceApi_account_nonce" => {
                     json!(format!("0x{}", hex::encode(0u32.encode())))
                 }
+                // The subnet's metagraph for its own netuid; `None` for any other.
+                "SubnetInfoRuntimeApi_get_metagraph" => {
+                    let asked = params.get(1)?.as_str()?.trim_start_matches("0x");
+                    let answer = if asked == hex::encode(NETUID.encode()) {
+                        metagraph_answer::encode(&node.metadata, BLOCK, &node.neurons)
+                    } else {
+                        vec![0]
+                    };
+                    json!(format!("0x{}", hex::encode(answer)))
+                }
                 "Metadata_metadata_versions" => {
                     json!(format!("0x{}", hex::encode(vec![16u32].encode())))
                 }
@@ -210,13 +224,18 @@ pub fn client_of(node: Arc<FakeNode>) -> RpcClient {
         .method_fallback(move |method: String, params| {
             let node = node.clone();
             async move {
-                node.calls.lock().unwrap().push(method.clone());
-                if node.silent {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                }
                 let params: Value = params
                     .map(|p| serde_json::from_str(p.get()).unwrap())
                     .unwrap_or(Value::Null);
+                // A runtime-API call is noted with the function it calls.
+                let noted = match (method.as_str(), params.get(0).and_then(Value::as_str)) {
+                    ("state_call", Some(function)) => format!("state_call {function}"),
+                    _ => method.clone(),
+                };
+                node.calls.lock().unwrap().push(noted);
+                if node.silent {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
                 let out = answer(&node, &method, &params);
                 if out.is_none() {
                     eprintln!("mock node: unanswered {method} {params}");
@@ -293,5 +312,6 @@ pub fn node_with_subnet(metadata: Vec<u8>) -> FakeNode {
         slot_ms: Some(12_000),
         next_index: 0,
         finality_lag: 0,
+        neurons: Vec::new(),
     }
 }

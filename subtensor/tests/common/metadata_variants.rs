@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use codec::{Decode, Encode};
-use frame_metadata::v16::{RuntimeMetadataV16, StorageEntryType};
+use frame_metadata::v16::RuntimeMetadataV16;
 use frame_metadata::{RuntimeMetadata, RuntimeMetadataPrefixed};
 use scale_info::form::PortableForm;
 use scale_info::{Field, Path, PortableType, Type, TypeDef, TypeDefComposite, TypeDefPrimitive};
@@ -73,13 +73,11 @@ pub fn subtensor_calls(m: &mut RuntimeMetadataV16) -> &mut Vec<scale_info::Varia
     }
 }
 
-/// The committed metadata with `Incentive` as `Vec<PerU16>` (a one-field struct around u16):
-/// the same bytes, another type hash.
-pub fn incentive_as_per_u16() -> RuntimeMetadataV16 {
-    let mut m = committed();
-    let u16_id = primitive(&m, TypeDefPrimitive::U16);
-    let per_u16 = add_type(
-        &mut m,
+/// `sp_arithmetic::PerU16`, a one-field struct around u16.
+fn add_per_u16(m: &mut RuntimeMetadataV16) -> u32 {
+    let u16_id = primitive(m, TypeDefPrimitive::U16);
+    add_type(
+        m,
         Type {
             path: Path::from_segments_unchecked(
                 ["sp_arithmetic", "per_things", "PerU16"].map(String::from),
@@ -95,16 +93,78 @@ pub fn incentive_as_per_u16() -> RuntimeMetadataV16 {
             }),
             docs: vec![],
         },
+    )
+}
+
+/// The committed metadata with the metagraph runtime API's `incentives` as
+/// `Vec<Compact<PerU16>>`: the same bytes, another type hash.
+pub fn metagraph_incentives_as_per_u16() -> RuntimeMetadataV16 {
+    let mut m = committed();
+    let per_u16 = add_per_u16(&mut m);
+    // A new Compact<PerU16> and a new Vec of it, so that no other Compact<u16> changes.
+    let compact = add_type(
+        &mut m,
+        Type {
+            path: Path::default(),
+            type_params: vec![],
+            type_def: TypeDef::Compact(scale_info::TypeDefCompact {
+                type_param: per_u16.into(),
+            }),
+            docs: vec![],
+        },
     );
-    let StorageEntryType::Map { value, .. } = &subtensor_entry(&mut m, "Incentive").ty else {
-        panic!("Incentive is a map");
-    };
-    let vec_id = value.id;
-    let TypeDef::Sequence(seq) = &mut type_mut(&mut m, vec_id).type_def else {
-        panic!("Incentive's value is a Vec");
-    };
-    seq.type_param = per_u16.into();
+    let vec = add_type(
+        &mut m,
+        Type {
+            path: Path::default(),
+            type_params: vec![],
+            type_def: TypeDef::Sequence(scale_info::TypeDefSequence {
+                type_param: compact.into(),
+            }),
+            docs: vec![],
+        },
+    );
+    metagraph_field(&mut m, "incentives").ty = vec.into();
     m
+}
+
+/// The runtime's `Metagraph` struct (what `get_metagraph` answers `Some` of).
+pub fn metagraph_struct(m: &mut RuntimeMetadataV16) -> &mut TypeDefComposite<PortableForm> {
+    let output = m
+        .apis
+        .iter()
+        .find(|a| a.name == "SubnetInfoRuntimeApi")
+        .and_then(|a| a.methods.iter().find(|f| f.name == "get_metagraph"))
+        .expect("get_metagraph in the committed metadata")
+        .output
+        .id;
+    let TypeDef::Variant(option) = &type_mut(m, output).type_def else {
+        panic!("get_metagraph answers an Option");
+    };
+    let id = option
+        .variants
+        .iter()
+        .find(|v| v.name == "Some")
+        .unwrap()
+        .fields[0]
+        .ty
+        .id;
+    match &mut type_mut(m, id).type_def {
+        TypeDef::Composite(c) => c,
+        _ => panic!("the metagraph is a struct"),
+    }
+}
+
+/// A field of the runtime's `Metagraph`.
+pub fn metagraph_field<'a>(
+    m: &'a mut RuntimeMetadataV16,
+    name: &str,
+) -> &'a mut Field<PortableForm> {
+    metagraph_struct(m)
+        .fields
+        .iter_mut()
+        .find(|f| f.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no metagraph field {name}"))
 }
 
 pub fn encoded(m: RuntimeMetadataV16) -> Vec<u8> {

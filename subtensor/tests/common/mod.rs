@@ -4,6 +4,7 @@
 
 pub mod fake_node;
 pub mod metadata_variants;
+pub mod metagraph_answer;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
