@@ -11,6 +11,7 @@
 //!      model as the others (its modelSample within 1e-4 at the same outer step);
 //!   4. the validator killed with SIGKILL and restarted shows the scores it had.
 
+use templar_operator::network_views::NetworkViews;
 use templar_testkit::fake_api;
 
 use futures::FutureExt;
@@ -294,12 +295,11 @@ async fn operator_status_of_running_miners(net: &Network) -> serde_json::Value {
         ..Timing::default()
     };
     let probe = StatusProbe::new(net.port, Duration::from_secs(2), 16);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::new(Metrics::new()),
-        probe,
-        timing,
-    ));
+    let views = Arc::new(NetworkViews::default());
+    let ctx = Arc::new(
+        Context::new(client.clone(), Arc::new(Metrics::new()), probe, timing)
+            .with_network_views(views.clone()),
+    );
     let (tx, rx) = futures::channel::oneshot::channel::<()>();
     let stop: Stop = async move {
         let _ = rx.await;
@@ -339,6 +339,22 @@ async fn operator_status_of_running_miners(net: &Network) -> serde_json::Value {
         unknown.is_empty(),
         "requests the fake does not know: {unknown:?}"
     );
+    // The network page of a validator in the namespace draws the running miners, as the
+    // reconciles read them from their /status.
+    views.record(
+        templar_protocol::node_status::NodeRole::Validator,
+        fake_api::NS,
+        "main",
+        &Default::default(),
+        1,
+    );
+    let view = views.view(fake_api::NS, "main").expect("a view");
+    let drawn = view
+        .miners
+        .iter()
+        .filter(|m| m.training_loss.is_some_and(f64::is_finite) && m.ready == Some(true))
+        .count();
+    assert_eq!(drawn, 3, "{view:?}");
     status
 }
 

@@ -100,6 +100,13 @@ fn the_release_publishes_what_installs_pull() {
         .collect::<String>();
     assert!(manifest.contains("kubectl kustomize manifests/install/base"));
     assert!(manifest.contains("gh release create"));
+    // The kubectl plugin: built, archived krew-style, attached with its krew manifest.
+    assert!(manifest.contains("--bin kubectl-templar"), "{manifest}");
+    assert!(manifest.contains("scripts/krew-manifest.sh"), "{manifest}");
+    assert!(
+        manifest.contains("dist/kubectl-templar_linux_amd64.tar.gz dist/templar.yaml"),
+        "{manifest}"
+    );
     assert!(readme.contains(&format!(
         "releases/download/v{VERSION}/templar-operator.yaml"
     )));
@@ -174,4 +181,42 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The krew manifest the release attaches names the archive's address at this version and
+/// its sha256, and the plugin binary krew puts on the PATH.
+#[test]
+fn the_krew_manifest_names_the_archive_and_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("kubectl-templar_linux_amd64.tar.gz");
+    std::fs::write(&archive, b"an archive").unwrap();
+    let out = std::process::Command::new(repo_root().join("scripts/krew-manifest.sh"))
+        .arg(VERSION)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plugin: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(plugin["kind"], "Plugin");
+    assert_eq!(plugin["metadata"]["name"], "templar");
+    assert_eq!(plugin["spec"]["version"], format!("v{VERSION}"));
+    let platform = &plugin["spec"]["platforms"][0];
+    assert_eq!(platform["bin"], "kubectl-templar");
+    assert_eq!(
+        platform["uri"],
+        format!(
+            "https://github.com/templar-rs/templar-rs/releases/download/v{VERSION}/kubectl-templar_linux_amd64.tar.gz"
+        )
+    );
+    // sha256("an archive"), computed independently of the script.
+    let sha = std::process::Command::new("sha256sum")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let sha = String::from_utf8(sha.stdout).unwrap();
+    assert_eq!(platform["sha256"], sha.split_whitespace().next().unwrap());
 }

@@ -16,6 +16,25 @@ use templar_protocol::identity::Signer;
 use templar_protocol::node_status::MODEL_SAMPLE_SIZE;
 use templar_protocol::payload::{Payload, PayloadError, PayloadMeta, PayloadValidator};
 
+/// What one miner's update did to the validator's model ([`Engine::evaluate`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Loss improvement on the miner's own pages.
+    pub own_gain: f64,
+    /// Loss improvement on random pages (held out: not the miner's).
+    pub random_gain: f64,
+    /// Loss on those random pages before and after the update.
+    pub held_out_before: f64,
+    pub held_out_after: f64,
+}
+
+impl Evaluation {
+    /// (own, random) improvement, what the score is made of.
+    pub fn gains(&self) -> (f64, f64) {
+        (self.own_gain, self.random_gain)
+    }
+}
+
 /// Separates the draw of a miner's own evaluation pages from that of its random pages (both
 /// keyed by the validator's per-window, per-miner salt).
 const OWN_PAGES_DOMAIN: u64 = 0x6f77_6e2d_7061_6765;
@@ -225,7 +244,7 @@ impl Engine {
     /// per tensor to `medians` (from [`Engine::peer_norm_medians`] of the window), on
     /// `eval_pages` of its own pages of window `w` and on as many random pages, both drawn with
     /// `random_salt` (the validator's secret: miners cannot know which of their pages count,
-    /// nor train on the random ones in advance): (own, random). Refused for a uid
+    /// nor train on the random ones in advance): the [`Evaluation`]. Refused for a uid
     /// whose pages overlap another's. The parameters are restored afterwards
     /// by copying a snapshot back: subtracting the update again would not restore them when
     /// it is huge (θ − d + d loses θ once |d| dwarfs it), so one extreme payload could wipe
@@ -238,7 +257,7 @@ impl Engine {
         eval_pages: u64,
         medians: &[f64],
         random_salt: u64,
-    ) -> Result<(f64, f64), EngineError> {
+    ) -> Result<Evaluation, EngineError> {
         // Own pages drawn secretly from the whole assignment: a miner that trains on part of
         // its pages cannot know which of them count.
         let assigned = self.sampler.assigned(uid, w)?;
@@ -273,7 +292,12 @@ impl Engine {
                 p.shallow_clone().copy_(saved);
             }
         });
-        Ok((before.0 - after.0, before.1 - after.1))
+        Ok(Evaluation {
+            own_gain: before.0 - after.0,
+            random_gain: before.1 - after.1,
+            held_out_before: before.1,
+            held_out_after: after.1,
+        })
     }
 
     /// Bytes a checkpoint of this model takes (every parameter as f32, a header allowance):
@@ -415,8 +439,8 @@ mod tests {
         }
         let (honest, scaled) = (e.selected(&honest), e.selected(&scaled));
         let medians = e.peer_norm_medians(std::iter::once(honest.as_slice()));
-        let fair = e.evaluate(1, 0, &honest, 2, &medians, 9).unwrap();
-        let gamed = e.evaluate(1, 0, &scaled, 2, &medians, 9).unwrap();
+        let fair = e.evaluate(1, 0, &honest, 2, &medians, 9).unwrap().gains();
+        let gamed = e.evaluate(1, 0, &scaled, 2, &medians, 9).unwrap().gains();
         assert!(fair.0.is_finite() && fair.0.abs() > 0.0, "{fair:?}");
         let tolerance = 1e-2 * fair.0.abs() + 1e-4;
         assert!(
@@ -424,7 +448,7 @@ mod tests {
             "clipped to the honest norm, the scaled update scores as the honest one: {gamed:?} vs {fair:?}"
         );
         let unclipped = vec![f64::INFINITY; medians.len()];
-        let raw = e.evaluate(1, 0, &scaled, 2, &unclipped, 9).unwrap();
+        let raw = e.evaluate(1, 0, &scaled, 2, &unclipped, 9).unwrap().gains();
         assert!(
             (raw.0 - fair.0).abs() > 10.0 * tolerance,
             "unclipped it scores differently: {raw:?} vs {fair:?}"

@@ -257,6 +257,9 @@ struct DevnetArgs {
     /// defences work.
     #[arg(long = "cheater")]
     cheaters: Vec<Behaviour>,
+    /// Address of the network page (`/network`); a free port when this one is taken.
+    #[arg(long, default_value = "127.0.0.1:8790")]
+    view_listen: String,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -421,6 +424,7 @@ fn devnet(args: DevnetArgs) -> Result<()> {
         out,
         store,
         cheaters: args.cheaters,
+        view_listen: args.view_listen,
     };
     runtime()?.block_on(run_devnet(opts))?;
     Ok(())

@@ -73,6 +73,10 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
+    /// Serve the network page of each TemplarValidator at /network/NAMESPACE/NAME (read-only,
+    /// from the nodes' /status).
+    #[arg(long)]
+    network_view: bool,
 }
 
 fn init_tracing(json: bool) {
@@ -124,7 +128,13 @@ async fn run(args: RunArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let stop = shutdown_signal();
-    let app = templar_operator::server::router(metrics.clone(), ready.clone());
+    let network_views = args
+        .network_view
+        .then(|| Arc::new(templar_operator::network_views::NetworkViews::default()));
+    let mut app = templar_operator::server::router(metrics.clone(), ready.clone());
+    if let Some(views) = &network_views {
+        app = app.merge(views.clone().routes());
+    }
     let server_stop = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -140,7 +150,11 @@ async fn run(args: RunArgs) -> Result<()> {
         settled: Duration::from_secs(args.refresh_secs.max(1)),
         ..Timing::default()
     };
-    let ctx = Arc::new(Context::new(client.clone(), metrics, probe, timing));
+    let mut ctx = Context::new(client.clone(), metrics, probe, timing);
+    if let Some(views) = network_views {
+        ctx = ctx.with_network_views(views);
+    }
+    let ctx = Arc::new(ctx);
     let scope = Scope::from_namespaces(args.namespaces);
     tracing::info!(scope = ?scope, listen = %args.listen, "templar-operator starting");
     let result = if args.no_leader_election {

@@ -7,6 +7,7 @@
 use crate::build::{Owner, desired};
 use crate::hotkeys;
 use crate::metrics::{Metrics, ResourceState};
+use crate::network_views::NetworkViews;
 use crate::nodeset::NodeSet;
 use crate::probe::NodeStatusReader;
 use crate::status::{
@@ -97,6 +98,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub probe: Box<dyn NodeStatusReader>,
     pub timing: Timing,
+    /// The network page of each validator, when served (`--network-view`).
+    pub network_views: Option<Arc<NetworkViews>>,
     /// Consecutive failures per object, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -118,8 +121,15 @@ impl Context {
             metrics,
             probe: Box::new(probe),
             timing,
+            network_views: None,
             failures: Mutex::default(),
         }
+    }
+
+    /// Record the nodes' `/status` of every reconcile into `views`.
+    pub fn with_network_views(mut self, views: Arc<NetworkViews>) -> Self {
+        self.network_views = Some(views);
+        self
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -487,6 +497,9 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
         .ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
     if obj.meta().deletion_timestamp.is_some() {
         ctx.metrics.forget_resource(K::KIND, &ns, &name);
+        if let Some(views) = &ctx.network_views {
+            views.forget(&ns, &name);
+        }
         // Owner references hand the StatefulSet, Services and ConfigMap to the garbage
         // collector; nothing of ours outlives the resource.
         return Ok(Action::await_change());
@@ -519,6 +532,10 @@ async fn reconcile_once<K: NodeSet>(obj: &K, ctx: &Context) -> Result<Action, Re
     };
     let observed = observe(ctx, &owner, applied.stateful_set).await?;
     let now = Timestamp::now();
+    if let Some(views) = &ctx.network_views {
+        let now_ms = u64::try_from(now.as_millisecond()).unwrap_or(0);
+        views.record(K::ROLE, &ns, &name, &observed.probes, now_ms);
+    }
     let mut outcome = compute(Input {
         role: K::ROLE,
         spec,

@@ -265,6 +265,7 @@ async fn validators_report_the_mean_score_they_give() {
             last_random_improvement: None,
             weight: 0.25,
             sync_drift: None,
+            held_out_loss: None,
         },
         MinerScore {
             uid: 2,
@@ -273,6 +274,7 @@ async fn validators_report_the_mean_score_they_give() {
             last_random_improvement: None,
             weight: 0.75,
             sync_drift: None,
+            held_out_loss: None,
         },
     ];
     status.last_weights_window = Some(6);

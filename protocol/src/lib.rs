@@ -6,7 +6,8 @@
 //! - [`payload`]: the update payload's byte format and its strict validator (tensors as plain
 //!   byte views);
 //! - [`identity`]: [`identity::Hotkey`] and the [`identity::Signer`] trait;
-//! - [`network`]: the context a node shares with its roles, and the gather of a window.
+//! - [`network`]: the context a node shares with its roles, and the gather of a window;
+//! - [`network_view`]: the network page and the JSON document it draws.
 //!
 //! The node crate adds the model, the codec's tensor work and the update rules on top; the
 //! operator may use this crate (without the `s3` feature) to read what nodes publish.
@@ -15,6 +16,7 @@ pub mod chain;
 pub mod hparams;
 pub mod identity;
 pub mod network;
+pub mod network_view;
 pub mod node_status;
 pub mod payload;
 pub mod storage;

@@ -49,6 +49,10 @@ pub struct MinerScore {
     /// the validator's (0 when in sync; above `sync_tolerance` the window counted as invalid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_drift: Option<f64>,
+    /// The validator's loss on held-out pages (random, not the miner's) after the miner's
+    /// last evaluated update alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_loss: Option<f64>,
 }
 
 /// A node's model against the top validator's latest checkpoint at that checkpoint's window.
@@ -72,6 +76,10 @@ pub struct NodeStatus {
     pub window: Option<u64>,
     pub global_step: u64,
     pub last_loss: Option<f64>,
+    /// Validators: the mean loss of the model on the held-out pages of the window's
+    /// evaluations, before any miner's update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_loss: Option<f64>,
     pub tokens_per_sec: Option<f64>,
     pub peers_gathered: usize,
     pub peers_skipped: Vec<SkippedPeer>,

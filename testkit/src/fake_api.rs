@@ -81,6 +81,15 @@ pub fn full(code: u16, v: &Value) -> Response<FakeBody> {
         .unwrap()
 }
 
+/// A plain-text answer (a pod's log).
+pub fn text(code: u16, body: &str) -> Response<FakeBody> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .unwrap()
+}
+
 pub fn not_found() -> Response<FakeBody> {
     full(
         404,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use templar_protocol::chain::devnet::{self, DevnetChain, Genesis};
+use templar_protocol::network_view::{NetworkRecorder, Observed};
 use templar_protocol::node_status::{NodeRole, NodeStatus};
 use templar_protocol::storage::ObjectStore;
 use templar_protocol::storage::fs::FsStore;
@@ -27,6 +28,8 @@ pub struct DevnetOptions {
     pub store: StoreSpec,
     /// Extra miners after the honest ones, one per attack named (demos of the defences).
     pub cheaters: Vec<Behaviour>,
+    /// Where the network page is served (`127.0.0.1:0`: a free port, printed).
+    pub view_listen: String,
 }
 
 /// The child processes; killed (and reaped) on drop, so none outlives the runner.
@@ -310,6 +313,24 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
     let nodes = plan_nodes(opts.miners, &opts.cheaters)?;
     let mut children = spawn_nodes(&opts, &nodes, &store_arg)?;
 
+    // The network page, from every node's status (the recorder below).
+    let view = super::network_page::SharedView::default();
+    let view_listener = match tokio::net::TcpListener::bind(&opts.view_listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "network view: http://{}/network",
+        view_listener.local_addr()?
+    );
+    let view_server = tokio::spawn(
+        axum::serve(view_listener, super::network_page::routes(view.clone())).into_future(),
+    );
+    let mut recorder = NetworkRecorder::new("devnet");
+
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let deadline = Duration::from_millis(window_ms * (opts.windows + 3)) + Duration::from_secs(120);
@@ -326,6 +347,16 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
             statuses.push(fetch_status(n.port, Duration::from_secs(2)).await);
         }
         rows.extend(new_rows(&nodes, &statuses, &mut recorded));
+        let observed: Vec<Observed> = nodes
+            .iter()
+            .zip(&statuses)
+            .map(|(n, s)| Observed {
+                name: n.name.clone(),
+                status: s.clone(),
+            })
+            .collect();
+        let built = recorder.observe(&observed, super::network_page::now_ms());
+        *view.lock().unwrap_or_else(|e| e.into_inner()) = Some(built);
         let validator = validator_status(&statuses);
         let table = render_table(&nodes, &statuses, started.elapsed());
         let shown = validator.and_then(|v| v.window);
@@ -360,6 +391,7 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
         }
     }
     drop(children);
+    view_server.abort();
     rows.sort_by(|a, b| (a.window, &a.node).cmp(&(b.window, &b.node)));
     write_csv(&opts.out.join("windows.csv"), &rows)?;
     super::plot::plot_report(&opts.out.join("report.png"), &rows)?;

@@ -9,6 +9,7 @@
 //! | [`devnet`] | `devnet` (`make demo`): a local network of processes, live table, report |
 //! | [`report`], [`plot`] | the devnet report: rows, CSV, PNG |
 //! | [`status_server`] | the node's `/healthz`, `/readyz`, `/status`, `/metrics` |
+//! | [`network_page`] | the network page and its JSON (a node's own, the devnet's) |
 //! | [`bench`] | `bench codec`, `bench train`, `bench convergence`, `bench integrity` |
 //! | [`tokenizer`] | `tokenizer train` |
 
@@ -16,6 +17,7 @@ pub mod bench;
 pub mod devnet;
 pub mod identity;
 pub mod launch;
+pub mod network_page;
 pub mod plot;
 pub mod report;
 pub mod status_server;

@@ -1,6 +1,7 @@
 //! The node's HTTP endpoints: `/healthz` (the process serves), `/readyz` (it has joined
-//! a window), `/status` (the [`NodeStatus`] JSON the operator reads) and `/metrics`
-//! (Prometheus text).
+//! a window), `/status` (the [`NodeStatus`] JSON the operator reads), `/metrics`
+//! (Prometheus text) and the network page (`/network`, `/network.json`:
+//! [`super::network_page`]).
 
 use axum::Router;
 use axum::extract::State;
@@ -157,9 +158,18 @@ fn metrics(s: &NodeStatus) -> Response {
         .into_response()
 }
 
-/// Serve until the listener fails; bind errors are returned to the caller.
+/// Serve until the listener fails, with the network page recorded from this node's status;
+/// bind errors are returned to the caller.
 pub async fn serve(listener: tokio::net::TcpListener, status: Shared) -> std::io::Result<()> {
-    axum::serve(listener, router(status)).await
+    let view = super::network_page::SharedView::default();
+    let recorder = tokio::spawn(super::network_page::record_own(
+        status.clone(),
+        view.clone(),
+    ));
+    let app = router(status).merge(super::network_page::routes(view));
+    let served = axum::serve(listener, app).await;
+    recorder.abort();
+    served
 }
 
 #[cfg(test)]
@@ -201,6 +211,7 @@ mod tests {
                 last_random_improvement: None,
                 weight: 1.0,
                 sync_drift: None,
+                held_out_loss: None,
             }];
             s.compute = Some(templar_protocol::node_status::ComputeReport {
                 device: "cuda:0".into(),
@@ -226,6 +237,24 @@ mod tests {
             "{m}"
         );
         assert!(parsed.compute.is_some_and(|c| c.on_gpu()));
+        // The network page, and the validator's own view of the miner it scores (recorded
+        // each second).
+        let page = get("/network").await;
+        assert!(page.starts_with("HTTP/1.1 200") && page.contains("<svg id=\"chart-score\""));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let body = get("/network.json").await;
+            if let Some(json) = body.split("\r\n\r\n").nth(1)
+                && let Ok(view) =
+                    serde_json::from_str::<templar_protocol::network_view::NetworkView>(json)
+                && view.miners.first().and_then(|m| m.weight) == Some(1.0)
+            {
+                assert_eq!(view.clock.window, Some(7));
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 
     #[test]

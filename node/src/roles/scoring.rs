@@ -24,6 +24,9 @@ pub struct ScoreState {
     /// Drift of the model the last valid payload was trained from (`Engine::sample_drift`).
     #[serde(default, with = "lossless_f64::option")]
     pub last_sync_drift: Option<f64>,
+    /// Loss on held-out pages after the last evaluated update alone (for `/status`).
+    #[serde(default, with = "lossless_f64::option")]
+    pub last_held_out: Option<f64>,
     /// Windows in a row without a valid submission; each one's penalty is steeper.
     #[serde(default)]
     pub consecutive_invalid: u32,
@@ -52,6 +55,7 @@ impl Default for ScoreState {
             last_own: None,
             last_random: None,
             last_sync_drift: None,
+            last_held_out: None,
             consecutive_invalid: 0,
             own_beats_random: 1.0,
             consecutive_negative: 0,
@@ -459,6 +463,7 @@ mod tests {
                 last_own: own,
                 last_random: None,
                 last_sync_drift: own.map(|x| x * 1e-3),
+                last_held_out: own.map(|x| x + 6.0),
                 consecutive_invalid: 2,
                 own_beats_random: -0.25,
                 consecutive_negative: 5,

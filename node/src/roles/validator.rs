@@ -299,6 +299,8 @@ impl Validator {
         let secret = self.random_pages_secret;
         let medians =
             block_in_place(|| engine.peer_norm_medians(submissions.iter().map(|s| s.selected)));
+        // Held-out losses (before, after) of each miner evaluated, for /status.
+        let mut held_out: BTreeMap<u16, (f64, f64)> = BTreeMap::new();
         let evaluate = |uid: u16| {
             let submission = submissions.iter().find(|s| s.uid == uid)?;
             // Random pages from the secret: a miner cannot know them before its upload.
@@ -307,9 +309,11 @@ impl Validator {
                 engine.evaluate(uid, w, submission.selected, n.eval_pages, &medians, salt)
             });
             tracing::info!(uid, window = w, ?result, "evaluated");
-            result
+            let evaluation = result
                 .map_err(|e| tracing::warn!(uid, window = w, error = %e, "not evaluated"))
-                .ok()
+                .ok()?;
+            held_out.insert(uid, (evaluation.held_out_before, evaluation.held_out_after));
+            Some(evaluation.gains())
         };
         let caught: Vec<u16> = submissions
             .iter()
@@ -330,6 +334,19 @@ impl Validator {
                 entry.last_sync_drift = Some(s.drift);
             }
         }
+        for (uid, entry) in self.state.scores.iter_mut() {
+            entry.last_held_out = held_out
+                .get(uid)
+                .map(|(_, after)| *after)
+                .filter(|l| l.is_finite());
+        }
+        let before: Vec<f64> = held_out
+            .values()
+            .map(|(b, _)| *b)
+            .filter(|b| b.is_finite())
+            .collect();
+        let mean = (!before.is_empty()).then(|| before.iter().sum::<f64>() / before.len() as f64);
+        self.ctx.update_status(|s| s.held_out_loss = mean);
     }
 
     /// Weights on chain every `weights_every` windows; the top validator's checkpoint (and
@@ -444,6 +461,7 @@ impl Validator {
                 last_random_improvement: s.last_random,
                 weight: weights.iter().find(|(u, _)| *u == uid).map_or(0.0, |x| x.1),
                 sync_drift: s.last_sync_drift,
+                held_out_loss: s.last_held_out,
             })
             .collect();
         self.ctx.update_status(|s| {
