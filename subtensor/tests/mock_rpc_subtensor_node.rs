@@ -848,3 +848,75 @@ async fn metagraph_on(
     let during = calls.lock().unwrap()[before..].to_vec();
     (mg, during)
 }
+
+/// A validator's chain work for one window against the mock, at 8 and at 64 uids: the
+/// metagraph, every commitment, weights sent and their fate read back. The requests it takes
+/// do not grow with the uids (one runtime-API call, one paged iteration; pages of 64 keys);
+/// prints the request counts and the time (the mock answers at once: this is the client's
+/// own work, not the network's latency).
+#[tokio::test]
+async fn mock_node_a_validators_chain_work_per_window_does_not_grow_with_the_uids() {
+    let registration = registration_bytes(
+        format!(
+            "{}{}{}",
+            "0123456789abcdef".repeat(2),
+            "K".repeat(32),
+            "S".repeat(64)
+        )
+        .as_bytes(),
+    );
+    let mut counts = Vec::new();
+    for uids in [8u16, 64] {
+        let mut node = weights_node(0, 0);
+        let me = signer().public();
+        node.neurons = (0..uids)
+            .map(|uid| {
+                let mut hotkey = [0u8; 32];
+                hotkey[..2].copy_from_slice(&uid.to_le_bytes());
+                FakeNeuron {
+                    hotkey: if uid == OWN_UID { me } else { hotkey },
+                    validator_permit: uid == OWN_UID,
+                    incentive: 0,
+                    alpha_stake: 0,
+                    tao_stake: 0,
+                    total_stake: 0,
+                }
+            })
+            .collect();
+        for n in &node.neurons {
+            let mut key = NETUID.encode();
+            key.extend(sp_crypto_hashing::twox_64(&n.hotkey));
+            key.extend(n.hotkey);
+            node.storage.insert(
+                storage_key("Commitments", "CommitmentOf", &key),
+                registration.clone(),
+            );
+        }
+        let calls = node.calls.clone();
+        let chain = SubtensorChain::from_rpc(client(node), settings(), signer())
+            .await
+            .unwrap();
+        let before = calls.lock().unwrap().len();
+        let started = std::time::Instant::now();
+        let mg = chain.metagraph().await.unwrap();
+        let commitments = chain.commitments().await.unwrap();
+        chain
+            .set_weights(&signer_hotkey(), &[(1, 1.0)])
+            .await
+            .unwrap();
+        chain.weights_on_chain(&signer_hotkey()).await.unwrap();
+        let elapsed = started.elapsed();
+        let requests = calls.lock().unwrap().len() - before;
+        assert_eq!(mg.neurons.len(), usize::from(uids));
+        assert_eq!(commitments.len(), usize::from(uids));
+        println!(
+            "{{\"uids\": {uids}, \"rpc_requests\": {requests}, \"ms\": {:.1}}}",
+            elapsed.as_secs_f64() * 1e3
+        );
+        counts.push(requests);
+    }
+    assert!(
+        counts[1] <= counts[0] + 2,
+        "requests grow with the uids: {counts:?}"
+    );
+}

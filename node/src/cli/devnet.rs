@@ -98,10 +98,11 @@ fn render_table(
     nodes: &[NodeHandle],
     statuses: &[Option<NodeStatus>],
     elapsed: Duration,
+    view_url: &str,
 ) -> String {
     let validator = validator_status(statuses);
     let mut out = format!(
-        "templar devnet  {:>5.0}s  (Ctrl-C stops)\n\n{:<10} {:>4} {:>7} {:>8} {:>10} {:>8} {:>8}  {}\n",
+        "templar devnet  {:>5.0}s  (Ctrl-C stops)  network page: {view_url}\n\n{:<10} {:>4} {:>7} {:>8} {:>10} {:>8} {:>8}  {}\n",
         elapsed.as_secs_f64(),
         "node",
         "uid",
@@ -322,10 +323,8 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
         }
         Err(e) => return Err(e.into()),
     };
-    println!(
-        "network view: http://{}/network",
-        view_listener.local_addr()?
-    );
+    let view_url = format!("http://{}/network", view_listener.local_addr()?);
+    println!("network view: {view_url}");
     let view_server = tokio::spawn(
         axum::serve(view_listener, super::network_page::routes(view.clone())).into_future(),
     );
@@ -358,7 +357,7 @@ pub async fn run_devnet(opts: DevnetOptions) -> anyhow::Result<Vec<Row>> {
         let built = recorder.observe(&observed, super::network_page::now_ms());
         *view.lock().unwrap_or_else(|e| e.into_inner()) = Some(built);
         let validator = validator_status(&statuses);
-        let table = render_table(&nodes, &statuses, started.elapsed());
+        let table = render_table(&nodes, &statuses, started.elapsed(), &view_url);
         let shown = validator.and_then(|v| v.window);
         if tty {
             print!("\x1b[2J\x1b[H{table}");
