@@ -15,6 +15,7 @@ use templar_protocol::identity::{Signer, Sr25519Signer};
 use zeroize::Zeroizing;
 
 use super::PluginError;
+use crate::nodeset::NodeSet;
 
 /// Field manager of the plugin's server-side applies.
 pub const FIELD_MANAGER: &str = "kubectl-templar";
@@ -151,34 +152,10 @@ pub async fn apply(
         )))?;
     writeln!(out, "configmap/{config_name} applied")?;
 
-    let validator: TemplarValidator = serde_json::from_value(json!({
-        "apiVersion": "templar.tplr.ai/v1alpha1", "kind": "TemplarValidator",
-        "metadata": {"name": o.name},
-        "spec": spec(o, 1, &format!("{}-validator-hotkeys", o.name)),
-    }))
-    .map_err(|e| PluginError::Invalid(format!("TemplarValidator: {e}")))?;
-    Api::<TemplarValidator>::namespaced(client.clone(), ns)
-        .patch(&o.name, &params, &Patch::Apply(&validator))
-        .await
-        .map_err(PluginError::api(format!(
-            "applying TemplarValidator {ns}/{}",
-            o.name
-        )))?;
-    writeln!(out, "templarvalidator/{} applied", o.name)?;
-    let miner: TemplarMiner = serde_json::from_value(json!({
-        "apiVersion": "templar.tplr.ai/v1alpha1", "kind": "TemplarMiner",
-        "metadata": {"name": o.name},
-        "spec": spec(o, o.miners, &format!("{}-miner-hotkeys", o.name)),
-    }))
-    .map_err(|e| PluginError::Invalid(format!("TemplarMiner: {e}")))?;
-    Api::<TemplarMiner>::namespaced(client.clone(), ns)
-        .patch(&o.name, &params, &Patch::Apply(&miner))
-        .await
-        .map_err(PluginError::api(format!(
-            "applying TemplarMiner {ns}/{}",
-            o.name
-        )))?;
-    writeln!(out, "templarminer/{} applied", o.name)?;
+    let validator_wallet = format!("{}-validator-hotkeys", o.name);
+    apply_node_set::<TemplarValidator>(client, o, spec(o, 1, &validator_wallet), out).await?;
+    let miner_wallet = format!("{}-miner-hotkeys", o.name);
+    apply_node_set::<TemplarMiner>(client, o, spec(o, o.miners, &miner_wallet), out).await?;
 
     let mut hotkeys = validator_hotkeys;
     hotkeys.extend(miner_hotkeys);
@@ -189,4 +166,29 @@ pub async fn apply(
         o.name
     )?;
     Ok(hotkeys)
+}
+
+/// Server-side apply of a TemplarValidator or TemplarMiner named `o.name` with `spec`.
+async fn apply_node_set<K: NodeSet>(
+    client: &Client,
+    o: &DevnetOptions,
+    spec: Value,
+    out: &mut impl Write,
+) -> Result<(), PluginError> {
+    let (ns, kind) = (o.namespace.as_str(), K::KIND);
+    let object: K = serde_json::from_value(json!({
+        "apiVersion": "templar.tplr.ai/v1alpha1", "kind": kind,
+        "metadata": {"name": o.name}, "spec": spec,
+    }))
+    .map_err(|e| PluginError::Invalid(format!("{kind}: {e}")))?;
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            &o.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .map_err(PluginError::api(format!("applying {kind} {ns}/{}", o.name)))?;
+    writeln!(out, "{}/{} applied", kind.to_lowercase(), o.name)?;
+    Ok(())
 }

@@ -10,6 +10,7 @@ use kube::{Api, Client, ResourceExt};
 use templar_crds::{NodeSetStatus, TemplarMiner, TemplarValidator};
 
 use super::PluginError;
+use crate::nodeset::NodeSet;
 
 /// One resource as the table shows it.
 struct Row {
@@ -38,6 +39,16 @@ where
         .items)
 }
 
+/// One row per resource of a kind.
+fn rows<K: NodeSet>(items: Vec<K>) -> impl Iterator<Item = Row> {
+    items.into_iter().map(|r| Row {
+        namespace: r.namespace().unwrap_or_default(),
+        kind: K::ROLE.as_str(),
+        name: r.name_any(),
+        status: r.node_status().cloned().unwrap_or_default(),
+    })
+}
+
 /// The table for `namespace` (`None`: every namespace).
 pub async fn status(
     client: &Client,
@@ -47,25 +58,7 @@ pub async fn status(
     let validators: Vec<TemplarValidator> = list(client, namespace).await?;
     let miners: Vec<TemplarMiner> = list(client, namespace).await?;
     let mut by_namespace: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-    for v in validators {
-        let row = Row {
-            namespace: v.namespace().unwrap_or_default(),
-            kind: "validator",
-            name: v.name_any(),
-            status: v.status.clone().unwrap_or_default(),
-        };
-        by_namespace
-            .entry(row.namespace.clone())
-            .or_default()
-            .push(row);
-    }
-    for m in miners {
-        let row = Row {
-            namespace: m.namespace().unwrap_or_default(),
-            kind: "miner",
-            name: m.name_any(),
-            status: m.status.clone().unwrap_or_default(),
-        };
+    for row in rows(validators).chain(rows(miners)) {
         by_namespace
             .entry(row.namespace.clone())
             .or_default()
