@@ -1,5 +1,7 @@
-//! Model checkpoints: every parameter as F32 in safetensors, with the window and global step
-//! in the metadata. The `LATEST` pointer is written after the checkpoint itself.
+//! Model checkpoints: every parameter as F32 in safetensors, with the window, global step and a
+//! SHA-256 of every tensor's bytes (in parameter order) in the metadata, so that a checkpoint
+//! damaged on disk or in transit is refused rather than loaded. The `LATEST` pointer is
+//! written after the checkpoint itself.
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,21 @@ pub enum CheckpointError {
     Mismatch(String),
     #[error("checkpoint was made with other hyperparameters")]
     Hparams,
+    #[error("checkpoint is damaged: its tensors do not match its checksum")]
+    Checksum,
+}
+
+/// SHA-256 over each named tensor's bytes, in the order given.
+fn tensors_digest<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, bytes) in tensors {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    hex::encode(h.finalize())
 }
 
 pub fn encode(
@@ -53,7 +70,9 @@ pub fn encode(
             )
         })
         .collect();
+    let digest = tensors_digest(data.iter().map(|(n, _, b)| (n.as_str(), b.as_slice())));
     let meta = HashMap::from([
+        ("sha256".to_string(), digest),
         ("window".to_string(), pointer.window.to_string()),
         ("global_step".to_string(), pointer.global_step.to_string()),
         ("hparams_digest".to_string(), hparams_digest.to_string()),
@@ -84,6 +103,24 @@ pub fn load_into(
         global_step: num("global_step")?,
         model_sample: Vec::new(),
     };
+    // Checkpoints written before the checksum carry none; any other is checked.
+    if let Some(expected) = meta.get("sha256") {
+        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+        names.sort_by_key(|n| {
+            params
+                .iter()
+                .position(|(p, _)| p == n)
+                .unwrap_or(usize::MAX)
+        });
+        let views: Vec<(String, TensorView<'_>)> = names
+            .into_iter()
+            .filter_map(|n| st.tensor(&n).ok().map(|v| (n, v)))
+            .collect();
+        let actual = tensors_digest(views.iter().map(|(n, v)| (n.as_str(), v.data())));
+        if &actual != expected {
+            return Err(CheckpointError::Checksum);
+        }
+    }
     let mut loaded = Vec::with_capacity(params.len());
     for (name, t) in params {
         let v = st
@@ -110,4 +147,69 @@ pub fn load_into(
         }
     });
     Ok(pointer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Vec<(String, Tensor)> {
+        vec![
+            (
+                "a.weight".into(),
+                Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2]),
+            ),
+            ("b.bias".into(), Tensor::from_slice(&[0.5f32, -0.5])),
+        ]
+    }
+
+    fn pointer() -> CheckpointPointer {
+        CheckpointPointer {
+            window: 7,
+            global_step: 3,
+            model_sample: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_a_flipped_byte_is_refused_by_its_checksum() {
+        let bytes = encode(&params(), &pointer(), "d");
+        let target = vec![
+            (
+                "a.weight".to_string(),
+                Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
+            ),
+            (
+                "b.bias".to_string(),
+                Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+            ),
+        ];
+        assert_eq!(load_into(&bytes, &target, "d").unwrap().window, 7);
+        assert_eq!(target[1].1.double_value(&[1]), -0.5);
+
+        // One bit of a value changed: still a finite float in a well-formed file.
+        let mut damaged = bytes.clone();
+        let last = damaged.len() - 2;
+        damaged[last] ^= 0x01;
+        let fresh = vec![
+            (
+                "a.weight".to_string(),
+                Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
+            ),
+            (
+                "b.bias".to_string(),
+                Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+            ),
+        ];
+        assert!(matches!(
+            load_into(&damaged, &fresh, "d"),
+            Err(CheckpointError::Checksum)
+        ));
+        assert_eq!(fresh[1].1.double_value(&[1]), 0.0, "nothing loaded");
+        // Cut short: not a checkpoint at all.
+        assert!(matches!(
+            load_into(&bytes[..bytes.len() / 2], &fresh, "d"),
+            Err(CheckpointError::Malformed(_))
+        ));
+    }
 }

@@ -230,6 +230,33 @@ async fn a_late_miner_catches_up_from_the_checkpoint() {
     assert_eq!(late.engine.global_step(), a.engine.global_step());
 }
 
+/// The top validator's checkpoint damaged in its bucket (one bit of a value flipped: still a
+/// well-formed file of finite numbers): a late miner refuses it by its checksum and replays
+/// the windows from the payloads instead, ending in step with the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_is_refused_and_the_late_miner_replays_instead() {
+    let net = Net::new(|hp| hp.network.checkpoint_every = 3).await;
+    let mut validator = net.validator("val", 0).await.unwrap();
+    let mut a = net.miner("a", 1).await.unwrap();
+    let mut b = net.miner("b", 2).await.unwrap();
+    for w in 0..4 {
+        window(&net, w, &mut [&mut a, &mut b], &mut validator).await;
+    }
+    let store = validator.ctx.own_store.clone();
+    let key = validator.ctx.keys.checkpoint(2);
+    let mut bytes = store.get(&key, u64::MAX).await.unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x01;
+    store.put(&key, bytes).await.unwrap();
+
+    net.enter_window(4);
+    let mut late = net.miner("late", 3).await.unwrap();
+    assert_eq!(late.catch_up(4).await.unwrap(), 4, "windows 0-3 replayed");
+    let diff = late.engine.max_param_diff(&a.engine);
+    assert!(diff < 1e-4, "in step after the replay: {diff}");
+    assert_eq!(late.engine.global_step(), a.engine.global_step());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_validator_resumes_its_scores() {
     let net = Net::new(|hp| hp.network.checkpoint_every = 2).await;

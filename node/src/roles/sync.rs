@@ -8,7 +8,7 @@
 use super::admission::Admission;
 use super::{NodeError, gather_window};
 use crate::checkpoint::CheckpointPointer;
-use crate::engine::{Engine, sample_drift};
+use crate::engine::{Engine, EngineError, sample_drift};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use templar_protocol::network::NodeContext;
@@ -49,23 +49,34 @@ pub async fn catch_up(
     let Some(store) = top_validator_store(ctx).await? else {
         return Ok(0);
     };
+    let start = async || match store.get(&ctx.keys.start_window(), 1 << 10).await {
+        Ok(bytes) => serde_json::from_slice::<u64>(&bytes).unwrap_or(current),
+        Err(_) => current,
+    };
     let from = match latest_pointer(ctx, store.as_ref()).await? {
         Some(p) if p.global_step > engine.global_step() && p.window < current => {
             let max = engine.checkpoint_max_bytes();
             let bytes = store.get(&ctx.keys.checkpoint(p.window), max).await?;
-            let loaded = block_in_place(|| engine.load_checkpoint(&bytes))?;
-            tracing::info!(
-                window = loaded.window,
-                step = loaded.global_step,
-                "loaded checkpoint"
-            );
-            loaded.window + 1
+            match block_in_place(|| engine.load_checkpoint(&bytes)) {
+                Ok(loaded) => {
+                    tracing::info!(
+                        window = loaded.window,
+                        step = loaded.global_step,
+                        "loaded checkpoint"
+                    );
+                    loaded.window + 1
+                }
+                // A damaged checkpoint (its checksum, a cut-short file) is not loaded: a
+                // model still at its start replays the windows from the payloads instead.
+                Err(EngineError::Checkpoint(e)) if engine.global_step() == 0 => {
+                    tracing::warn!(window = p.window, error = %e, "checkpoint not loaded; replaying instead");
+                    start().await
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Some(_) => return Ok(0),
-        None => match store.get(&ctx.keys.start_window(), 1 << 10).await {
-            Ok(bytes) => serde_json::from_slice::<u64>(&bytes).unwrap_or(current),
-            Err(_) => current,
-        },
+        None => start().await,
     };
     let from = from.max(current.saturating_sub(ctx.hp.network.retention_windows));
     replay(ctx, engine, from, current).await

@@ -1,6 +1,7 @@
 //! Local-filesystem store: one file per object under a root folder. Writes go to a
-//! temporary file in the same folder and are renamed into place, so readers never see a
-//! partial object.
+//! temporary file in the same folder, synced, and are renamed into place (the folder synced
+//! too), so readers never see a partial object, and a crash or a full disk leaves the old
+//! object whole.
 
 use super::{ObjectInfo, ObjectStore, StorageError, check_key};
 use std::path::{Path, PathBuf};
@@ -122,12 +123,21 @@ impl ObjectStore for FsStore {
                 std::process::id(),
                 TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
             ));
-            let write = async {
-                tokio::fs::create_dir_all(&dir).await?;
-                tokio::fs::write(&tmp, &bytes).await?;
-                tokio::fs::rename(&tmp, &path).await
-            };
-            let result = write.await;
+            // Durable before visible: the bytes reach the disk before the rename makes them
+            // the object, and the rename reaches it before the put returns, so a crash or a
+            // full disk leaves the old object or the new one, never a part of one.
+            let (tmp_file, dir_, path_) = (tmp.clone(), dir.clone(), path.clone());
+            let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Write;
+                std::fs::create_dir_all(&dir_)?;
+                let mut file = std::fs::File::create(&tmp_file)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+                drop(file);
+                std::fs::rename(&tmp_file, &path_)?;
+                std::fs::File::open(&dir_)?.sync_all()
+            });
+            let result = write.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
             if result.is_err() {
                 let _ = tokio::fs::remove_file(&tmp).await;
             }
