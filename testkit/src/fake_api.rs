@@ -1,7 +1,8 @@
 //! A FAKE Kubernetes API server held in memory (no kube-apiserver can run on this machine):
 //! one TemplarMiner `alpha` in namespace `train`, a StatefulSet it owns, its ready pods,
 //! secrets with every key; it answers lists, streams watch events, applies objects, bumps
-//! resource versions and sends a MODIFIED event for every write, as the real server does.
+//! resource versions and sends a MODIFIED event for every write, as the real server does; a
+//! watch of the miners from a version older than the miner's is answered 410 Gone.
 //! Shared by the operator's controller test and the e2e suite (included by path there).
 #![allow(dead_code)]
 
@@ -142,7 +143,27 @@ pub async fn handle(
     match (method.as_str(), path.as_str()) {
         ("GET", p) if (p == MINERS || p == VALIDATORS || p == STATEFULSETS) && watch => {
             let (tx, rx) = unbounded::<Bytes>();
-            s.watches.push((p.to_string(), tx));
+            // The fake keeps no history of events: a watch from before the miner's last
+            // change is told its version is too old (a real server does so once its history
+            // is compacted), and the watcher lists again.
+            let from: Option<u64> = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("resourceVersion="))
+                .and_then(|v| v.parse().ok());
+            let current: Option<u64> = s.miner["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok());
+            if p == MINERS && from.zip(current).is_some_and(|(f, c)| f < c) {
+                let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "Expired", "code": 410, "message": "too old resource version"}}))
+                .unwrap();
+                line.push(b'\n');
+                let _ = tx.unbounded_send(line.into());
+                drop(tx);
+            } else {
+                s.watches.push((p.to_string(), tx));
+            }
             let stream = rx.map(|b| Ok::<_, Infallible>(Frame::data(b)));
             Response::builder()
                 .status(200)

@@ -137,7 +137,9 @@ impl ObjectStore for FsStore {
                 std::fs::rename(&tmp_file, &path_)?;
                 std::fs::File::open(&dir_)?.sync_all()
             });
-            let result = write.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let result = write
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             if result.is_err() {
                 let _ = tokio::fs::remove_file(&tmp).await;
             }
