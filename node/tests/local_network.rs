@@ -255,6 +255,8 @@ async fn a_damaged_checkpoint_is_refused_and_the_late_miner_replays_instead() {
     let diff = late.engine.max_param_diff(&a.engine);
     assert!(diff < 1e-4, "in step after the replay: {diff}");
     assert_eq!(late.engine.global_step(), a.engine.global_step());
+    let faults = late.ctx.status.lock().unwrap().faults.clone();
+    assert_eq!(faults.windows_replayed, 4, "{faults:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,6 +388,12 @@ async fn an_s3_peer_dying_mid_gather_is_skipped_and_the_network_goes_on() {
         "{}",
         skipped.reason
     );
+    // The failed reads of the dead store are counted by operation in the validator's status.
+    let failed_reads: u64 = ["head", "get"]
+        .iter()
+        .filter_map(|op| st.faults.store_errors.get(*op))
+        .sum();
+    assert!(failed_reads > 0, "{:?}", st.faults);
 
     // The next window goes on without it; its own upload fails with a clear error.
     validator.begin_window(2).await.unwrap();

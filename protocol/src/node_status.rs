@@ -105,6 +105,25 @@ pub struct NodeStatus {
     /// Where the node computes, reported from its start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute: Option<ComputeReport>,
+    /// The faults the node met since it started.
+    #[serde(default)]
+    pub faults: FaultCounts,
+}
+
+/// What went wrong around a node since it started (docs/failure-modes.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultCounts {
+    /// Failed store calls by operation (`get`, `put`, `head`, `list`, `delete`), each
+    /// attempt counted whether retried or not; an absent object is not a failure.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub store_errors: std::collections::BTreeMap<String, u64>,
+    /// Gathers that ended at their deadline with peers not yet read.
+    #[serde(default)]
+    pub gathers_past_deadline: u64,
+    /// Windows replayed from the stored payloads (catching up, or after falling behind).
+    #[serde(default)]
+    pub windows_replayed: u64,
 }
 
 /// The device a node trains and evaluates on, as the node itself resolved it.

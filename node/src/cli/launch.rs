@@ -19,7 +19,7 @@ use templar_protocol::network::NodeContext;
 use templar_protocol::node_status::{NodeRole, NodeStatus};
 use templar_protocol::storage::ObjectStore;
 use templar_protocol::storage::fs::FsStore;
-use templar_protocol::storage::retry::{RetryPolicy, Retrying};
+use templar_protocol::storage::retry::{RetryPolicy, Retrying, StoreErrors};
 use templar_protocol::storage::s3::{S3Config, S3ConfigError, S3Store};
 
 /// Where a bucket lives: a folder (`file:///path`) or S3 from the environment (`s3`).
@@ -104,11 +104,17 @@ pub struct NodeOptions {
     pub data: DataSource,
 }
 
-fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitment), LaunchError> {
+fn open(
+    spec: &StoreSpec,
+    bucket: &str,
+    errors: &Arc<StoreErrors>,
+) -> Result<(Arc<dyn ObjectStore>, Commitment), LaunchError> {
     let policy = RetryPolicy::default();
     Ok(match spec {
         StoreSpec::Fs(root) => (
-            Arc::new(Retrying::new(FsStore::new(root.join(bucket)), policy)),
+            Arc::new(
+                Retrying::new(FsStore::new(root.join(bucket)), policy).counting(errors.clone()),
+            ),
             Commitment {
                 endpoint: format!("file://{}", root.display()),
                 region: "auto".into(),
@@ -132,7 +138,7 @@ fn open(spec: &StoreSpec, bucket: &str) -> Result<(Arc<dyn ObjectStore>, Commitm
                 secret_access_key: read_secret,
             };
             (
-                Arc::new(Retrying::new(S3Store::new(cfg), policy)),
+                Arc::new(Retrying::new(S3Store::new(cfg), policy).counting(errors.clone())),
                 commitment,
             )
         }
@@ -185,7 +191,7 @@ async fn connect_chain(opts: &NodeOptions) -> Result<Arc<dyn Chain>, LaunchError
             store,
             init_block_ms,
         } => {
-            let (chain_store, _) = open(store, "chain")?;
+            let (chain_store, _) = open(store, "chain", &Arc::default())?;
             let blocks_per_window = opts.hparams.network.blocks_per_window;
             Arc::new(open_chain(chain_store, *init_block_ms, blocks_per_window).await?)
         }
@@ -226,7 +232,8 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
     };
     let hotkey = &opts.identity.hotkey;
     let uid = chain.register(hotkey, request).await?;
-    let (own, commitment) = open(&opts.store, &format!("bucket-{hotkey}"))?;
+    let store_errors = Arc::new(StoreErrors::default());
+    let (own, commitment) = open(&opts.store, &format!("bucket-{hotkey}"), &store_errors)?;
     chain.commit(hotkey, &commitment).await?;
     let signs = opts.identity.signer.is_some();
     tracing::info!(uid, %hotkey, signs, role = ?opts.role, store = %own.describe(), "registered");
@@ -246,6 +253,7 @@ pub async fn run_node(opts: NodeOptions) -> Result<(), LaunchError> {
         uid,
         status,
     );
+    ctx.store_errors = store_errors;
     ctx.signer = opts
         .identity
         .signer

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use templar_protocol::node_status::{MinerScore, NodeStatus};
 
 type Shared = Arc<Mutex<NodeStatus>>;
+/// A counter: name, help, and its samples (extra labels, value).
+type Counter = (&'static str, &'static str, Vec<(String, u64)>);
 /// A gauge with one sample per scored miner: name, help, value.
 type PerMinerGauge = (&'static str, &'static str, fn(&MinerScore) -> f64);
 
@@ -114,6 +116,44 @@ pub fn render_metrics(s: &NodeStatus) -> String {
             "Block the chain last applied this node's weights at.",
             w.applied_block.map(|b| b as f64),
         );
+    }
+    gauge(
+        "templar_checkpoint_age_windows",
+        "Validators: windows since the last checkpoint.",
+        s.window
+            .zip(s.last_checkpoint_window)
+            .map(|(w, c)| w.saturating_sub(c) as f64),
+    );
+    let f = &s.faults;
+    let store_errors = f.store_errors.iter().map(|(op, n)| {
+        let op = op.replace(['"', '\\', '\n'], " ");
+        (format!(",op=\"{op}\""), *n)
+    });
+    let counters: [Counter; 3] = [
+        (
+            "templar_gathers_past_deadline_total",
+            "Gathers that ended at their deadline with peers not yet read.",
+            vec![(String::new(), f.gathers_past_deadline)],
+        ),
+        (
+            "templar_windows_replayed_total",
+            "Windows replayed from the stored payloads.",
+            vec![(String::new(), f.windows_replayed)],
+        ),
+        (
+            "templar_store_errors_total",
+            "Failed store calls (each attempt) by operation.",
+            store_errors.collect(),
+        ),
+    ];
+    for (name, help, samples) in counters {
+        if samples.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (extra, value) in samples {
+            let _ = writeln!(out, "{name}{{{labels}{extra}}} {value}");
+        }
     }
     if let Some(c) = &s.compute {
         // An info gauge: 1, with the device in the labels (alerts compare it to the GPUs the
@@ -255,6 +295,37 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "{body}");
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+    }
+
+    #[test]
+    fn faults_are_counters_with_one_header_each() {
+        let mut s = NodeStatus {
+            role: NodeRole::Miner,
+            uid: Some(3),
+            ..Default::default()
+        };
+        s.faults.store_errors.insert("get".into(), 4);
+        s.faults.store_errors.insert("put".into(), 1);
+        s.faults.gathers_past_deadline = 2;
+        s.faults.windows_replayed = 5;
+        let m = render_metrics(&s);
+        for line in [
+            "templar_store_errors_total{role=\"miner\",uid=\"3\",op=\"get\"} 4",
+            "templar_store_errors_total{role=\"miner\",uid=\"3\",op=\"put\"} 1",
+            "templar_gathers_past_deadline_total{role=\"miner\",uid=\"3\"} 2",
+            "templar_windows_replayed_total{role=\"miner\",uid=\"3\"} 5",
+            "# TYPE templar_store_errors_total counter",
+        ] {
+            assert!(m.contains(line), "{line} in {m}");
+        }
+        assert_eq!(m.matches("# HELP templar_store_errors_total").count(), 1);
+        let parsed: NodeStatus = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(parsed.faults, s.faults);
+        assert!(
+            serde_json::to_string(&s)
+                .unwrap()
+                .contains("\"storeErrors\":{\"get\":4")
+        );
     }
 
     #[test]

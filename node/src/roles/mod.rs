@@ -21,7 +21,9 @@ pub mod validator;
 use crate::engine::{Engine, EngineError};
 use templar_protocol::chain::ChainError;
 use templar_protocol::identity::InvalidHotkey;
-use templar_protocol::network::{NodeContext, PeerError, PeerList, PeerPayload, Skipped, gather};
+use templar_protocol::network::{
+    NodeContext, PeerError, PeerList, PeerPayload, SkipReason, Skipped, gather,
+};
 use templar_protocol::storage::StorageError;
 
 /// Why a role's step failed (the run loop records it and goes on with the next window).
@@ -71,6 +73,13 @@ pub async fn gather_window(
     let range = ctx.accept_range(w);
     let (payloads, skipped) =
         gather(ctx, &engine.payload_validator(), w, &peers.miners, range).await;
+    let past_deadline = skipped
+        .iter()
+        .any(|s| matches!(s.reason, SkipReason::DeadlinePassed));
+    ctx.update_status(|s| {
+        s.faults.gathers_past_deadline += u64::from(past_deadline);
+        s.faults.store_errors = ctx.store_errors.snapshot();
+    });
     tracing::info!(
         window = w,
         gathered = ?payloads.iter().map(|p| p.uid).collect::<Vec<_>>(),

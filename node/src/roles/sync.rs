@@ -113,11 +113,13 @@ pub async fn replay(
         admission.remember(w, judged.into_payloads());
     }
     let sample = block_in_place(|| engine.model_sample());
+    let replayed = to.saturating_sub(from);
     ctx.update_status(|s| {
         s.global_step = engine.global_step();
         s.model_sample = sample;
+        s.faults.windows_replayed += replayed;
     });
-    Ok(to.saturating_sub(from))
+    Ok(replayed)
 }
 
 /// This node's model samples after its last few outer steps, to compare with the top

@@ -21,7 +21,7 @@ use crate::identity::{Hotkey, Signer};
 use crate::node_status::NodeStatus;
 use crate::storage::fs::FsStore;
 use crate::storage::keys::Keys;
-use crate::storage::retry::{RetryPolicy, Retrying};
+use crate::storage::retry::{RetryPolicy, Retrying, StoreErrors};
 #[cfg(feature = "s3")]
 use crate::storage::s3::{S3Config, S3Store};
 use crate::storage::{ObjectStore, StorageError};
@@ -39,10 +39,12 @@ pub struct UnsupportedStore(pub String);
 pub fn open_store(
     c: &Commitment,
     policy: &RetryPolicy,
+    errors: &Arc<StoreErrors>,
 ) -> Result<Arc<dyn ObjectStore>, UnsupportedStore> {
     if let Some(root) = c.endpoint.strip_prefix("file://") {
         let store = FsStore::new(std::path::Path::new(root).join(&c.bucket));
-        return Ok(Arc::new(Retrying::new(store, policy.clone())));
+        let retrying = Retrying::new(store, policy.clone()).counting(errors.clone());
+        return Ok(Arc::new(retrying));
     }
     #[cfg(feature = "s3")]
     {
@@ -53,10 +55,14 @@ pub fn open_store(
             &c.secret_access_key,
         );
         cfg.region = c.region.clone();
-        Ok(Arc::new(Retrying::new(S3Store::new(cfg), policy.clone())))
+        let retrying = Retrying::new(S3Store::new(cfg), policy.clone()).counting(errors.clone());
+        Ok(Arc::new(retrying))
     }
     #[cfg(not(feature = "s3"))]
-    Err(UnsupportedStore(c.endpoint.clone()))
+    {
+        let _ = errors;
+        Err(UnsupportedStore(c.endpoint.clone()))
+    }
 }
 
 /// The top validator's list for a window (`Keys::peers`): the miners expected to train in
@@ -115,6 +121,8 @@ pub struct NodeContext {
     /// Whole-call bound for one peer's download in a gather.
     pub peer_timeout: Duration,
     pub status: Arc<Mutex<NodeStatus>>,
+    /// Failed store calls of this node's own and its peers' stores.
+    pub store_errors: Arc<StoreErrors>,
     peer_stores: Mutex<HashMap<u16, PeerStore>>,
     /// Every peer's commitment and when it was read: a gather asks for each peer's, and
     /// one read serves them all for a block (a commitment changes at most once an epoch).
@@ -143,6 +151,7 @@ impl NodeContext {
             retry: RetryPolicy::default(),
             peer_timeout: Duration::from_secs(30),
             status: Arc::new(Mutex::new(status)),
+            store_errors: Arc::default(),
             peer_stores: Mutex::new(HashMap::new()),
             commitments: tokio::sync::Mutex::new(None),
             observed: Mutex::new(BTreeMap::new()),
@@ -220,7 +229,7 @@ impl NodeContext {
         {
             return Ok(Some(store.clone()));
         }
-        let store = open_store(&c, &self.retry)?;
+        let store = open_store(&c, &self.retry, &self.store_errors)?;
         cache.insert(uid, (c, store.clone()));
         Ok(Some(store))
     }

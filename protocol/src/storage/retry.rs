@@ -2,7 +2,31 @@
 //! attempts, and a total time budget per call, so one dead peer costs a bounded time.
 
 use super::{ObjectInfo, ObjectStore, StorageError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Failed store calls by operation (`get`, `put`, ...), every failed attempt counted whether
+/// retried or not; an absent object is an answer, not a failure. One per node, shared by its
+/// own and its peers' stores, for `/status` and the metrics.
+#[derive(Debug, Default)]
+pub struct StoreErrors(Mutex<BTreeMap<&'static str, u64>>);
+
+impl StoreErrors {
+    fn count(&self, op: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(op)
+            .or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -60,34 +84,66 @@ impl RetryPolicy {
     }
 }
 
-/// A store whose every call is retried under a policy.
+/// A store whose every call is retried under a policy (and, with [`Retrying::counting`],
+/// whose failed attempts are counted).
 pub struct Retrying<S> {
     pub inner: S,
     pub policy: RetryPolicy,
+    errors: Option<Arc<StoreErrors>>,
 }
 
 impl<S> Retrying<S> {
     pub fn new(inner: S, policy: RetryPolicy) -> Self {
-        Self { inner, policy }
+        Self {
+            inner,
+            policy,
+            errors: None,
+        }
+    }
+
+    /// Count every failed attempt into `errors`.
+    pub fn counting(mut self, errors: Arc<StoreErrors>) -> Self {
+        self.errors = Some(errors);
+        self
+    }
+
+    /// One attempt of `op`, its failure counted.
+    async fn attempt<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        let result = call.await;
+        if let (Err(e), Some(errors)) = (&result, &self.errors)
+            && !matches!(e, StorageError::NotFound { .. })
+        {
+            errors.count(op);
+        }
+        result
     }
 }
 
 #[async_trait::async_trait]
 impl<S: ObjectStore> ObjectStore for Retrying<S> {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        self.policy.run(|| self.inner.put(key, bytes.clone())).await
+        let once = || self.attempt("put", self.inner.put(key, bytes.clone()));
+        self.policy.run(once).await
     }
     async fn get(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, StorageError> {
-        self.policy.run(|| self.inner.get(key, max_bytes)).await
+        let once = || self.attempt("get", self.inner.get(key, max_bytes));
+        self.policy.run(once).await
     }
     async fn head(&self, key: &str) -> Result<ObjectInfo, StorageError> {
-        self.policy.run(|| self.inner.head(key)).await
+        let once = || self.attempt("head", self.inner.head(key));
+        self.policy.run(once).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
-        self.policy.run(|| self.inner.list(prefix)).await
+        let once = || self.attempt("list", self.inner.list(prefix));
+        self.policy.run(once).await
     }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.policy.run(|| self.inner.delete(key)).await
+        let once = || self.attempt("delete", self.inner.delete(key));
+        self.policy.run(once).await
     }
     fn describe(&self) -> String {
         self.inner.describe()
@@ -170,5 +226,49 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    /// A store failing every call transiently, or answering "not found".
+    struct Failing {
+        missing: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Failing {
+        async fn put(&self, _: &str, _: Vec<u8>) -> Result<(), StorageError> {
+            Err(transient())
+        }
+        async fn get(&self, key: &str, _: u64) -> Result<Vec<u8>, StorageError> {
+            if self.missing {
+                return Err(StorageError::NotFound { key: key.into() });
+            }
+            Err(transient())
+        }
+        async fn head(&self, _: &str) -> Result<ObjectInfo, StorageError> {
+            Err(transient())
+        }
+        async fn list(&self, _: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+            Err(transient())
+        }
+        async fn delete(&self, _: &str) -> Result<(), StorageError> {
+            Err(transient())
+        }
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_failed_attempt_is_counted_by_operation_and_absent_objects_are_not() {
+        let errors = Arc::new(StoreErrors::default());
+        let store = Retrying::new(Failing { missing: false }, fast()).counting(errors.clone());
+        assert!(store.put("k", vec![1]).await.is_err());
+        assert!(store.get("k", 10).await.is_err());
+        let missing = Retrying::new(Failing { missing: true }, fast()).counting(errors.clone());
+        assert!(missing.get("k", 10).await.is_err());
+        let counts = errors.snapshot();
+        assert_eq!(counts.get("put"), Some(&5), "all five attempts: {counts:?}");
+        assert_eq!(counts.get("get"), Some(&5), "{counts:?}");
+        assert_eq!(counts.len(), 2, "{counts:?}");
     }
 }
