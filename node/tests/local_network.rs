@@ -259,6 +259,77 @@ async fn a_damaged_checkpoint_is_refused_and_the_late_miner_replays_instead() {
     assert_eq!(faults.windows_replayed, 4, "{faults:?}");
 }
 
+/// The validator in a crash loop: killed in every one of six windows, in turn between two
+/// windows and in the middle of one (after it began the window, before it closed it), and
+/// restarted as a process would be (persisted state, its checkpoint, then the current
+/// window). Its scores continue from the persisted state at every restart, its weights are
+/// set once in every window (the chain's rate limit refuses none, none is skipped), and its
+/// model stays in step with the miners'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_in_a_crash_loop_keeps_its_scores_weights_and_model() {
+    use templar_protocol::node_status::NodeRole;
+    let net = Net::new(|hp| hp.network.checkpoint_every = 1).await;
+    let ctx = net.context("val", 0, NodeRole::Validator).await.unwrap();
+    let restart = async |saved: &templar_node::roles::validator::ValidatorState| {
+        let v = Validator::new(ctx.clone(), &net.pages, Device::Cpu)
+            .await
+            .unwrap();
+        assert_eq!(&v.state, saved, "the persisted state comes back whole");
+        v
+    };
+    let mut validator = Validator::new(ctx.clone(), &net.pages, Device::Cpu)
+        .await
+        .unwrap();
+    let mut a = net.miner("a", 1).await.unwrap();
+    let mut b = net.miner("b", 2).await.unwrap();
+    window(&net, 0, &mut [&mut a, &mut b], &mut validator).await;
+    let mut set_in = Vec::new();
+    for w in 1..7 {
+        let saved = validator.state.clone();
+        drop(validator); // killed
+        if w % 2 == 1 {
+            // Between windows: back before window w begins.
+            validator = restart(&saved).await;
+            net.enter_window(w);
+            validator.resume_model(w).await.unwrap();
+            window(&net, w, &mut [&mut a, &mut b], &mut validator).await;
+        } else {
+            // Mid-window: the miners train window w while the validator is down.
+            let ctxs = [&ctx, &a.ctx, &b.ctx].map(|c| c.clone());
+            let seen: Vec<&NodeContext> = ctxs.iter().map(|c| c.as_ref()).collect();
+            net.enter_window_seen_by(w, &seen);
+            a.begin_window(w).await.unwrap();
+            b.begin_window(w).await.unwrap();
+            validator = restart(&saved).await;
+            validator.resume_model(w).await.unwrap();
+            validator.begin_window(w).await.unwrap();
+            net.enter_window_seen_by(w + 1, &seen);
+            a.finish_window(w).await.unwrap();
+            b.finish_window(w).await.unwrap();
+            validator.finish_window(w).await.unwrap();
+        }
+        set_in.push(validator.state.last_weights_window);
+        assert!(
+            validator.state.scores.values().all(|s| s.ema.is_finite()),
+            "{:?}",
+            validator.state.scores
+        );
+    }
+    assert_eq!(
+        set_in,
+        (1..7).map(Some).collect::<Vec<_>>(),
+        "weights once in every window"
+    );
+    assert_eq!(validator.engine.global_step(), a.engine.global_step());
+    let diff = validator.engine.max_param_diff(&a.engine);
+    assert!(diff < 1e-4, "the validator's model stays in step: {diff}");
+    let scored = &validator.state.scores;
+    assert!(
+        scored[&1].ema != 0.0 && scored[&2].ema != 0.0,
+        "scores kept across six restarts: {scored:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_validator_resumes_its_scores() {
     let net = Net::new(|hp| hp.network.checkpoint_every = 2).await;
