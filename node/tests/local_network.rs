@@ -202,8 +202,9 @@ async fn corrupt_late_and_missing_payloads_are_rejected_and_penalised() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_miner_catches_up_from_the_checkpoint() {
+/// A validator and two miners through windows 0-3, the validator checkpointing every 3
+/// windows (its last checkpoint: window 2).
+async fn four_windows_with_a_checkpoint_of_window_2() -> (Net, Validator, Miner, Miner) {
     let net = Net::new(|hp| hp.network.checkpoint_every = 3).await;
     let mut validator = net.validator("val", 0).await.unwrap();
     let mut a = net.miner("a", 1).await.unwrap();
@@ -211,6 +212,12 @@ async fn a_late_miner_catches_up_from_the_checkpoint() {
     for w in 0..4 {
         window(&net, w, &mut [&mut a, &mut b], &mut validator).await;
     }
+    (net, validator, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_miner_catches_up_from_the_checkpoint() {
+    let (net, mut validator, mut a, mut b) = four_windows_with_a_checkpoint_of_window_2().await;
     // Joins at window 4: checkpoint of window 2, then window 3 replayed from storage.
     net.enter_window(4);
     let mut late = net.miner("late", 3).await.unwrap();
@@ -235,13 +242,7 @@ async fn a_late_miner_catches_up_from_the_checkpoint() {
 /// the windows from the payloads instead, ending in step with the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_checkpoint_is_refused_and_the_late_miner_replays_instead() {
-    let net = Net::new(|hp| hp.network.checkpoint_every = 3).await;
-    let mut validator = net.validator("val", 0).await.unwrap();
-    let mut a = net.miner("a", 1).await.unwrap();
-    let mut b = net.miner("b", 2).await.unwrap();
-    for w in 0..4 {
-        window(&net, w, &mut [&mut a, &mut b], &mut validator).await;
-    }
+    let (net, validator, a, _b) = four_windows_with_a_checkpoint_of_window_2().await;
     let store = validator.ctx.own_store.clone();
     let key = validator.ctx.keys.checkpoint(2);
     let mut bytes = store.get(&key, u64::MAX).await.unwrap();

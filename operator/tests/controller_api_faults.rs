@@ -5,6 +5,8 @@
 //! API recovers converges on a change the user made during the outage, its status write
 //! landing.
 
+mod common;
+
 use futures::future::FutureExt;
 use http::Request;
 use kube::client::Body;
@@ -13,12 +15,9 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use templar_operator::controller::{Scope, Stop, run_controllers};
-use templar_operator::metrics::Metrics;
 use templar_operator::probe::{NodeStatusReader, ProbeError};
-use templar_operator::reconcile::{Context, Timing};
 use templar_protocol::node_status::{NodeRole, NodeStatus};
-use templar_testkit::fake_api::{self, FakeBody, MINERS, RUNAWAY, State, full, handle};
+use templar_testkit::fake_api::{self, FakeBody, MINERS, State, full, handle};
 
 const NS: &str = fake_api::NS;
 const OUTAGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(240));
@@ -97,14 +96,7 @@ fn scale_miner(s: &mut State, replicas: u32) {
 #[tokio::test(start_paused = true)]
 async fn a_misbehaving_api_is_backed_off_from_and_the_operator_converges_once_it_recovers() {
     let started = tokio::time::Instant::now();
-    let state = Arc::new(Mutex::new(State {
-        version: 1,
-        miner: serde_json::to_value(serde_yaml::from_str::<Value>(
-            "apiVersion: templar.tplr.ai/v1alpha1\nkind: TemplarMiner\nmetadata: {name: alpha, namespace: train, uid: cr-uid, generation: 1, resourceVersion: \"1\"}\nspec:\n  image: ghcr.io/templar-rs/node:0.1.0\n  replicas: 3\n  storage: {bucket: alpha, writeSecret: s3-write}\n  walletSecret: hotkeys\n  hyperparameters: {inline: \"[model]\\nsize = \\\"tiny\\\"\\n\"}\n",
-        ).unwrap())
-        .unwrap(),
-        ..Default::default()
-    }));
+    let state = common::fake_run::alpha_state();
     let injected = Arc::new(Mutex::new(Injected::default()));
     let (served, counted) = (state.clone(), injected.clone());
     let service = tower::service_fn(move |req: Request<Body>| {
@@ -127,29 +119,6 @@ async fn a_misbehaving_api_is_backed_off_from_and_the_operator_converges_once_it
         }
     });
     let client = kube::Client::new(service, NS);
-    let metrics = Arc::new(Metrics::new());
-    let timing = Timing {
-        settled: Duration::from_secs(30),
-        ..Timing::default()
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        AdvancingNodes(started),
-        timing,
-    ));
-    let (tx, rx) = futures::channel::oneshot::channel::<()>();
-    let stop: Stop = async move {
-        let _ = rx.await;
-    }
-    .boxed()
-    .shared();
-    let controllers = tokio::spawn(run_controllers(
-        client,
-        Scope::Namespaces(vec![NS.into()]),
-        ctx,
-        stop,
-    ));
     // The outage begins: the open watch streams drop. During it the user scales the miner
     // (the change the operator must not lose).
     let acting = {
@@ -161,17 +130,12 @@ async fn a_misbehaving_api_is_backed_off_from_and_the_operator_converges_once_it
             scale_miner(&mut state.lock().unwrap(), 2);
         })
     };
-    let runaway = state.lock().unwrap().runaway.clone();
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(8 * 60)) => {}
-        _ = runaway.notified() => panic!("reconcile loop: over {RUNAWAY} applies"),
-    }
+    let refresh = Duration::from_secs(30);
+    let length = Duration::from_secs(8 * 60);
+    let nodes = AdvancingNodes(started);
+    let metrics =
+        common::fake_run::run_controllers_for(client, nodes, refresh, length, &state).await;
     acting.abort();
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(30), controllers)
-        .await
-        .expect("controllers stop")
-        .unwrap();
 
     let i = injected.lock().unwrap();
     let c = metrics.counts("TemplarMiner");

@@ -14,12 +14,10 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use templar_operator::controller::{Scope, Stop, run_controllers};
-use templar_operator::metrics::{Counts, Metrics};
+use templar_operator::metrics::Counts;
 use templar_operator::probe::{NodeStatusReader, ProbeError};
-use templar_operator::reconcile::{Context, Timing};
 use templar_protocol::node_status::{NodeRole, NodeStatus};
-use templar_testkit::fake_api::{self, MINERS, RUNAWAY, State, handle};
+use templar_testkit::fake_api::{self, MINERS, State, handle};
 
 const NS: &str = fake_api::NS;
 const REFRESH: Duration = Duration::from_secs(30);
@@ -63,63 +61,18 @@ async fn run_for(
     during: impl FnOnce(Arc<Mutex<State>>) -> BoxFuture<'static, ()>,
 ) -> Run {
     let started = tokio::time::Instant::now();
-    let state = Arc::new(Mutex::new(State {
-        version: 1,
-        miner: serde_json::to_value(serde_yaml::from_str::<Value>(
-            "apiVersion: templar.tplr.ai/v1alpha1\nkind: TemplarMiner\nmetadata: {name: alpha, namespace: train, uid: cr-uid, generation: 1, resourceVersion: \"1\"}\nspec:\n  image: ghcr.io/templar-rs/node:0.1.0\n  replicas: 3\n  storage: {bucket: alpha, writeSecret: s3-write}\n  walletSecret: hotkeys\n  hyperparameters: {inline: \"[model]\\nsize = \\\"tiny\\\"\\n\"}\n",
-        ).unwrap())
-        .unwrap(),
-        ..Default::default()
-    }));
+    let state = common::fake_run::alpha_state();
     let served = state.clone();
     let service = tower::service_fn(move |req: Request<Body>| {
         let state = served.clone();
         async move { Ok::<_, Infallible>(handle(state, started, req).await) }
     });
     let client = kube::Client::new(service, NS);
-    let metrics = Arc::new(Metrics::new());
-    let timing = Timing {
-        settled: REFRESH,
-        ..Timing::default()
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        SteadyNodes,
-        timing,
-    ));
-    let (tx, rx) = futures::channel::oneshot::channel::<()>();
-    let stop: Stop = async move {
-        let _ = rx.await;
-    }
-    .boxed()
-    .shared();
-    let controllers = tokio::spawn(run_controllers(
-        client,
-        Scope::Namespaces(vec![NS.into()]),
-        ctx,
-        stop,
-    ));
     let acting = tokio::spawn(during(state.clone()));
-    let runaway = state.lock().unwrap().runaway.clone();
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(minutes * 60)) => {}
-        _ = runaway.notified() => panic!(
-            "reconcile loop: over {RUNAWAY} applies after {:?} of simulated time",
-            started.elapsed()
-        ),
-    }
+    let length = Duration::from_secs(minutes * 60);
+    let metrics =
+        common::fake_run::run_controllers_for(client, SteadyNodes, REFRESH, length, &state).await;
     acting.abort();
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(30), controllers)
-        .await
-        .expect("controllers stop")
-        .unwrap();
-    let unknown = state.lock().unwrap().unknown.clone();
-    assert!(
-        unknown.is_empty(),
-        "requests the fake does not know: {unknown:?}"
-    );
     Run {
         counts: metrics.counts("TemplarMiner"),
         state,

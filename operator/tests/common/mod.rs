@@ -1,6 +1,7 @@
 //! Shared by the operator's test files; each uses a subset.
 #![allow(dead_code)]
 
+pub mod fake_run;
 pub mod mock_api;
 pub mod rbac;
 
