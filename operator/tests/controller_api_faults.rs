@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use templar_operator::probe::{NodeStatusReader, ProbeError};
 use templar_protocol::node_status::{NodeRole, NodeStatus};
-use templar_testkit::fake_api::{self, FakeBody, MINERS, State, full, handle};
+use templar_testkit::fake_api::{self, FakeBody, full, handle};
 
 const NS: &str = fake_api::NS;
 const OUTAGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(240));
@@ -84,15 +84,6 @@ fn fault(
     })
 }
 
-fn scale_miner(s: &mut State, replicas: u32) {
-    let version = s.bump();
-    s.miner["spec"]["replicas"] = json!(replicas);
-    s.miner["metadata"]["generation"] = json!(2);
-    s.miner["metadata"]["resourceVersion"] = json!(version);
-    let miner = s.miner.clone();
-    s.notify(MINERS, "MODIFIED", &miner);
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_misbehaving_api_is_backed_off_from_and_the_operator_converges_once_it_recovers() {
     let started = tokio::time::Instant::now();
@@ -127,7 +118,7 @@ async fn a_misbehaving_api_is_backed_off_from_and_the_operator_converges_once_it
             tokio::time::sleep(OUTAGE.0).await;
             state.lock().unwrap().watches.clear();
             tokio::time::sleep(Duration::from_secs(30)).await;
-            scale_miner(&mut state.lock().unwrap(), 2);
+            common::fake_run::scale_miner(&mut state.lock().unwrap(), 2);
         })
     };
     let refresh = Duration::from_secs(30);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use templar_operator::metrics::Counts;
 use templar_operator::probe::{NodeStatusReader, ProbeError};
 use templar_protocol::node_status::{NodeRole, NodeStatus};
-use templar_testkit::fake_api::{self, MINERS, State, handle};
+use templar_testkit::fake_api::{self, State, handle};
 
 const NS: &str = fake_api::NS;
 const REFRESH: Duration = Duration::from_secs(30);
@@ -152,23 +152,13 @@ async fn a_healthy_unchanged_resource_is_reconciled_on_the_refresh_period_only()
     }
 }
 
-/// The user scales the miner: a new generation, and the watch event the server sends.
-fn scale_miner(s: &mut State, replicas: u32) {
-    let version = s.bump();
-    s.miner["spec"]["replicas"] = json!(replicas);
-    s.miner["metadata"]["generation"] = json!(2);
-    s.miner["metadata"]["resourceVersion"] = json!(version);
-    let miner = s.miner.clone();
-    s.notify(MINERS, "MODIFIED", &miner);
-}
-
 /// A spec change (new generation) is reconciled at once, not at the next refresh.
 #[tokio::test(start_paused = true)]
 async fn a_spec_change_is_reconciled_at_once() {
     let run = run_for(2, |state| {
         async move {
             tokio::time::sleep(Duration::from_secs(45)).await;
-            scale_miner(&mut state.lock().unwrap(), 2);
+            common::fake_run::scale_miner(&mut state.lock().unwrap(), 2);
         }
         .boxed()
     })
@@ -246,7 +236,7 @@ async fn run_with_wallet_change(
             let version = s.bump();
             s.wallet = Some((wallet(&entries), version));
             if s.miner["spec"]["replicas"] != json!(replicas) {
-                scale_miner(&mut s, replicas);
+                common::fake_run::scale_miner(&mut s, replicas);
             }
         }
         .boxed()

@@ -2,14 +2,14 @@
 //! (one TemplarMiner `alpha` in `train`), shared by the fake-API tests.
 
 use futures::future::FutureExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use templar_operator::controller::{Scope, Stop, run_controllers};
 use templar_operator::metrics::Metrics;
 use templar_operator::probe::NodeStatusReader;
 use templar_operator::reconcile::{Context, Timing};
-use templar_testkit::fake_api::{self, RUNAWAY, State};
+use templar_testkit::fake_api::{self, MINERS, RUNAWAY, State};
 
 /// The fake's state: the healthy TemplarMiner `alpha` (3 replicas, tiny model).
 pub fn alpha_state() -> Arc<Mutex<State>> {
@@ -21,6 +21,16 @@ pub fn alpha_state() -> Arc<Mutex<State>> {
         .unwrap(),
         ..Default::default()
     }))
+}
+
+/// The user scales the miner: a new generation, and the watch event the server sends.
+pub fn scale_miner(s: &mut State, replicas: u32) {
+    let version = s.bump();
+    s.miner["spec"]["replicas"] = json!(replicas);
+    s.miner["metadata"]["generation"] = json!(2);
+    s.miner["metadata"]["resourceVersion"] = json!(version);
+    let miner = s.miner.clone();
+    s.notify(MINERS, "MODIFIED", &miner);
 }
 
 /// Run both controllers over `client` for `length` of simulated time, the nodes' `/status`
