@@ -1,5 +1,5 @@
 //! Model checkpoints: every parameter as F32 in safetensors, with the window, global step and a
-//! SHA-256 of every tensor's bytes (in parameter order) in the metadata, so that a checkpoint
+//! SHA-256 of every tensor's bytes (by name) in the metadata, so that a checkpoint
 //! damaged on disk or in transit is refused rather than loaded. The `LATEST` pointer is
 //! written after the checkpoint itself.
 
@@ -30,9 +30,12 @@ pub enum CheckpointError {
     Checksum,
 }
 
-/// SHA-256 over each named tensor's bytes, in the order given.
+/// SHA-256 over each named tensor's bytes, taken in name order (a safetensors file keeps no
+/// order of its own).
 fn tensors_digest<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
     use sha2::{Digest, Sha256};
+    let mut tensors: Vec<(&str, &[u8])> = tensors.collect();
+    tensors.sort_unstable_by_key(|(name, _)| *name);
     let mut h = Sha256::new();
     for (name, bytes) in tensors {
         h.update((name.len() as u64).to_le_bytes());
@@ -105,18 +108,8 @@ pub fn load_into(
     };
     // Checkpoints written before the checksum carry none; any other is checked.
     if let Some(expected) = meta.get("sha256") {
-        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-        names.sort_by_key(|n| {
-            params
-                .iter()
-                .position(|(p, _)| p == n)
-                .unwrap_or(usize::MAX)
-        });
-        let views: Vec<(String, TensorView<'_>)> = names
-            .into_iter()
-            .filter_map(|n| st.tensor(&n).ok().map(|v| (n, v)))
-            .collect();
-        let actual = tensors_digest(views.iter().map(|(n, v)| (n.as_str(), v.data())));
+        let tensors = st.tensors();
+        let actual = tensors_digest(tensors.iter().map(|(n, v)| (n.as_str(), v.data())));
         if &actual != expected {
             return Err(CheckpointError::Checksum);
         }
