@@ -33,6 +33,28 @@ pub struct Owner<'a> {
     pub spec: &'a NodeSpec,
 }
 
+/// The labels of the pods of resource `name` of `role` (and of no other pods).
+pub fn pod_labels(name: &str, role: NodeRole) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "templar-node".into()),
+        ("app.kubernetes.io/instance".into(), name.into()),
+        ("app.kubernetes.io/component".into(), role.as_str().into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "templar-operator".into(),
+        ),
+    ])
+}
+
+/// [`pod_labels`] as a label selector string (`k=v,...`), sorted by key.
+pub fn pod_selector(name: &str, role: NodeRole) -> String {
+    pod_labels(name, role)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Owner<'_> {
     /// Name shared by the StatefulSet, Service, ConfigMap and PodDisruptionBudget.
     pub fn object_name(&self) -> String {
@@ -41,27 +63,12 @@ impl Owner<'_> {
 
     /// The labels that select this resource's pods (and only them).
     pub fn labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("app.kubernetes.io/name".into(), "templar-node".into()),
-            ("app.kubernetes.io/instance".into(), self.name.into()),
-            (
-                "app.kubernetes.io/component".into(),
-                self.role.as_str().into(),
-            ),
-            (
-                "app.kubernetes.io/managed-by".into(),
-                "templar-operator".into(),
-            ),
-        ])
+        pod_labels(self.name, self.role)
     }
 
     /// [`Self::labels`] as a label selector string (`k=v,...`), sorted by key.
     pub fn selector(&self) -> String {
-        self.labels()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        pod_selector(self.name, self.role)
     }
 
     fn meta(&self, name: String) -> ObjectMeta {

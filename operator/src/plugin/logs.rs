@@ -11,6 +11,7 @@ use templar_crds::{TemplarMiner, TemplarValidator};
 use templar_protocol::node_status::NodeRole;
 
 use super::PluginError;
+use crate::build::pod_selector;
 
 /// How to read the logs.
 #[derive(Debug, Clone, Default)]
@@ -52,13 +53,6 @@ pub async fn resource_role(
     }
 }
 
-/// The pods the operator runs for resource `name` of `role` (its labels select them).
-pub fn selector(name: &str, role: NodeRole) -> String {
-    format!(
-        "app.kubernetes.io/component={role},app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=templar-operator,app.kubernetes.io/name=templar-node"
-    )
-}
-
 /// Every pod's `node` container log, lines prefixed with `[pod]`, until all end (with
 /// `follow`: until the pods stop).
 pub async fn logs(
@@ -72,7 +66,7 @@ pub async fn logs(
     let role = resource_role(client, namespace, name, kind).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut names: Vec<String> = pods
-        .list(&ListParams::default().labels(&selector(name, role)))
+        .list(&ListParams::default().labels(&pod_selector(name, role)))
         .await
         .map_err(PluginError::api(format!(
             "listing the pods of {role} {name}"
